@@ -1,0 +1,32 @@
+# make demo: set up .venv, run the default sweep on bundled data, print a summary, write a report.
+# make test: set up .venv with the test extras, run the whole suite.
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/rankbias run examples/demo.yaml --results results/demo --progress
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) results/demo

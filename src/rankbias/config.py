@@ -1,0 +1,406 @@
+"""Run configuration: dataclasses, YAML loading, ``dotted.key=value`` overrides and validation.
+
+Nothing else in rankbias reads YAML. A :class:`RunConfig` is a complete, validated description of
+one training run; its :meth:`RunConfig.run_id` is a hash of its contents, so the same config always
+maps to the same results directory.
+
+Conventions (see ``docs/config.md``): ``optimizer.weight_decay`` is the coefficient PyTorch's SGD
+adds to the gradient (``weight_decay * W``); the papers' λ is ``weight_decay / 2``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+LOSSES = ("cross_entropy", "mse_onehot", "mse_scalar")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The ``synthetic`` data set: x ~ N(0, I_dim), targets from a random two-layer ReLU teacher.
+
+    ``classes > 0``: the label is the argmax of the teacher's ``classes`` outputs.
+    ``classes == 0``: regression on the teacher's scalar output plus Gaussian ``noise``.
+    """
+
+    dim: int = 20
+    classes: int = 10
+    teacher_width: int = 64
+    noise: float = 0.0
+
+    def validate(self, prefix: str) -> None:
+        _positive(self, prefix, "dim", "teacher_width")
+        if self.classes < 0 or self.classes == 1:
+            raise ConfigError(f"{prefix}.classes", f"must be 0 (regression) or at least 2, got {self.classes}")
+        if self.noise < 0:
+            raise ConfigError(f"{prefix}.noise", f"must be >= 0, got {self.noise}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set, which seeded subset of it, and how inputs are standardized.
+
+    ``train_size`` / ``test_size``: ``None`` takes the data set's default sizes (all of it for
+    data sets with a train/test split). ``subset_seed`` draws the subsets. ``standardize``:
+    ``auto`` (per channel for images, per feature for tabular data), ``channel``, ``feature`` or
+    ``none``; statistics come from the training subset.
+    """
+
+    name: str = "digits"
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+    subset_seed: int = 0
+    standardize: Literal["auto", "channel", "feature", "none"] = "auto"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self, prefix: str) -> None:
+        from .data import DATASETS
+
+        if self.name not in DATASETS:
+            raise ConfigError(f"{prefix}.name", f"unknown data set {self.name!r}; known: {', '.join(sorted(DATASETS))}")
+        for key in ("train_size", "test_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{prefix}.{key}", f"must be at least 1, got {value}")
+        self.synthetic.validate(f"{prefix}.synthetic")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model of the registry by name (``mlp-bn-10-100``, ``res-5-500``, ``twolayer-8192``...).
+
+    ``bias``: linear layers of the MLP/RES families carry a bias (off by default, as in the papers).
+    ``bn_detach_var``: GP's batch norm, whose variance term is detached from backpropagation.
+    """
+
+    name: str = "mlp-bn-4-64"
+    bias: bool = False
+    bn_detach_var: bool = False
+
+    def validate(self, prefix: str) -> None:
+        from .models import parse_model_name
+
+        try:
+            parse_model_name(self.name)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}.name", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD in PyTorch's convention: ``g = grad + weight_decay*W; buf = momentum*buf + g; W -= lr*buf``."""
+
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+    def validate(self, prefix: str) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"{prefix}.momentum", f"must be in [0, 1), got {self.momentum}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError(f"{prefix}.nesterov", "needs momentum > 0")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule, applied per epoch.
+
+    ``constant``; ``multistep``: lr × factor at each epoch in ``milestones``;
+    ``step``: lr × factor every ``every`` epochs.
+    """
+
+    kind: Literal["constant", "multistep", "step"] = "constant"
+    milestones: tuple[int, ...] = ()
+    factor: float = 0.1
+    every: int = 0
+
+    def validate(self, prefix: str) -> None:
+        if not self.factor > 0:
+            raise ConfigError(f"{prefix}.factor", f"must be > 0, got {self.factor}")
+        if self.kind == "multistep":
+            if not self.milestones:
+                raise ConfigError(f"{prefix}.milestones", "multistep needs at least one milestone")
+            if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
+                raise ConfigError(f"{prefix}.milestones", f"must be increasing positive epochs, got {list(self.milestones)}")
+        if self.kind == "step" and self.every < 1:
+            raise ConfigError(f"{prefix}.every", f"step schedule needs every >= 1, got {self.every}")
+
+    def multiplier(self, epoch: int) -> float:
+        """Factor on the initial lr during (1-based) ``epoch``: milestones count as epochs completed."""
+        done = epoch - 1
+        if self.kind == "multistep":
+            return self.factor ** sum(done >= m for m in self.milestones)
+        if self.kind == "step":
+            return self.factor ** (done // self.every)
+        return 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Mini-batch size, number of epochs, the run's seed (initialization and data order)."""
+
+    batch_size: int = 32
+    epochs: int = 10
+    seed: int = 0
+    drop_last: bool = True
+
+    def validate(self, prefix: str) -> None:
+        _positive(self, prefix, "batch_size", "epochs")
+        if self.seed < 0:
+            raise ConfigError(f"{prefix}.seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """What is recorded and how ranks are derived from the stored singular values.
+
+    ``every``: record every k epochs (epoch 0 and the last epoch always). ``eps``: rank threshold.
+    ``norm``: the matrix is divided by its Frobenius (``fro``) or spectral norm before thresholding.
+    ``layers``: which weight matrices count in the average rank: ``hidden`` (all but the final
+    classifier, as in the papers' code), ``all``, or a list of matrix names.
+    """
+
+    every: int = 1
+    eps: float = 1e-3
+    norm: Literal["fro", "spectral"] = "fro"
+    layers: Union[Literal["hidden", "all"], tuple[str, ...]] = "hidden"
+
+    def validate(self, prefix: str) -> None:
+        _positive(self, prefix, "every")
+        if not 0 < self.eps < 1:
+            raise ConfigError(f"{prefix}.eps", f"must be in (0, 1), got {self.eps}")
+        if isinstance(self.layers, tuple) and not self.layers:
+            raise ConfigError(f"{prefix}.layers", "an explicit list of matrices must not be empty")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one training run and its records."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: Literal["cross_entropy", "mse_onehot", "mse_scalar"] = "cross_entropy"
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RunConfig":
+        """Build and validate a config from plain values (as read from YAML or JSON)."""
+        raw = dict(raw)
+        if isinstance(raw.get("model"), str):  # ``model: mlp-bn-4-64`` is short for {name: ...}
+            raw["model"] = {"name": raw["model"]}
+        config = _build(cls, raw, "")
+        config.validate()
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> "RunConfig":
+        """One config from a YAML file plus ``dotted.key=value`` overrides (no sweep block)."""
+        configs = load_configs(path, overrides)
+        if len(configs) != 1:
+            raise ConfigError("sweep", f"{path} describes {len(configs)} runs; use rankbias.load_configs")
+        return configs[0]
+
+    def replace(self, **dotted: Any) -> "RunConfig":
+        """A copy with ``dotted`` keys (``optimizer__lr`` or {"optimizer.lr": ...}) replaced."""
+        raw = self.to_dict()
+        for key, value in dotted.items():
+            _set_dotted(raw, key.replace("__", "."), value)
+        return RunConfig.from_dict(raw)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "validate"):
+                value.validate(f.name)
+        regression = self.data.name == "california" or (
+            self.data.name == "synthetic" and self.data.synthetic.classes == 0
+        )
+        if regression and self.loss != "mse_scalar":
+            raise ConfigError("loss", f"data set {self.data.name!r} is a regression task: use mse_scalar")
+
+    # -- identity -----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def run_id(self) -> str:
+        """A 12-hex-digit hash of the resolved config: the name of the run's results directory."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def cohort_key(self) -> str:
+        """Runs with equal keys can train together: all but seed, optimizer and schedule agree."""
+        raw = self.to_dict()
+        for member_key in ("optimizer", "schedule"):
+            raw.pop(member_key)
+        raw["train"].pop("seed")
+        return json.dumps(raw, sort_keys=True)
+
+
+# -- loading files with overrides and sweeps ----------------------------------------------------
+def load_configs(path: str | Path, overrides: list[str] = ()) -> list[RunConfig]:
+    """Read a YAML file, apply ``dotted.key=value`` overrides, expand its ``sweep`` block.
+
+    A ``sweep`` block maps dotted keys to lists of values; the runs are the Cartesian product::
+
+        sweep:
+          train.batch_size: [8, 32, 128]
+          optimizer.weight_decay: [0.0, 5.0e-3]
+
+    Overrides on the command line replace a swept key with a single value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{path} must hold a mapping of config keys")
+    return expand(raw, overrides)
+
+
+def expand(raw: dict, overrides: list[str] = ()) -> list[RunConfig]:
+    """Configs from a plain mapping (optionally with a ``sweep`` block) and overrides."""
+    raw = json.loads(json.dumps(raw))  # deep copy of plain values
+    sweep = raw.pop("sweep", None) or {}
+    if not isinstance(sweep, dict):
+        raise ConfigError("sweep", "must map dotted keys to lists of values")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(item, "an override must look like dotted.key=value")
+        sweep.pop(key, None)
+        _set_dotted(raw, key, yaml.safe_load(text) if text else "")
+    axes = []
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.{key}", "must be a non-empty list of values")
+        axes.append([(key, v) for v in values])
+    configs = []
+    for combo in itertools.product(*axes):
+        run = json.loads(json.dumps(raw))
+        for key, value in combo:
+            _set_dotted(run, key, value)
+        configs.append(RunConfig.from_dict(run))
+    return configs
+
+
+# -- generic typed construction -----------------------------------------------------------------
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix or "config", f"expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(dotted, f"unknown key{hint}")
+        values[key] = _coerce(hints[key], value, dotted)
+    return cls(**values)
+
+
+def _coerce(tp, value: Any, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc).split(": ", 1)[-1])
+        raise ConfigError(key, " or ".join(errors))
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_type, _) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return tuple(_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in rankbias, not user input
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and part == "model" and i == 0:
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), f"is a value, not a section: cannot set {key}")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _positive(section, prefix: str, *keys: str) -> None:
+    for key in keys:
+        value = getattr(section, key)
+        if value < 1:
+            raise ConfigError(f"{prefix}.{key}", f"must be at least 1, got {value}")

@@ -1,0 +1,5 @@
+"""Training: the cohort engine, its optimizer and losses."""
+
+from .engine import CohortTrainer, Member
+
+__all__ = ["CohortTrainer", "Member"]

@@ -1,0 +1,315 @@
+"""The cohort engine: runs that share a model shape, data set and batch size train as one model.
+
+Each member keeps its own seed (initialization and data order come from one ``torch.Generator``
+per member), learning rate, momentum, weight decay and schedule. Parameters are stacked on dim 0
+(see ``models/layers.py``), so one step of the cohort is one step of every member, and a member's
+records equal those of the same run trained alone (to float tolerance).
+
+At epoch 0 and every ``record.every`` epochs (and the last) each member gets its records and a
+checkpoint; a member whose loss becomes NaN or inf is recorded as diverged and removed from the
+cohort, the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import torch
+
+from ..config import RunConfig
+from ..data import Dataset
+from ..models import CohortModel, build_model
+from ..spectra.measures import rank_measures, singular_values
+from ..store.run_store import RunStore
+from .losses import member_correct, member_losses, output_size
+from .optimizer import CohortSGD
+
+EVAL_ROWS = 1 << 18  # members × samples per evaluation chunk
+
+
+@dataclass
+class Member:
+    config: RunConfig
+    store: RunStore
+
+
+def counted_matrices(model: CohortModel, layers) -> list[str]:
+    """Names of the weight matrices that count in the average rank (``record.layers``)."""
+    infos = model.matrix_infos()
+    if layers == "hidden":
+        return [i.name for i in infos if not i.classifier]
+    if layers == "all":
+        return [i.name for i in infos]
+    return list(layers)
+
+
+class CohortTrainer:
+    def __init__(self, members: list[Member], data: Dataset, device: torch.device, progress: bool = False):
+        self.members = list(members)
+        self.data = data.to(device)
+        self.device = device
+        self.progress = progress
+        cfg = self.config = members[0].config
+        self.n_out = output_size(cfg.loss, data.num_classes)
+        self.model = build_model(cfg.model, len(members), data.input_shape, self.n_out).to(device)
+        self.generators = [torch.Generator().manual_seed(m.config.train.seed) for m in members]
+        for r, generator in enumerate(self.generators):
+            self.model.reset_member(r, generator)
+        self.param_names = [name for name, _ in self.model.named_parameters()]
+        opts = [m.config.optimizer for m in members]
+        self.optimizer = CohortSGD(
+            self.model.parameters(),
+            lr=[o.lr for o in opts],
+            momentum=[o.momentum for o in opts],
+            weight_decay=[o.weight_decay for o in opts],
+            nesterov=[o.nesterov for o in opts],
+        )
+        self.infos = self.model.matrix_infos()
+        self.counted = set(counted_matrices(self.model, cfg.record.layers))
+        self.epoch = 0
+        self.step = 0
+        self.previous: dict[str, torch.Tensor] | None = None  # matrices at the last record
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Train from the members' checkpoints (or from scratch) to the last epoch."""
+        self._resume_or_start()
+        cfg = self.config
+        bar = _progress_bar(cfg.train.epochs, self.epoch, len(self.members), self.progress)
+        while self.epoch < cfg.train.epochs and self.members:
+            self.epoch += 1
+            self.optimizer.set_lr([m.config.optimizer.lr * m.config.schedule.multiplier(self.epoch) for m in self.members])
+            start = time.perf_counter()
+            batch_loss = self._train_epoch()
+            epoch_seconds = _elapsed(start, self.device)
+            self._drop_diverged(batch_loss)
+            if self.members and (self.epoch % cfg.record.every == 0 or self.epoch == cfg.train.epochs):
+                self._record(batch_loss, epoch_seconds)
+            bar.update(1)
+        bar.close()
+        for m in self.members:
+            m.store.set_status("done", self.epoch)
+            m.store.compact()
+
+    # -- training ---------------------------------------------------------------------------
+    def _train_epoch(self) -> torch.Tensor:
+        """One epoch of every member; returns each member's mean mini-batch loss."""
+        cfg = self.config
+        x, y = self.data.x_train, self.data.y_train
+        n, batch = len(x), cfg.train.batch_size
+        steps = n // batch if cfg.train.drop_last else math.ceil(n / batch)
+        order = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(self.device)
+        total = torch.zeros(len(self.members), device=self.device)
+        self.model.train()
+        for s in range(steps):
+            index = order[:, s * batch : (s + 1) * batch]
+            losses = member_losses(cfg.loss, self.model(x[index]), y[index])
+            losses.sum().backward()
+            self.optimizer.step()
+            total += losses.detach()
+        self.step += steps
+        return total / steps
+
+    def _drop_diverged(self, batch_loss: torch.Tensor) -> None:
+        finite = torch.isfinite(batch_loss).tolist()
+        if all(finite):
+            return
+        for member, ok in zip(self.members, finite):
+            if not ok:
+                member.store.set_status("diverged", self.epoch, f"training loss is not finite at epoch {self.epoch}")
+                member.store.compact()
+        keep = torch.tensor([i for i, ok in enumerate(finite) if ok], dtype=torch.long)
+        self._select(keep)
+
+    def _select(self, keep: torch.Tensor) -> None:
+        """Keep only members ``keep`` in the model, optimizer and bookkeeping."""
+        keep_device = keep.to(self.device)
+        for module in self.model.modules():
+            for name, param in module._parameters.items():
+                if param is not None:
+                    param.data = param.data[keep_device]
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    module._buffers[name] = buffer[keep_device]
+        self.model.members = len(keep)
+        self.optimizer.select(keep_device)
+        idx = keep.tolist()
+        self.members = [self.members[i] for i in idx]
+        self.generators = [self.generators[i] for i in idx]
+        if self.previous is not None:
+            self.previous = {k: v[keep_device] for k, v in self.previous.items()}
+
+    # -- evaluation and records -------------------------------------------------------------
+    @torch.no_grad()
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and accuracy of every member on a whole set, in eval mode."""
+        members, n = len(self.members), len(x)
+        chunk = max(1, EVAL_ROWS // members)
+        loss_sum = torch.zeros(members, device=self.device)
+        correct = torch.zeros(members, device=self.device)
+        self.model.eval()
+        for s in range(0, n, chunk):
+            xb, yb = x[s : s + chunk], y[s : s + chunk]
+            out = self.model(xb.expand(members, *xb.shape))
+            yb = yb.expand(members, *yb.shape)
+            loss_sum += member_losses(self.config.loss, out, yb) * len(xb)
+            correct += member_correct(self.config.loss, out, yb, self.data.num_classes)
+        self.model.train()
+        return loss_sum / n, correct / n
+
+    @torch.no_grad()
+    def _record(self, batch_loss: torch.Tensor | None, epoch_seconds: float) -> None:
+        """Write every member's records for this epoch, then its checkpoint."""
+        start = time.perf_counter()
+        cfg, members = self.config, len(self.members)
+        train_loss, train_acc = self._evaluate(self.data.x_train, self.data.y_train)
+        test_loss, test_acc = self._evaluate(self.data.x_test, self.data.y_test)
+        matrices = {i.name: self.model.weight_matrix(i.name).detach().float() for i in self.infos}
+        spectra = _batched_singular_values(matrices)
+        per_layer = {}
+        for name, sv in spectra.items():
+            values = rank_measures(sv, cfg.record.eps, cfg.record.norm)
+            if self.previous is None:
+                values["delta_fro"] = torch.full((members,), float("nan"), device=self.device)
+                values["norm_ratio"] = torch.full((members,), float("nan"), device=self.device)
+            else:
+                values["delta_fro"] = (matrices[name] - self.previous[name]).flatten(1).norm(dim=1)
+                values["norm_ratio"] = self.previous[name].flatten(1).norm(dim=1) / values["fro_norm"]
+            per_layer[name] = {k: v.float().cpu() for k, v in values.items()}
+        spectra_cpu = {name: sv.cpu() for name, sv in spectra.items()}
+        self.previous = {k: v.clone() for k, v in matrices.items()}
+        scalars = {
+            "train_loss": train_loss.cpu(),
+            "train_acc": train_acc.cpu(),
+            "test_loss": test_loss.cpu(),
+            "test_acc": test_acc.cpu(),
+            "batch_loss": batch_loss.cpu() if batch_loss is not None else torch.full((members,), float("nan")),
+            "lr": self.optimizer.lr.cpu(),
+        }
+        record_seconds = _elapsed(start, self.device)
+        for r, member in enumerate(self.members):
+            member.store.append(self.epoch, self._tables(r, member, scalars, per_layer, spectra_cpu, epoch_seconds, record_seconds))
+            member.store.save_checkpoint(self._member_state(r))
+            member.store.set_status("running", self.epoch)
+
+    def _tables(self, r, member, scalars, per_layer, spectra, epoch_seconds, record_seconds) -> dict[str, pa.Table]:
+        run_id, epoch = member.store.run_id, self.epoch
+        counted = [float(per_layer[n]["eps_rank"][r]) for n in per_layer if n in self.counted]
+        deltas = [float(per_layer[n]["delta_fro"][r]) for n in per_layer]
+        row = {"run_id": run_id, "epoch": epoch, "step": self.step}
+        row |= {k: float(v[r]) for k, v in scalars.items()}
+        row |= {
+            "avg_rank": sum(counted) / len(counted) if counted else float("nan"),
+            "distance": sum(deltas) / len(deltas),
+            "epoch_seconds": epoch_seconds,
+            "record_seconds": record_seconds,
+        }
+        layer_rows = []
+        for index, info in enumerate(self.infos):
+            values = per_layer[info.name]
+            layer_rows.append(
+                {
+                    "run_id": run_id,
+                    "epoch": epoch,
+                    "layer": info.name,
+                    "index": index,
+                    "rows": info.shape[0],
+                    "cols": info.shape[1],
+                    "m_l": info.m_l,
+                    "counted": info.name in self.counted,
+                    **{k: (int(v[r]) if k == "eps_rank" else float(v[r])) for k, v in values.items()},
+                }
+            )
+        spectra_table = pa.table(
+            {
+                "run_id": [run_id] * len(self.infos),
+                "epoch": [epoch] * len(self.infos),
+                "layer": [i.name for i in self.infos],
+                "sv": pa.array([spectra[i.name][r].numpy() for i in self.infos], type=pa.list_(pa.float32())),
+            }
+        )
+        return {"scalars": pa.Table.from_pylist([row]), "layers": pa.Table.from_pylist(layer_rows), "spectra": spectra_table}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _member_state(self, r: int) -> dict:
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t[r].detach().cpu().clone()
+
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "params": {n: take(p) for n, p in self.model.named_parameters()},
+            "buffers": {n: take(b) for n, b in self.model.named_buffers()},
+            "momentum": {n: take(b) for n, b in zip(self.param_names, self.optimizer.buffers)},
+            "generator": self.generators[r].get_state(),
+        }
+
+    def _resume_or_start(self) -> None:
+        states = [m.store.load_checkpoint() for m in self.members]
+        if any(s is None for s in states):
+            if any(s is not None for s in states):
+                raise RuntimeError("a cohort mixes new and resumed runs; group members by resume epoch")
+            for m in self.members:
+                m.store.write_config(m.config.to_dict())
+                m.store.set_status("running", 0)
+            self._record(None, 0.0)
+            return
+        epochs = {s["epoch"] for s in states}
+        if len(epochs) != 1:
+            raise RuntimeError(f"cohort members resume from different epochs {sorted(epochs)}")
+        params = dict(self.model.named_parameters())
+        buffers = dict(self.model.named_buffers())
+        momentum = dict(zip(self.param_names, self.optimizer.buffers))
+        with torch.no_grad():
+            for r, (member, state) in enumerate(zip(self.members, states)):
+                for group, targets in (("params", params), ("buffers", buffers), ("momentum", momentum)):
+                    for name, value in state[group].items():
+                        targets[name][r] = value.to(self.device)
+                self.generators[r].set_state(state["generator"])
+                member.store.drop_after(state["epoch"])
+                member.store.set_status("running", state["epoch"])
+        self.epoch, self.step = states[0]["epoch"], states[0]["step"]
+        self.previous = {i.name: self.model.weight_matrix(i.name).detach().float().clone() for i in self.infos}
+
+
+def checkpoint_epoch(store: RunStore) -> int:
+    """The epoch a run resumes from (0 for a new run)."""
+    state = store.load_checkpoint()
+    return 0 if state is None else int(state["epoch"])
+
+
+def _batched_singular_values(matrices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Singular values of every ``(R, m, n)`` matrix; matrices of equal shape in one batched call."""
+    by_shape: dict[tuple, list[str]] = {}
+    for name, w in matrices.items():
+        by_shape.setdefault(tuple(w.shape), []).append(name)
+    out = {}
+    for names in by_shape.values():
+        values = singular_values(torch.stack([matrices[n] for n in names]))
+        out.update(zip(names, values))
+    return out
+
+
+def _elapsed(start: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, members: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"cohort of {members}", unit="epoch", leave=False)

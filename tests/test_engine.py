@@ -1,0 +1,219 @@
+"""The cohort engine: cohort = solo, = plain PyTorch, resume = uninterrupted, divergence isolated."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rankbias as rb
+from rankbias.data import load_dataset
+from rankbias.store import RunStore
+from rankbias.train.engine import CohortTrainer, Member
+
+from .conftest import small_config
+
+SCALAR_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "batch_loss", "avg_rank", "distance"]
+LAYER_COLUMNS = ["epoch", "layer", "fro_norm", "spectral_norm", "delta_fro", "norm_ratio", "stable_rank", "effective_rank"]
+
+
+def records(path, run_id):
+    loaded = rb.load(path / run_id)
+    spectra = np.concatenate(loaded.spectra.sort_values(["epoch", "layer"])["sv"].map(np.asarray).to_list())
+    return loaded.scalars.sort_values("epoch"), loaded.layers.sort_values(["epoch", "layer"]), spectra
+
+
+def assert_same_records(path_a, path_b, run_id, rtol=0.0, atol=0.0):
+    sa, la, spa = records(path_a, run_id)
+    sb, lb, spb = records(path_b, run_id)
+    pd.testing.assert_frame_equal(sa[SCALAR_COLUMNS].reset_index(drop=True), sb[SCALAR_COLUMNS].reset_index(drop=True), rtol=rtol, atol=atol, check_exact=rtol == 0 and atol == 0)
+    pd.testing.assert_frame_equal(la[LAYER_COLUMNS].reset_index(drop=True), lb[LAYER_COLUMNS].reset_index(drop=True), rtol=rtol, atol=atol, check_exact=rtol == 0 and atol == 0)
+    np.testing.assert_allclose(spa, spb, rtol=rtol, atol=atol)
+
+
+MEMBERS = [
+    {},
+    {"train.seed": 1, "optimizer.lr": 0.1, "optimizer.momentum": 0.0},
+    {"train.seed": 2, "optimizer.weight_decay": 0.0, "optimizer.nesterov": True},
+    {"train.seed": 3, "schedule.kind": "multistep", "schedule.milestones": [2], "schedule.factor": 0.2},
+]
+
+
+def test_cohort_members_equal_their_solo_runs(tmp_path):
+    configs = [small_config(**m) for m in MEMBERS]
+    assert len({c.cohort_key() for c in configs}) == 1
+    rb.train(configs, tmp_path / "cohort", max_cohort=4)
+    for config in configs:
+        rb.train(config, tmp_path / "solo")
+    for config in configs:
+        assert_same_records(tmp_path / "cohort", tmp_path / "solo", config.run_id(), rtol=1e-4, atol=1e-5)
+        _, layers, _ = records(tmp_path / "cohort", config.run_id())
+        # the integer ranks may flip only where a singular value sits at the threshold: compare loosely
+        _, solo_layers, _ = records(tmp_path / "solo", config.run_id())
+        assert (layers["eps_rank"].values - solo_layers["eps_rank"].values).__abs__().max() <= 1
+
+
+def test_records_have_every_epoch_including_initialization(tmp_path):
+    config = small_config(**{"schedule.kind": "step", "schedule.every": 2, "schedule.factor": 0.5})
+    run = rb.train(config, tmp_path)
+    assert run.state == "done" and run.epoch == 3 and not run.reused
+    loaded = rb.load(run.path)
+    assert list(loaded.scalars["epoch"]) == [0, 1, 2, 3]
+    assert list(loaded.scalars["lr"]) == pytest.approx([0.05, 0.05, 0.05, 0.025])
+    assert loaded.scalars["step"].tolist() == [0, 8, 16, 24]  # 256 samples / 32, drop_last
+    layers = loaded.layers
+    assert set(layers["layer"]) == {"hidden.0", "hidden.1", "out"}
+    assert layers[layers.layer == "out"]["counted"].eq(False).all()
+    assert layers[layers.epoch == 0]["delta_fro"].isna().all() and layers[layers.epoch > 0]["delta_fro"].gt(0).all()
+    # avg_rank is the mean ε-rank of the hidden matrices; spectra hold all singular values
+    epoch3 = layers[(layers.epoch == 3) & layers.counted]
+    assert loaded.scalars.iloc[-1]["avg_rank"] == pytest.approx(epoch3["eps_rank"].mean())
+    sv = loaded.spectra[(loaded.spectra.epoch == 3) & (loaded.spectra.layer == "hidden.0")]["sv"].iloc[0]
+    assert len(sv) == 16 and sv.dtype == np.float32
+    row = layers[(layers.epoch == 3) & (layers.layer == "hidden.0")].iloc[0]
+    assert row["fro_norm"] == pytest.approx(np.sqrt((sv.astype(np.float64) ** 2).sum()), rel=1e-5)
+    assert row["spectral_norm"] == pytest.approx(sv.max(), rel=1e-6)
+    # the norm ratio is ||W_{t-1}|| / ||W_t|| between records
+    prev = layers[(layers.epoch == 2) & (layers.layer == "hidden.0")].iloc[0]
+    assert row["norm_ratio"] == pytest.approx(prev["fro_norm"] / row["fro_norm"], rel=1e-5)
+    # ranks at another ε, recomputed from the stored spectra without retraining
+    coarse = rb.load(run.path, eps=0.05)
+    assert (coarse.layers["eps_rank"].values <= loaded.layers["eps_rank"].values).all()
+    assert coarse.layers["eps_rank"].sum() < loaded.layers["eps_rank"].sum()
+
+
+def test_record_every_k_epochs_keeps_zero_and_last(tmp_path):
+    run = rb.train(small_config(**{"train.epochs": 5, "record.every": 2}), tmp_path)
+    assert rb.load(run.path).scalars["epoch"].tolist() == [0, 2, 4, 5]
+    assert rb.load(run.path).layers[lambda d: d.epoch == 2]["delta_fro"].notna().all()
+
+
+def test_engine_equals_plain_pytorch_sgd(tmp_path):
+    """One member trained by the engine = its plain nn.Module trained with torch.optim.SGD."""
+    config = small_config(**{"optimizer.weight_decay": 1e-2, "model.bias": True})
+    data = load_dataset(config.data)
+    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, torch.device("cpu"))
+    plain = trainer.model.member_module(0)
+    generator = torch.Generator()
+    generator.set_state(trainer.generators[0].get_state())
+    trainer.run()
+
+    opt = config.optimizer
+    sgd = torch.optim.SGD(plain.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    n, batch = len(data.x_train), config.train.batch_size
+    for _ in range(config.train.epochs):
+        order = torch.randperm(n, generator=generator)
+        for s in range(n // batch):
+            index = order[s * batch : (s + 1) * batch]
+            loss = F.cross_entropy(plain(data.x_train[index]), data.y_train[index])
+            sgd.zero_grad()
+            loss.backward()
+            sgd.step()
+    trained = trainer.model.member_module(0).state_dict()
+    for name, value in plain.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        torch.testing.assert_close(trained[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_same_seed_same_records_and_reuse(tmp_path):
+    config = small_config()
+    first = rb.train(config, tmp_path / "a")
+    rb.train(config, tmp_path / "b")
+    assert_same_records(tmp_path / "a", tmp_path / "b", config.run_id())
+    stamp = (first.path / "scalars.parquet").stat().st_mtime_ns
+    again = rb.train(config, tmp_path / "a")
+    assert again.reused and (first.path / "scalars.parquet").stat().st_mtime_ns == stamp
+    forced = rb.train(config, tmp_path / "a", force=True)
+    assert not forced.reused and (first.path / "scalars.parquet").stat().st_mtime_ns != stamp
+    assert_same_records(tmp_path / "a", tmp_path / "b", config.run_id())
+
+
+class Killed(KeyboardInterrupt):
+    pass
+
+
+def test_killed_run_resumes_to_the_uninterrupted_records(tmp_path, monkeypatch):
+    configs = [small_config(**{"train.epochs": 5}), small_config(**{"train.epochs": 5, "train.seed": 9})]
+    rb.train(configs, tmp_path / "straight")
+
+    original = CohortTrainer._train_epoch
+
+    def dies_in_epoch_4(self):
+        if self.epoch == 4:
+            raise Killed
+        return original(self)
+
+    monkeypatch.setattr(CohortTrainer, "_train_epoch", dies_in_epoch_4)
+    with pytest.raises(Killed):
+        rb.train(configs, tmp_path / "killed")
+    store = RunStore(tmp_path / "killed", configs[0].run_id())
+    assert store.status()["state"] == "running" and store.load_checkpoint()["epoch"] == 3
+    monkeypatch.setattr(CohortTrainer, "_train_epoch", original)
+    runs = rb.train(configs, tmp_path / "killed")
+    assert [r.state for r in runs] == ["done", "done"]
+    for config in configs:
+        assert_same_records(tmp_path / "straight", tmp_path / "killed", config.run_id())
+
+
+def test_crash_between_records_and_checkpoint_drops_the_orphan_records(tmp_path, monkeypatch):
+    config = small_config(**{"train.epochs": 4})
+    rb.train(config, tmp_path / "straight")
+    original = RunStore.save_checkpoint
+
+    def fails_at_epoch_3(self, state):
+        if state["epoch"] == 3:
+            raise OSError("disk full")
+        return original(self, state)
+
+    monkeypatch.setattr(RunStore, "save_checkpoint", fails_at_epoch_3)
+    run = rb.train(config, tmp_path / "crashed")
+    assert run.state == "failed" and "disk full" in run.message and run.epoch == 2
+    assert (run.path / "scalars" / "e000003.parquet").exists()  # written before the checkpoint failed
+    monkeypatch.setattr(RunStore, "save_checkpoint", original)
+    assert rb.train(config, tmp_path / "crashed").state == "done"
+    assert_same_records(tmp_path / "straight", tmp_path / "crashed", config.run_id())
+
+
+def test_a_diverging_member_is_isolated(tmp_path):
+    stable = small_config(**{"model.name": "mlp-2-16", "optimizer.momentum": 0.0})
+    wild = stable.replace(**{"optimizer.lr": 1e4, "train.seed": 5})
+    runs = rb.train([stable, wild], tmp_path / "cohort")
+    assert runs[0].state == "done"
+    assert runs[1].state == "diverged" and runs[1].epoch == 1 and "not finite" in runs[1].message
+    diverged = rb.load(runs[1].path)
+    assert diverged.runs.iloc[0]["state"] == "diverged" and diverged.scalars["epoch"].tolist() == [0]
+    rb.train(stable, tmp_path / "solo")
+    assert_same_records(tmp_path / "cohort", tmp_path / "solo", stable.run_id(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_stops_before_training_and_touches_nothing(tmp_path):
+    results = tmp_path / "results"
+    good = small_config()
+    rb.train(good, results)
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    with pytest.raises(rb.ConfigError, match="train.batch_size: 512 is larger than the training set"):
+        rb.train([small_config(**{"train.seed": 3}), small_config(**{"train.batch_size": 512})], results)
+    with pytest.raises(rb.ConfigError, match="record.layers: no weight matrix named 'hidden.7'"):
+        rb.train(small_config(**{"record.layers": ["hidden.0", "hidden.7"]}), results)
+    with pytest.raises(rb.DataError):
+        rb.train(small_config(**{"data.name": "cifar10"}), results)
+    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
+
+
+def test_regression_twolayer_on_synthetic_teacher(tmp_path):
+    config = rb.RunConfig.from_dict(
+        {
+            "model": "twolayer-64",
+            "data": {"name": "synthetic", "train_size": 128, "test_size": 64, "synthetic": {"dim": 8, "classes": 0}},
+            "loss": "mse_scalar",
+            "optimizer": {"lr": 0.01, "weight_decay": 1e-3},
+            "train": {"batch_size": 16, "epochs": 3},
+        }
+    )
+    run = rb.train(config, tmp_path)
+    loaded = rb.load(run.path)
+    assert run.state == "done" and loaded.scalars["train_acc"].isna().all()
+    assert loaded.scalars["train_loss"].iloc[-1] < loaded.scalars["train_loss"].iloc[0]
+    assert set(loaded.layers["layer"]) == {"V", "a"}
+    assert loaded.layers[loaded.layers.layer == "V"]["counted"].all()
