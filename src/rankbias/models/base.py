@@ -38,7 +38,7 @@ class CohortModel(nn.Module):
 
     def weight_matrix(self, name: str) -> torch.Tensor:
         """The stacked ``(R, out, in)`` matrix of a listed weight matrix."""
-        return self.get_submodule(name).weight
+        return self.get_submodule(name).matrix
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
         """Initialize member ``r`` from its own generator, layer by layer in module order."""

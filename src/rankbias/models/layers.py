@@ -17,7 +17,12 @@ from torch import nn
 
 
 class CohortLinear(nn.Module):
-    """``R`` linear maps ``x_r W_r^T (+ b_r)``; ``W`` has shape ``(R, out, in)``."""
+    """``R`` linear maps ``x_r W_r^T (+ b_r)``; ``weight`` has shape ``(R, out, in)``.
+
+    Forward and backward are written out (:class:`_CohortLinearFn`) so that each of the three
+    batched matmuls takes the operand layout the CPU BLAS is fastest with and the weight gradient
+    comes out in the parameter's own layout (no copy when it is accumulated).
+    """
 
     def __init__(self, members: int, in_features: int, out_features: int, bias: bool):
         super().__init__()
@@ -25,11 +30,12 @@ class CohortLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(members, 1, out_features)) if bias else None
 
+    @property
+    def matrix(self) -> torch.Tensor:
+        return self.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight_t = self.weight.transpose(1, 2)
-        if self.bias is None:
-            return torch.bmm(x, weight_t)
-        return torch.baddbmm(self.bias, x, weight_t)
+        return _CohortLinearFn.apply(x, self.weight, self.bias)
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
         """PyTorch's ``nn.Linear`` default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias."""
@@ -38,6 +44,11 @@ class CohortLinear(nn.Module):
         if self.bias is not None:
             _uniform(self.bias, r, bound, generator)
 
+    def set_matrix(self, r: int, matrix: torch.Tensor) -> None:
+        """Set member ``r``'s W (shape ``(out, in)``)."""
+        with torch.no_grad():
+            self.weight[r] = matrix.to(self.weight.device, self.weight.dtype)
+
     def plain(self, r: int) -> nn.Linear:
         layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         with torch.no_grad():
@@ -45,6 +56,25 @@ class CohortLinear(nn.Module):
             if self.bias is not None:
                 layer.bias.copy_(self.bias[r, 0])
         return layer
+
+
+class _CohortLinearFn(torch.autograd.Function):
+    """``y = x W^T + b`` per member: x (R, B, in), W (R, out, in), b (R, 1, out) or None."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        weight_t = weight.transpose(1, 2)
+        return torch.bmm(x, weight_t) if bias is None else torch.baddbmm(bias, x, weight_t)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad_out, weight) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.bmm(grad_out.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_bias = grad_out.sum(1, keepdim=True) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
 
 
 class CohortBatchNorm(nn.Module):

@@ -26,10 +26,10 @@ class CohortTwoLayer(CohortModel):
         return self.a(torch.relu(self.V(x.flatten(2))))
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
+        for layer in (self.V, self.a):
+            std = math.sqrt(2.0 / layer.in_features)
+            layer.set_matrix(r, torch.randn(layer.out_features, layer.in_features, generator=generator) * std)
         with torch.no_grad():
-            for layer in (self.V, self.a):
-                std = math.sqrt(2.0 / layer.in_features)
-                layer.weight[r] = (torch.randn(layer.weight.shape[1:], generator=generator) * std).to(layer.weight)
             self.V.bias[r] = 0
 
     def matrix_infos(self) -> list[MatrixInfo]:

@@ -55,9 +55,6 @@ class CohortSGD:
             p.addcmul_(g, neg_lr)
             p.grad = None
 
-    def state(self) -> dict:
-        return {"momentum_buffers": self.buffers}
-
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members in index tensor ``keep`` (after ``CohortModel`` was sliced)."""
         self.lr, self.momentum = self.lr[keep], self.momentum[keep]
