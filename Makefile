@@ -21,6 +21,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/rankbias run examples/demo.yaml --results results/demo --progress
+	$(BIN)/rankbias report results/demo
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

@@ -35,6 +35,11 @@ def test_run_with_overrides_then_show_and_status(tmp_path):
     assert all(word in shown.output for word in ("epoch", "train_loss", "test_acc", "avg_rank", "hidden.0", "out"))
     status = runner.invoke(main, ["status", str(results)])
     assert status.exit_code == 0 and run_dir.name in status.output
+    report = runner.invoke(main, ["report", str(results)])
+    assert report.exit_code == 0
+    page = (results / "report.html").read_text()
+    final_rank = rb.load(results).scalars.sort_values("epoch")["avg_rank"].iloc[-1]
+    assert "<table" in page and run_dir.name in page and f"{final_rank:.4g}" in page
 
 
 def test_python_m_rankbias_is_the_same_command():

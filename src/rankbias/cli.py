@@ -11,6 +11,7 @@ import pandas as pd
 from . import api
 from .config import load_configs
 from .errors import RankbiasError
+from .report import write_report
 from .summary import epoch_table, final_summary
 
 
@@ -91,3 +92,16 @@ def status(results, eps) -> None:
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     _print(final_summary(records))
+
+
+@main.command()
+@click.argument("results", default="results", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default RESULTS/report.html).")
+@click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
+def report(results, out, eps) -> None:
+    """Write a self-contained HTML page: final records, average rank and accuracy per epoch."""
+    try:
+        path = write_report(results, out, eps)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    click.echo(f"report written to {path}")

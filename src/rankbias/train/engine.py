@@ -167,6 +167,7 @@ class CohortTrainer:
         cfg, members = self.config, len(self.members)
         train_loss, train_acc = self._evaluate(self.data.x_train, self.data.y_train)
         test_loss, test_acc = self._evaluate(self.data.x_test, self.data.y_test)
+        spectra_start = time.perf_counter()
         matrices = {i.name: self.model.weight_matrix(i.name).detach().float() for i in self.infos}
         spectra = _batched_singular_values(matrices)
         per_layer = {}
@@ -180,6 +181,7 @@ class CohortTrainer:
                 values["norm_ratio"] = self.previous[name].flatten(1).norm(dim=1) / values["fro_norm"]
             per_layer[name] = {k: v.float().cpu() for k, v in values.items()}
         spectra_cpu = {name: sv.cpu() for name, sv in spectra.items()}
+        spectra_seconds = _elapsed(spectra_start, self.device)
         self.previous = {k: v.clone() for k, v in matrices.items()}
         scalars = {
             "train_loss": train_loss.cpu(),
@@ -189,13 +191,13 @@ class CohortTrainer:
             "batch_loss": batch_loss.cpu() if batch_loss is not None else torch.full((members,), float("nan")),
             "lr": self.optimizer.lr.cpu(),
         }
-        record_seconds = _elapsed(start, self.device)
+        seconds = {"epoch_seconds": epoch_seconds, "spectra_seconds": spectra_seconds, "record_seconds": _elapsed(start, self.device)}
         for r, member in enumerate(self.members):
-            member.store.append(self.epoch, self._tables(r, member, scalars, per_layer, spectra_cpu, epoch_seconds, record_seconds))
+            member.store.append(self.epoch, self._tables(r, member, scalars, per_layer, spectra_cpu, seconds))
             member.store.save_checkpoint(self._member_state(r))
             member.store.set_status("running", self.epoch)
 
-    def _tables(self, r, member, scalars, per_layer, spectra, epoch_seconds, record_seconds) -> dict[str, pa.Table]:
+    def _tables(self, r, member, scalars, per_layer, spectra, seconds) -> dict[str, pa.Table]:
         run_id, epoch = member.store.run_id, self.epoch
         counted = [float(per_layer[n]["eps_rank"][r]) for n in per_layer if n in self.counted]
         deltas = [float(per_layer[n]["delta_fro"][r]) for n in per_layer]
@@ -204,8 +206,7 @@ class CohortTrainer:
         row |= {
             "avg_rank": sum(counted) / len(counted) if counted else float("nan"),
             "distance": sum(deltas) / len(deltas),
-            "epoch_seconds": epoch_seconds,
-            "record_seconds": record_seconds,
+            **seconds,
         }
         layer_rows = []
         for index, info in enumerate(self.infos):
