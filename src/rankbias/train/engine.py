@@ -313,4 +313,5 @@ def _progress_bar(total: int, initial: int, members: int, enabled: bool):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"cohort of {members}", unit="epoch", leave=False)
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    return tqdm(total=total, initial=initial, desc=f"cohort of {members}", unit="epoch", leave=False, disable=None)
