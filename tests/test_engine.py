@@ -217,3 +217,15 @@ def test_regression_twolayer_on_synthetic_teacher(tmp_path):
     assert loaded.scalars["train_loss"].iloc[-1] < loaded.scalars["train_loss"].iloc[0]
     assert set(loaded.layers["layer"]) == {"V", "a"}
     assert loaded.layers[loaded.layers.layer == "V"]["counted"].all()
+
+
+def test_a_cohort_that_fails_before_its_first_record_is_marked_failed(tmp_path, monkeypatch):
+    import rankbias.train.engine as engine
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engine, "build_model", out_of_memory)
+    run = rb.train(small_config(), tmp_path)
+    assert run.state == "failed" and "out of memory" in run.message
+    assert rb.load(tmp_path).runs.iloc[0]["state"] == "failed"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -73,7 +73,7 @@ def train(
         key = (config.cohort_key(), checkpoint_epoch(store))
         pending.setdefault(key, []).append(Member(config, store))
 
-    for (cohort_key, _), members in pending.items():
+    for members in pending.values():
         data = datasets[_data_key(members[0].config)]
         for start in range(0, len(members), max_cohort):
             chunk = members[start : start + max_cohort]
@@ -83,9 +83,12 @@ def train(
                 raise
             except Exception as exc:  # a failure of this cohort is recorded; the others go on
                 for m in chunk:
-                    status = m.store.status() or {}
-                    if status.get("state") == "running":
-                        m.store.set_status("failed", status.get("epoch"), f"{type(exc).__name__}: {exc}")
+                    status = m.store.status()
+                    if status is None:  # failed before its first record
+                        m.store.write_config(m.config.to_dict())
+                    if status is None or status["state"] == "running":
+                        epoch = status["epoch"] if status else None
+                        m.store.set_status("failed", epoch, f"{type(exc).__name__}: {exc}")
 
     trained = {m.store.run_id for members in pending.values() for m in members}
     out = [_result(results, c, reused=c.run_id() not in trained) for c in configs]

@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -60,8 +60,8 @@ class DataConfig:
     """
 
     name: str = "digits"
-    train_size: Optional[int] = None
-    test_size: Optional[int] = None
+    train_size: int | None = None
+    test_size: int | None = None
     subset_seed: int = 0
     standardize: Literal["auto", "channel", "feature", "none"] = "auto"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -181,7 +181,7 @@ class RecordConfig:
     every: int = 1
     eps: float = 1e-3
     norm: Literal["fro", "spectral"] = "fro"
-    layers: Union[Literal["hidden", "all"], tuple[str, ...]] = "hidden"
+    layers: Literal["hidden", "all"] | tuple[str, ...] = "hidden"
 
     def validate(self, prefix: str) -> None:
         _positive(self, prefix, "every")
@@ -205,7 +205,7 @@ class RunConfig:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict) -> "RunConfig":
+    def from_dict(cls, raw: dict) -> RunConfig:
         """Build and validate a config from plain values (as read from YAML or JSON)."""
         raw = dict(raw)
         if isinstance(raw.get("model"), str):  # ``model: mlp-bn-4-64`` is short for {name: ...}
@@ -215,14 +215,14 @@ class RunConfig:
         return config
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> "RunConfig":
+    def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> RunConfig:
         """One config from a YAML file plus ``dotted.key=value`` overrides (no sweep block)."""
         configs = load_configs(path, overrides)
         if len(configs) != 1:
             raise ConfigError("sweep", f"{path} describes {len(configs)} runs; use rankbias.load_configs")
         return configs[0]
 
-    def replace(self, **dotted: Any) -> "RunConfig":
+    def replace(self, **dotted: Any) -> RunConfig:
         """A copy with ``dotted`` keys (``optimizer__lr`` or {"optimizer.lr": ...}) replaced."""
         raw = self.to_dict()
         for key, value in dotted.items():

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ class Dataset:
     def input_shape(self) -> tuple:
         return tuple(self.x_train.shape[1:])
 
-    def to(self, device) -> "Dataset":
+    def to(self, device) -> Dataset:
         """A copy with all tensors on ``device``."""
         return dataclasses.replace(
             self,
@@ -82,9 +83,9 @@ class DatasetInfo:
     test_size: int
     description: str
     layout: Literal["split", "pool", "generated"]
-    pool_size: Optional[int] = None
+    pool_size: int | None = None
     scale: float = 255.0
-    read: Optional[Callable] = dataclasses.field(default=None, repr=False, compare=False)
+    read: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _split(module, name):
@@ -145,7 +146,7 @@ def offline() -> bool:
     return os.environ.get("RANKBIAS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def dataset_size(config: "DataConfig") -> tuple[int, int]:
+def dataset_size(config: DataConfig) -> tuple[int, int]:
     """``(n_train, n_test)`` that :func:`load_dataset` will return, without reading any file.
 
     For data sets stored in files this checks against the official full sizes; it is meant for
@@ -161,7 +162,7 @@ def dataset_size(config: "DataConfig") -> tuple[int, int]:
     return _pick(config.train_size, info.train_size), _pick(config.test_size, info.test_size)
 
 
-def load_dataset(config: "DataConfig", root: str | Path | None = None, download: bool | None = None) -> Dataset:
+def load_dataset(config: DataConfig, root: str | Path | None = None, download: bool | None = None) -> Dataset:
     """Load the data set ``config.name``: seeded subsets, standardized, as CPU tensors.
 
     ``root``: the data root (default :func:`default_data_root`); files are in ``<root>/<name>/``.
@@ -220,11 +221,11 @@ def _tensor(a, dtype: torch.dtype) -> torch.Tensor:
     return a.to(dtype) if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
 
-def _pick(value: Optional[int], default: int) -> int:
+def _pick(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def _split_sizes(config: "DataConfig", available_train: int, available_test: int, what: str) -> tuple[int, int]:
+def _split_sizes(config: DataConfig, available_train: int, available_test: int, what: str) -> tuple[int, int]:
     """Sizes for a train/test split: defaults are everything there is."""
     sizes = []
     for key, value, available in (
@@ -240,7 +241,7 @@ def _split_sizes(config: "DataConfig", available_train: int, available_test: int
     return sizes[0], sizes[1]
 
 
-def _pool_sizes(config: "DataConfig", info: DatasetInfo, available: int, where: str) -> tuple[int, int]:
+def _pool_sizes(config: DataConfig, info: DatasetInfo, available: int, where: str) -> tuple[int, int]:
     """Sizes for one pool split into disjoint subsets: the two must fit together."""
     n_train, n_test = _pick(config.train_size, info.train_size), _pick(config.test_size, info.test_size)
     if n_train + n_test <= available:

@@ -10,7 +10,7 @@ from .base import CohortModel, MatrixInfo
 from .mlp import CohortMLP, CohortResMLP
 from .two_layer import CohortTwoLayer
 
-__all__ = ["CohortModel", "MatrixInfo", "ModelSpec", "build_model", "parse_model_name", "MODEL_PATTERNS"]
+__all__ = ["MODEL_PATTERNS", "CohortModel", "MatrixInfo", "ModelSpec", "build_model", "parse_model_name"]
 
 MODEL_PATTERNS = {
     "mlp-L-H": "L hidden Linear→ReLU layers of width H (GSGP, GP)",

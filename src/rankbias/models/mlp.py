@@ -9,6 +9,8 @@ Inputs of any shape are flattened. Linear layers carry no bias unless ``bias=Tru
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -21,7 +23,7 @@ class CohortMLP(CohortModel):
         super().__init__()
         self.members = members
         dims = [in_dim] + [width] * depth
-        self.hidden = nn.ModuleList(CohortLinear(members, a, b, bias) for a, b in zip(dims[:-1], dims[1:]))
+        self.hidden = nn.ModuleList(CohortLinear(members, a, b, bias) for a, b in itertools.pairwise(dims))
         self.norms = nn.ModuleList(CohortBatchNorm(members, width, detach_var) if bn else nn.Identity() for _ in range(depth))
         self.out = CohortLinear(members, width, n_out, bias)
 

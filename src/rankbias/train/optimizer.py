@@ -19,7 +19,7 @@ class CohortSGD:
     def __init__(self, params: list[torch.Tensor], lr, momentum, weight_decay, nesterov):
         self.params = list(params)
         device = self.params[0].device
-        as_vec = lambda values: torch.as_tensor(values, dtype=torch.float32, device=device)  # noqa: E731
+        as_vec = lambda values: torch.as_tensor(values, dtype=torch.float32, device=device)
         self.lr = as_vec(lr)
         self.momentum = as_vec(momentum)
         self.weight_decay = as_vec(weight_decay)
