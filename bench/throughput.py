@@ -23,7 +23,7 @@ from torch import nn
 import rankbias as rb
 from rankbias.data import load_dataset
 from rankbias.store import RunStore
-from rankbias.train.engine import CohortTrainer, Member
+from rankbias.training.engine import CohortTrainer, Member
 
 BATCH, WIDTH, DEPTH, DIM, CLASSES = 16, 100, 10, 784, 10
 

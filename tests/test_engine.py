@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import rankbias as rb
 from rankbias.data import load_dataset
 from rankbias.store import RunStore
-from rankbias.train.engine import CohortTrainer, Member
+from rankbias.training.engine import CohortTrainer, Member
 
 from .conftest import small_config
 
@@ -220,7 +220,7 @@ def test_regression_twolayer_on_synthetic_teacher(tmp_path):
 
 
 def test_a_cohort_that_fails_before_its_first_record_is_marked_failed(tmp_path, monkeypatch):
-    import rankbias.train.engine as engine
+    import rankbias.training.engine as engine
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("out of memory")

@@ -17,7 +17,7 @@ from .data import load_dataset
 from .models import build_model
 from .spectra.measures import NORMS, rank_measures, singular_values
 from .store.run_store import RunStore
-from .train.engine import CohortTrainer, Member, checkpoint_epoch, counted_matrices
+from .training.engine import CohortTrainer, Member, checkpoint_epoch, counted_matrices
 
 DEFAULT_RESULTS = Path("results")
 
