@@ -229,3 +229,13 @@ def test_a_cohort_that_fails_before_its_first_record_is_marked_failed(tmp_path, 
     run = rb.train(small_config(), tmp_path)
     assert run.state == "failed" and "out of memory" in run.message
     assert rb.load(tmp_path).runs.iloc[0]["state"] == "failed"
+
+
+def test_evaluation_in_chunks_equals_one_pass(tmp_path, monkeypatch):
+    import rankbias.training.engine as engine
+
+    config = small_config(**{"train.epochs": 1})
+    rb.train(config, tmp_path / "one")
+    monkeypatch.setattr(engine, "EVAL_FLOATS", 64 * 37)  # chunks of 37 samples, the last one short
+    rb.train(config, tmp_path / "chunked")
+    assert_same_records(tmp_path / "one", tmp_path / "chunked", config.run_id(), rtol=1e-5, atol=1e-6)

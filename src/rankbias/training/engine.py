@@ -27,7 +27,7 @@ from ..store.run_store import RunStore
 from .losses import member_correct, member_losses, output_size
 from .optimizer import CohortSGD
 
-EVAL_ROWS = 1 << 18  # members × samples per evaluation chunk
+EVAL_FLOATS = 1 << 25  # members × samples × input size per evaluation chunk (128 MB of float32)
 
 
 @dataclass
@@ -147,7 +147,7 @@ class CohortTrainer:
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and accuracy of every member on a whole set, in eval mode."""
         members, n = len(self.members), len(x)
-        chunk = max(1, EVAL_ROWS // members)
+        chunk = max(1, EVAL_FLOATS // (members * x[0].numel()))
         loss_sum = torch.zeros(members, device=self.device)
         correct = torch.zeros(members, device=self.device)
         self.model.eval()
