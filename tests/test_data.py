@@ -304,7 +304,7 @@ def test_cifar10(tmp_path):
     data = load_dataset(DataConfig(name="cifar10", standardize="none"), root=tmp_path, download=False)
     assert data.x_train.shape == (40, 3, 32, 32) and data.x_test.shape == (10, 3, 32, 32) and data.num_classes == 10
     train_data = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
-    train_labels = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
+    train_labels = [label for i in range(1, 6) for label in batches[f"data_batch_{i}"][b"labels"]]
     # tags repeat per batch file (0..7): identify samples by their full content instead
     flat = np.rint(data.x_train.reshape(40, -1).numpy() * 255).astype(np.uint8)
     order = [int(np.flatnonzero((train_data == row).all(axis=1))[0]) for row in flat]

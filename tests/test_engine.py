@@ -220,7 +220,7 @@ def test_regression_twolayer_on_synthetic_teacher(tmp_path):
 
 
 def test_a_cohort_that_fails_before_its_first_record_is_marked_failed(tmp_path, monkeypatch):
-    import rankbias.training.engine as engine
+    from rankbias.training import engine
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -232,7 +232,7 @@ def test_a_cohort_that_fails_before_its_first_record_is_marked_failed(tmp_path, 
 
 
 def test_evaluation_in_chunks_equals_one_pass(tmp_path, monkeypatch):
-    import rankbias.training.engine as engine
+    from rankbias.training import engine
 
     config = small_config(**{"train.epochs": 1})
     rb.train(config, tmp_path / "one")

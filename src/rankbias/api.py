@@ -81,7 +81,7 @@ def train(
                 CohortTrainer(chunk, data, torch_device, progress=progress).run()
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as exc:  # a failure of this cohort is recorded; the others go on
+            except Exception as exc:  # a failure of this cohort is recorded; the others go on  # noqa: BLE001
                 for m in chunk:
                     status = m.store.status()
                     if status is None:  # failed before its first record
@@ -170,10 +170,10 @@ def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: 
         config = RunConfig.from_dict(_read_json(run_dir / "config.json"))
         status = store.status() or {}
         runs.append({"run_id": run_dir.name, "state": status.get("state"), "state_epoch": status.get("epoch"), "message": status.get("message"), **_flatten(config.to_dict())})
-        for name in tables:
+        for name, parts in tables.items():
             table = store.read(name)
             if table is not None:
-                tables[name].append(table.to_pandas())
+                parts.append(table.to_pandas())
     frames = {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in tables.items()}
     results = Results(pd.DataFrame(runs), frames["scalars"], frames["layers"], frames["spectra"])
     if eps is not None or norm is not None:

@@ -39,7 +39,7 @@ def load(directory: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import fetch_california_housing
 
         bunch = fetch_california_housing(data_home=str(directory), download_if_missing=download)
-    except Exception as exc:  # not cached and offline, URLError, timeouts, a damaged cache...
+    except Exception as exc:  # not cached and offline, URLError, timeouts, a damaged cache...  # noqa: BLE001
         if download:
             reason = f"scikit-learn could not fetch it: {type(exc).__name__}: {exc}"
         else:

@@ -60,7 +60,7 @@ def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # UnpicklingError, EOFError, ValueError... from a damaged file
+    except Exception as exc:  # UnpicklingError, EOFError, ValueError... from a damaged file  # noqa: BLE001
         raise DataError(f"{path}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(batch, dict):
         raise DataError(f"{path}: holds a {type(batch).__name__}, expected a dict with b'data' and {label_key!r}")

@@ -38,7 +38,7 @@ def obtain(dataset: str, directory: Path, missing: list[str], urls: list[str], d
             if path.name.endswith((".tar.gz", ".tgz")):
                 unpack(path, directory)
                 path.unlink()
-        except Exception as exc:  # URLError, HTTPError, timeouts, disk errors, bad archives
+        except Exception as exc:  # URLError, HTTPError, timeouts, disk errors, bad archives  # noqa: BLE001
             reason = f"downloading {url} failed: {type(exc).__name__}: {exc}"
             raise missing_files(dataset, directory, missing, urls, reason, note) from None
 

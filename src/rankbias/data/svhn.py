@@ -36,7 +36,7 @@ def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         mat = scipy.io.loadmat(path, variable_names=["X", "y"])
-    except Exception as exc:  # MatReadError, ValueError, NotImplementedError (v7.3 files)...
+    except Exception as exc:  # MatReadError, ValueError, NotImplementedError (v7.3 files)...  # noqa: BLE001
         raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
     for key in ("X", "y"):
         if key not in mat:
