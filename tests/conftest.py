@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ def offline(monkeypatch, tmp_path):
     """Tests never download and never write outside tmp_path."""
     monkeypatch.setenv("RANKBIAS_OFFLINE", "1")
     monkeypatch.setenv("RANKBIAS_DATA", str(tmp_path / "data"))
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("RANKBIAS_TEST_THREADS", "2")))
 
 
 def small_config(**overrides) -> rb.RunConfig:

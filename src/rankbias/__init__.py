@@ -6,7 +6,7 @@
 >>> records = rb.load(run.path)            # doctest: +SKIP
 """
 
-from .api import Results, RunResult, load, rerank, spectra, train
+from .api import Results, RunResult, load, load_model, rerank, spectra, train
 from .config import RunConfig, expand, load_configs
 from .errors import ConfigError, DataError, RankbiasError
 
@@ -21,6 +21,7 @@ __all__ = [
     "RunResult",
     "expand",
     "load",
+    "load_model",
     "load_configs",
     "rerank",
     "spectra",

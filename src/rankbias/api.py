@@ -213,6 +213,33 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# -- trained networks --------------------------------------------------------------------------
+def load_model(run: str | Path) -> nn.Module:
+    """A stored run's network at its last checkpoint, as a plain ``torch.nn.Module`` in eval mode.
+
+    The module takes inputs of shape ``(batch, *input_shape)`` (the data set's, after any padding
+    or resizing) and returns ``(batch, outputs)``; its weight matrices have the names of the
+    run's ``layers`` records.
+    """
+    run = Path(run)
+    config_path = run / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run} is not a rankbias run directory (no config.json)")
+    config = RunConfig.from_dict(_read_json(config_path))
+    state = RunStore(run.parent, run.name).load_checkpoint()
+    if state is None:
+        raise FileNotFoundError(f"{run} has no checkpoint.pt (the run never reached its first record)")
+    with torch.device("meta"):
+        cohort = build_model(config.model, 1, tuple(state["input_shape"]), state["n_out"])
+    cohort = cohort.to_empty(device="cpu")
+    targets = dict(cohort.named_parameters()) | dict(cohort.named_buffers())
+    with torch.no_grad():
+        for group in ("params", "buffers"):
+            for name, value in state[group].items():
+                targets[name][0] = value
+    return cohort.member_module(0).eval()
+
+
 # -- spectra of any module ---------------------------------------------------------------------
 def spectra(module: nn.Module, *, eps: float = 1e-3, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
     """Every weight matrix of any ``torch.nn.Module``, one row each.

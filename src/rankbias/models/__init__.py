@@ -10,7 +10,16 @@ from .base import CohortModel, MatrixInfo
 from .mlp import CohortMLP, CohortResMLP
 from .two_layer import CohortTwoLayer
 
-__all__ = ["MODEL_PATTERNS", "CohortModel", "MatrixInfo", "ModelSpec", "build_model", "parse_model_name"]
+__all__ = [
+    "MODEL_PATTERNS",
+    "CohortModel",
+    "MatrixInfo",
+    "ModelSpec",
+    "build_model",
+    "matrix_infos",
+    "parse_model_name",
+    "plain_model",
+]
 
 MODEL_PATTERNS = {
     "mlp-L-H": "L hidden Linear→ReLU layers of width H (GSGP, GP)",
@@ -54,3 +63,22 @@ def build_model(config, members: int, input_shape: tuple[int, ...], n_out: int) 
         return CohortTwoLayer(members, in_dim, n_out, spec.width)
     cls = CohortMLP if spec.family.startswith("mlp") else CohortResMLP
     return cls(members, in_dim, n_out, spec.depth, spec.width, spec.family.endswith("bn"), config.bias, config.bn_detach_var)
+
+
+def plain_model(config, input_shape: tuple[int, ...], n_out: int, seed: int = 0):
+    """One network for ``config`` as a plain ``torch.nn.Module``, initialized as a run with
+    ``train.seed = seed`` would be. Inputs ``(batch, *input_shape)``, outputs ``(batch, n_out)``."""
+    import torch
+
+    cohort = build_model(config, 1, input_shape, n_out)
+    cohort.reset_member(0, torch.Generator().manual_seed(seed))
+    return cohort.member_module(0)
+
+
+def matrix_infos(config, input_shape: tuple[int, ...], n_out: int) -> list[MatrixInfo]:
+    """The weight matrices of the model (names as in :func:`plain_model`'s module), without
+    allocating its weights."""
+    import torch
+
+    with torch.device("meta"):
+        return build_model(config, 1, input_shape, n_out).matrix_infos()

@@ -242,6 +242,8 @@ class CohortTrainer:
         return {
             "epoch": self.epoch,
             "step": self.step,
+            "input_shape": list(self.data.input_shape),
+            "n_out": self.n_out,
             "params": {n: take(p) for n, p in self.model.named_parameters()},
             "buffers": {n: take(b) for n, b in self.model.named_buffers()},
             "momentum": {n: take(b) for n, b in zip(self.param_names, self.optimizer.buffers)},
