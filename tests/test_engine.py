@@ -139,10 +139,10 @@ def test_killed_run_resumes_to_the_uninterrupted_records(tmp_path, monkeypatch):
 
     original = CohortTrainer._train_epoch
 
-    def dies_in_epoch_4(self):
+    def dies_in_epoch_4(self, *args):
         if self.epoch == 4:
             raise Killed
-        return original(self)
+        return original(self, *args)
 
     monkeypatch.setattr(CohortTrainer, "_train_epoch", dies_in_epoch_4)
     with pytest.raises(Killed):

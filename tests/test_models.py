@@ -1,84 +1,168 @@
-"""Cohort models: the registry, each member = its plain module, GP's detached batch norm."""
+"""Models: the registry, every family's matrices and sizes, each member = its plain module."""
 
 import pytest
 import torch
+from torch import nn
 
 import rankbias as rb
-from rankbias.models import build_model, parse_model_name
-from rankbias.models.layers import CohortBatchNorm
+from rankbias.models import build_model, list_models, matrix_infos, parse_model_name, plain_model
+from rankbias.models.layers import CohortBatchNorm, DetachedVarBatchNorm
+
+DIGITS = (1, 8, 8)
+CIFAR = (3, 32, 32)
+# tiny members of every family, for the forward-equality tests (dropout on where there is one)
+TINY = {
+    "mlp-2-8": ({"bias": True}, DIGITS),
+    "mlp-bn-2-8": ({}, DIGITS),
+    "res-3-8": ({"bias": True}, DIGITS),
+    "res-bn-2-8": ({"bn_detach_var": True}, DIGITS),
+    "twolayer-16": ({}, (20,)),
+    "convnet-2-8": ({}, DIGITS),
+    "resnet18": ({"width": 4, "activation": "leaky_relu"}, DIGITS),
+    "vgg16": ({"width": 4}, DIGITS),
+    "vit": ({"width": 16, "dropout": 0.0}, DIGITS),
+}
 
 
-def cohort(name: str, members: int = 3, bias: bool = False, input_shape=(1, 4, 5), n_out: int = 7):
-    config = rb.RunConfig.from_dict({"model": {"name": name, "bias": bias}}).model
-    model = build_model(config, members, input_shape, n_out)
+def model_config(name, **options):
+    return rb.RunConfig.from_dict({"model": {"name": name, **options}}).model
+
+
+def cohort(name: str, members: int = 3, input_shape=DIGITS, n_out: int = 7, **options):
+    model = build_model(model_config(name, **options), members, input_shape, n_out)
     for r in range(members):
         model.reset_member(r, torch.Generator().manual_seed(10 + r))
     return model
 
 
-def test_registry_parses_the_papers_names():
+def test_registry_parses_the_papers_names_and_lists_every_family():
     assert parse_model_name("mlp-bn-10-100") == parse_model_name("MLP-BN-10-100")
     assert (parse_model_name("res-5-500").family, parse_model_name("res-5-500").depth) == ("res", 5)
     assert parse_model_name("twolayer-8192").width == 8192
+    assert (parse_model_name("convnet-3-64").depth, parse_model_name("convnet-3-64").width) == (3, 64)
+    assert parse_model_name("resnet18").activation == "relu" and parse_model_name("resnet18").width == 64
     with pytest.raises(ValueError, match="mlp-bn-L-H"):
         parse_model_name("mlp-bn-10")
+    patterns = [m["pattern"] for m in list_models()]
+    assert patterns == ["mlp-L-H", "mlp-bn-L-H", "res-L-H", "res-bn-L-H", "twolayer-H", "convnet-D-W", "vgg16", "resnet18", "vit"]
+    assert all(m["paper"] and m["description"] for m in list_models())
+    assert rb.list_models() == list_models()
 
 
-@pytest.mark.parametrize(
-    "name, matrices",
-    [
-        ("mlp-3-8", [("hidden.0", (8, 20)), ("hidden.1", (8, 8)), ("hidden.2", (8, 8)), ("out", (7, 8))]),
-        ("mlp-bn-2-8", [("hidden.0", (8, 20)), ("hidden.1", (8, 8)), ("out", (7, 8))]),
-        ("res-bn-2-8", [("input", (8, 20)), ("blocks.0.w1", (8, 8)), ("blocks.0.w2", (8, 8)), ("blocks.1.w1", (8, 8)), ("blocks.1.w2", (8, 8)), ("out", (7, 8))]),
-        ("twolayer-16", [("V", (16, 20)), ("a", (7, 16))]),
-    ],
-)
-def test_each_model_lists_its_weight_matrices(name, matrices):
-    model = cohort(name)
-    infos = model.matrix_infos()
-    assert [(i.name, i.shape) for i in infos] == matrices
-    assert [i.classifier for i in infos] == [False] * (len(matrices) - 1) + [True]
-    assert all(i.m_l == 1 for i in infos)
-    assert all(model.weight_matrix(i.name).shape == (3, *i.shape) for i in infos)
+def parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name, bias", [("mlp-2-8", True), ("mlp-bn-2-8", False), ("res-3-8", True), ("res-bn-2-8", False), ("twolayer-16", False)])
-def test_cohort_forward_equals_each_members_plain_module(name, bias):
-    model = cohort(name, bias=bias)
-    x = torch.randn(3, 6, 1, 4, 5)
+def test_parameter_counts_of_the_papers_architectures():
+    """ResNet-18 (CIFAR, 10 classes) has 11,173,962 parameters; VGG-16 as defined in docs/models.md."""
+    with torch.device("meta"):
+        assert parameters(plain_model(model_config("resnet18"), CIFAR, 10)) == 11_173_962
+        assert parameters(plain_model(model_config("vgg16"), CIFAR, 10)) == 14_728_266
+        assert parameters(plain_model(model_config("convnet-3-64"), (1, 32, 32), 10)) == 169_162
+        assert parameters(plain_model(model_config("vit"), CIFAR, 10)) == 9_532_938
+
+
+def test_counted_matrices_per_family_as_the_authors_count():
+    resnet = matrix_infos(model_config("resnet18"), CIFAR, 10)
+    counted = [i for i in resnet if i.counted]
+    assert len(counted) == 17 and all(i.shape[1] % 9 == 0 for i in counted)  # stem + 16 block 3×3 convolutions
+    assert {i.name for i in resnet if not i.counted} == {"fc", "layer2.0.shortcut.0", "layer3.0.shortcut.0", "layer4.0.shortcut.0"}
+    assert [i for i in resnet if i.name == "layer4.1.conv2"][0].m_l == 16  # 4×4 output positions
+    vgg = matrix_infos(model_config("vgg16"), CIFAR, 10)
+    assert sum(i.counted for i in vgg) == 13 and vgg[-1].name == "fc" and vgg[-1].classifier
+    convnet = matrix_infos(model_config("convnet-3-64"), (1, 32, 32), 10)
+    assert [(i.shape, i.m_l, i.counted) for i in convnet] == [
+        ((64, 4), 256, True), ((64, 256), 64, True), ((64, 576), 64, True), ((64, 576), 64, True), ((64, 576), 64, True), ((10, 4096), 1, False),
+    ]
+    vit = matrix_infos(model_config("vit"), CIFAR, 10)
+    assert sum(i.counted for i in vit) == 36 and {i.m_l for i in vit if i.counted} == {65}  # 64 patches + class token
+    assert {i.name for i in vit if not i.counted} == {"patch_embed", "head"}
+
+
+def test_a_convolution_is_the_out_by_in_k_k_matrix_on_hand_built_weights():
+    model = cohort("convnet-1-2", members=2, input_shape=(1, 8, 8))
+    conv = model.net.convs[0]
+    weight = torch.arange(2 * 2 * 2 * 3 * 3, dtype=torch.float32).view(2, 2, 2, 3, 3)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    matrix = model.weight_matrix("convs.0")
+    assert matrix.shape == (2, 2, 18)
+    assert torch.equal(matrix[1, 0], weight[1, 0].reshape(-1))  # row = the vectorized kernel of one output channel
+    assert matrix[1, 1, 9].item() == weight[1, 1, 1, 0, 0].item()  # column = (input channel, kernel row, kernel column)
+    info = {i.name: i for i in model.matrix_infos()}
+    assert info["stem.0"].m_l == 16 and info["stem.1"].m_l == 4 and info["convs.0"].m_l == 4  # 8 -> 4 -> 2 positions per side
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_cohort_forward_equals_each_members_plain_module(name):
+    options, shape = TINY[name]
+    model = cohort(name, input_shape=shape, **options)
+    x = torch.randn(3, 6, *shape)
     for mode in ("train", "eval"):
         getattr(model, mode)()
         out = model(x)
         for r in range(3):
-            plain = model.member_module(r)
-            getattr(plain, mode)()
-            torch.testing.assert_close(out[r], plain(x[r]), rtol=1e-5, atol=1e-5)
-    # different seeds give different members; no parameter is shared
-    assert not torch.equal(model.weight_matrix(model.matrix_infos()[0].name)[0], model.weight_matrix(model.matrix_infos()[0].name)[1])
+            plain = getattr(model.member_module(r), mode)()
+            torch.testing.assert_close(out[r], plain(x[r]), rtol=1e-4, atol=1e-4)
+    first = model.matrix_infos()[0].name
+    assert not torch.equal(model.weight_matrix(first)[0], model.weight_matrix(first)[1])  # different seeds
     assert all(p.shape[0] == 3 for p in model.parameters()) and all(b.shape[0] == 3 for b in model.buffers())
+    assert not any(type(m).__name__.startswith("Cohort") for m in model.member_module(0).modules())
+
+
+def test_plain_model_is_a_member_and_runs_on_any_image_size():
+    net = plain_model(model_config("vgg16", width=4), (1, 8, 8), 10, seed=3)
+    same = plain_model(model_config("vgg16", width=4), (1, 8, 8), 10, seed=3)
+    x = torch.randn(5, 1, 8, 8)
+    net.eval(), same.eval()
+    torch.testing.assert_close(net(x), same(x))
+    for name, shape in (("resnet18", (1, 28, 28)), ("vgg16", (3, 28, 28)), ("vit", (3, 12, 12)), ("convnet-1-4", (1, 6, 6))):
+        net = plain_model(model_config(name, **({"width": 8} if name != "convnet-1-4" else {})), shape, 10)
+        assert net(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_cohort_dropout_draws_from_each_members_generator():
+    model = cohort("vit", members=2, input_shape=(1, 8, 8), width=8, dropout=0.5)
+    x = torch.randn(2, 4, 1, 8, 8)
+    model.train()
+    with pytest.raises(RuntimeError, match="generators"):
+        model(x)
+    model.set_generators([torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+    a = model(x)
+    model.set_generators([torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+    torch.testing.assert_close(model(x), a)  # same generators, same masks
+    model.set_generators([torch.Generator().manual_seed(1), torch.Generator().manual_seed(5)])
+    b = model(x)
+    torch.testing.assert_close(b[0], a[0])
+    assert not torch.allclose(b[1], a[1])
 
 
 def test_twolayer_initialization_is_kaiming_with_zero_bias():
     model = cohort("twolayer-4096", members=1, input_shape=(50,), n_out=1)
     v = model.weight_matrix("V")[0]
     assert v.std().item() == pytest.approx((2 / 50) ** 0.5, rel=0.03)
-    assert torch.count_nonzero(model.V.bias) == 0
+    assert torch.count_nonzero(model.net.V.bias) == 0
 
 
 def test_detached_variance_batch_norm():
     """GP's variant: same values and running statistics; the variance carries no gradient."""
     torch.manual_seed(0)
-    x = torch.randn(2, 8, 5, requires_grad=True)
+    x = torch.randn(8, 2 * 5, requires_grad=True)  # (B, R·F): 2 members of 5 features
     plain, detached = CohortBatchNorm(2, 5), CohortBatchNorm(2, 5, detach_var=True)
     y_plain, y_detached = plain(x), detached(x)
     torch.testing.assert_close(y_plain, y_detached)
     torch.testing.assert_close(plain.running_var, detached.running_var)
     torch.testing.assert_close(plain.running_mean, detached.running_mean)
-    weights = torch.randn(2, 8, 5)
+    weights = torch.randn(8, 10)
     (g_plain,) = torch.autograd.grad((y_plain * weights).sum(), x)
     (g_detached,) = torch.autograd.grad((y_detached * weights).sum(), x)
     # with the variance detached, the gradient is (w·rstd)·(g − mean(g)) per feature
-    rstd = torch.rsqrt(x.detach().var(1, unbiased=False, keepdim=True) + 1e-5)
-    expected = rstd * (weights - weights.mean(1, keepdim=True))
+    rstd = torch.rsqrt(x.detach().var(0, unbiased=False, keepdim=True) + 1e-5)
+    expected = rstd * (weights - weights.mean(0, keepdim=True))
     torch.testing.assert_close(g_detached, expected, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(g_plain, g_detached, atol=1e-3)
+    # the plain module of a member is the same function, on images too
+    images = torch.randn(6, 3, 4, 4, requires_grad=True)
+    cohort_bn, member_bn = CohortBatchNorm(1, 3, detach_var=True), DetachedVarBatchNorm(3)
+    torch.testing.assert_close(cohort_bn(images), member_bn(images))
+    torch.testing.assert_close(cohort_bn.running_var[0], member_bn.running_var)

@@ -64,6 +64,8 @@ class DataConfig:
     test_size: int | None = None
     subset_seed: int = 0
     standardize: Literal["auto", "channel", "feature", "none"] = "auto"
+    pad: int = 0
+    resize: int | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self, prefix: str) -> None:
@@ -76,27 +78,44 @@ class DataConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"{prefix}.{key}", f"must be at least 1, got {value}")
         self.synthetic.validate(f"{prefix}.synthetic")
+        if self.pad < 0:
+            raise ConfigError(f"{prefix}.pad", f"must be >= 0, got {self.pad}")
+        if self.resize is not None and self.resize < 1:
+            raise ConfigError(f"{prefix}.resize", f"must be at least 1, got {self.resize}")
+        if (self.pad or self.resize) and DATASETS[self.name].kind != "image":
+            key = "pad" if self.pad else "resize"
+            raise ConfigError(f"{prefix}.{key}", f"applies to images; {self.name!r} is tabular")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model of the registry by name (``mlp-bn-10-100``, ``res-5-500``, ``twolayer-8192``...).
+    """A model of the registry by name (``mlp-bn-10-100``, ``resnet18``, ``vit`` ...; ``docs/models.md``).
 
-    ``bias``: linear layers of the MLP/RES families carry a bias (off by default, as in the papers).
-    ``bn_detach_var``: GP's batch norm, whose variance term is detached from backpropagation.
+    The options default to ``null``: the family's own default (``rankbias models`` lists them).
+    ``width``: base width of ``resnet18``/``vgg16`` (64), embedding size of ``vit`` (512); the
+    other families carry their width in their name. ``bias``: bias in the linear/convolution
+    layers (off for the MLP families as in the papers, on for ``vgg16``/``convnet`` as in the
+    authors' code). ``activation``: ``relu``, ``leaky_relu`` (the authors' code's ResNet
+    default) or ``gelu``. ``dropout``, ``mlp_dim``: ``vit`` only. ``bn_detach_var``: GP's batch
+    norm, whose variance term is detached from backpropagation.
     """
 
     name: str = "mlp-bn-4-64"
-    bias: bool = False
+    width: int | None = None
+    bias: bool | None = None
+    activation: Literal["relu", "leaky_relu", "gelu"] | None = None
+    dropout: float | None = None
+    mlp_dim: int | None = None
     bn_detach_var: bool = False
 
     def validate(self, prefix: str) -> None:
-        from .models import parse_model_name
+        from .models import resolve
 
         try:
-            parse_model_name(self.name)
+            resolve(self)
         except ValueError as exc:
-            raise ConfigError(f"{prefix}.name", str(exc)) from None
+            key, _, message = str(exc).partition(": ")
+            raise ConfigError(f"{prefix}.{key.split('.', 1)[1]}" if key.startswith("model.") else prefix, message) from None
 
 
 @dataclass(frozen=True)
@@ -169,19 +188,51 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation of training images, on tensors, batched, each member from its own generator.
+
+    ``crop``: random crop with this much zero padding (4 in the papers' CIFAR setting; 0 = off).
+    ``flip``: random horizontal flip. ``rotate``: degrees (0 = off), read as ``rotate_mode`` says:
+    ``uniform`` — an angle uniform in ±rotate (the authors' code: ±15); ``steps`` — GSGP's text,
+    rotate·k degrees with k uniform in {1, …, ⌊360/rotate⌋} (15k, k ∈ {1, …, 24}).
+    ``uniform`` is the default: it is what the released code does, and the text's reading turns
+    most images far from upright. Off by default, as in all the authors' logged runs.
+    """
+
+    crop: int = 0
+    flip: bool = False
+    rotate: float = 0.0
+    rotate_mode: Literal["uniform", "steps"] = "uniform"
+
+    def validate(self, prefix: str) -> None:
+        if self.crop < 0:
+            raise ConfigError(f"{prefix}.crop", f"must be >= 0, got {self.crop}")
+        if not 0 <= self.rotate <= 180:
+            raise ConfigError(f"{prefix}.rotate", f"must be in [0, 180] degrees, got {self.rotate}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.crop or self.flip or self.rotate)
+
+
+@dataclass(frozen=True)
 class RecordConfig:
     """What is recorded and how ranks are derived from the stored singular values.
 
     ``every``: record every k epochs (epoch 0 and the last epoch always). ``eps``: rank threshold.
     ``norm``: the matrix is divided by its Frobenius (``fro``) or spectral norm before thresholding.
-    ``layers``: which weight matrices count in the average rank: ``hidden`` (all but the final
-    classifier, as in the papers' code), ``all``, or a list of matrix names.
+    ``layers``: which weight matrices count in the average rank: ``hidden`` (the family's default,
+    as the authors' code counts: all but the final classifier, and not ResNet's 1×1 shortcuts nor
+    ViT's patch embedding), ``all``, or a list of matrix names and glob patterns
+    (``layer4.*.conv?``). ``step_norms``: k > 0 also stores, for each recorded epoch, the Frobenius
+    norm of every weight matrix after each of the epoch's last k steps (GSGP Lemma 3.2's check).
     """
 
     every: int = 1
     eps: float = 1e-3
     norm: Literal["fro", "spectral"] = "fro"
     layers: Literal["hidden", "all"] | tuple[str, ...] = "hidden"
+    step_norms: int = 0
 
     def validate(self, prefix: str) -> None:
         _positive(self, prefix, "every")
@@ -189,6 +240,8 @@ class RecordConfig:
             raise ConfigError(f"{prefix}.eps", f"must be in (0, 1), got {self.eps}")
         if isinstance(self.layers, tuple) and not self.layers:
             raise ConfigError(f"{prefix}.layers", "an explicit list of matrices must not be empty")
+        if self.step_norms < 0:
+            raise ConfigError(f"{prefix}.step_norms", f"must be >= 0, got {self.step_norms}")
 
 
 @dataclass(frozen=True)
@@ -201,6 +254,7 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
 
     # -- construction -------------------------------------------------------------------------
@@ -230,6 +284,8 @@ class RunConfig:
         return RunConfig.from_dict(raw)
 
     def validate(self) -> None:
+        from .data import DATASETS
+
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
@@ -239,6 +295,8 @@ class RunConfig:
         )
         if regression and self.loss != "mse_scalar":
             raise ConfigError("loss", f"data set {self.data.name!r} is a regression task: use mse_scalar")
+        if self.augment.enabled and DATASETS[self.data.name].kind != "image":
+            raise ConfigError("augment", f"augmentation applies to images; {self.data.name!r} is tabular")
 
     # -- identity -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -283,29 +341,80 @@ def load_configs(path: str | Path, overrides: list[str] = ()) -> list[RunConfig]
 
 
 def expand(raw: dict, overrides: list[str] = ()) -> list[RunConfig]:
-    """Configs from a plain mapping (optionally with a ``sweep`` block) and overrides."""
+    """Configs from a plain mapping (optionally with a ``sweep`` block) and overrides.
+
+    The ``sweep`` block (see ``docs/sweeps.md``): each dotted key with a list of values is an
+    axis of a Cartesian product; ``zip`` (a mapping of keys to lists of one length, or a list
+    of such mappings) is one axis whose keys vary together; ``seeds: N`` repeats every run with
+    ``train.seed`` = base seed + 0 .. N-1. Overrides replace a swept key with a single value.
+    Every expanded config is validated here; the first bad one is reported with the swept
+    values that made it.
+    """
     raw = json.loads(json.dumps(raw))  # deep copy of plain values
     sweep = raw.pop("sweep", None) or {}
     if not isinstance(sweep, dict):
         raise ConfigError("sweep", "must map dotted keys to lists of values")
+    overridden = []
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(item, "an override must look like dotted.key=value")
-        sweep.pop(key, None)
+        overridden.append(key)
         _set_dotted(raw, key, yaml.safe_load(text) if text else "")
-    axes = []
-    for key, values in sweep.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep.{key}", "must be a non-empty list of values")
-        axes.append([(key, v) for v in values])
+    axes = _sweep_axes(sweep, overridden, raw)
     configs = []
     for combo in itertools.product(*axes):
         run = json.loads(json.dumps(raw))
-        for key, value in combo:
+        swept = dict(pair for group in combo for pair in group)
+        for key, value in swept.items():
             _set_dotted(run, key, value)
-        configs.append(RunConfig.from_dict(run))
+        try:
+            configs.append(RunConfig.from_dict(run))
+        except ConfigError as exc:
+            if not swept:
+                raise
+            where = ", ".join(f"{k}={v!r}" for k, v in swept.items())
+            raise ConfigError(exc.key, f"{str(exc).split(': ', 1)[-1]} (in the run with {where})") from None
     return configs
+
+
+def _sweep_axes(sweep: dict, overridden: list[str], raw: dict) -> list[list[tuple]]:
+    """The sweep block as axes of a Cartesian product; each point is a tuple of (key, value)."""
+    axes = []
+    for key, values in sweep.items():
+        if key == "seeds":
+            if isinstance(values, bool) or not isinstance(values, int) or values < 1:
+                raise ConfigError("sweep.seeds", f"must be a positive number of repeats, got {values!r}")
+            if "train.seed" in overridden or "train.seed" in sweep:
+                raise ConfigError("sweep.seeds", "cannot be combined with a swept or overridden train.seed")
+            base = (raw.get("train") or {}).get("seed", 0)
+            base = base if isinstance(base, int) and not isinstance(base, bool) else 0
+            axes.append([(("train.seed", base + i),) for i in range(values)])
+        elif key == "zip":
+            groups = values if isinstance(values, list) else [values]
+            for g, group in enumerate(groups):
+                axes.append(_zip_axis(group, f"sweep.zip[{g}]" if isinstance(values, list) else "sweep.zip", overridden))
+        elif key not in overridden:
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"sweep.{key}", "must be a non-empty list of values")
+            axes.append([((key, v),) for v in values])
+    return axes
+
+
+def _zip_axis(group, where: str, overridden: list[str]) -> list[tuple]:
+    """One axis from a ``zip`` mapping: its keys' lists, of one length, taken element by element."""
+    if not isinstance(group, dict) or not group:
+        raise ConfigError(where, "must map dotted keys to lists of values of one length")
+    lengths = {}
+    for key, values in group.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.{key}", "must be a non-empty list of values")
+        lengths[key] = len(values)
+    if len(set(lengths.values())) > 1:
+        sizes = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise ConfigError(where, f"zipped lists must have one length: {sizes}")
+    keys = [k for k in group if k not in overridden]
+    return [tuple((k, group[k][i]) for k in keys) for i in range(next(iter(lengths.values())))]
 
 
 # -- generic typed construction -----------------------------------------------------------------

@@ -203,8 +203,7 @@ def load_dataset(config: DataConfig, root: str | Path | None = None, download: b
     label_type = torch.int64 if num_classes > 0 else torch.float32
     y_train, y_test = (_tensor(a, label_type) for a in (y_train, y_test))
     if info.kind == "image":
-        x_train /= info.scale
-        x_test /= info.scale
+        x_train, x_test = (_resize_and_pad(x / info.scale, config.resize, config.pad) for x in (x_train, x_test))
     _standardize(x_train, x_test, config.standardize, info.kind, info.name)
     return Dataset(info.name, x_train, y_train, x_test, y_test, num_classes, info.kind)
 
@@ -256,6 +255,14 @@ def _pool_sizes(config: DataConfig, info: DatasetInfo, available: int, where: st
         f"data.train_size: {n_train}{default} is too large: {where}, {n_test} of them go to the test set, "
         f"so at most {max(available - n_test, 0)} remain for training (set data.train_size/data.test_size)"
     )
+
+
+def _resize_and_pad(x: torch.Tensor, size: int | None, pad: int) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` resized to ``size × size`` (bilinear, antialiased), then padded
+    with ``pad`` zero pixels on every side (``data.resize``, ``data.pad``)."""
+    if size is not None and tuple(x.shape[2:]) != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return torch.nn.functional.pad(x, (pad,) * 4) if pad else x
 
 
 def _check_labels(y: np.ndarray, num_classes: int, name: str, directory: Path) -> None:

@@ -1,51 +1,116 @@
-"""What every cohort model provides to the engine and to the spectra."""
+"""A cohort of ``R`` networks of one architecture, and what it tells the engine and the spectra."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .layers import PLAIN, CohortConv2d, CohortDropout, CohortLayers, CohortLinear
+from .registry import FAMILIES, ModelSpec, is_counted
 
 
 @dataclass(frozen=True)
 class MatrixInfo:
     """One weight matrix of a model.
 
-    ``name``: its module path (the same in the cohort model and in a member's plain module).
-    ``m_l``: the number of patches it is applied to (1 for a fully connected layer; output
-    height × width for a convolution; GSGP Lemma 3.1). ``classifier``: the final layer, left out
-    of the default average rank.
+    ``name``: its module path (the same in the cohort and in a member's plain module).
+    ``shape``: ``(out, in)``; a convolution's kernel as ``(out, in·k·k)`` (GSGP Sec. 3).
+    ``m_l``: the number of patches it is applied to (GSGP Lemma 3.1): 1 for a fully connected
+    layer on vectors, output height × width for a convolution, the number of tokens for a
+    linear map applied to every token. ``classifier``: the final layer. ``counted``: in the
+    family's default average rank (``record.layers: hidden``).
     """
 
     name: str
     shape: tuple[int, int]
     m_l: int = 1
     classifier: bool = False
+    counted: bool = True
 
 
 class CohortModel(nn.Module):
-    """``R`` networks of one architecture, parameters stacked on dim 0 (see ``layers.py``).
+    """``R`` networks of one registered family, trained as one model.
 
-    Subclasses build their layers, list their weight matrices in ``matrix_infos`` and map a
-    member to a plain ``nn.Module`` in ``member_module``.
+    ``net`` is the family's network built from cohort layers; :meth:`forward` takes the members'
+    inputs ``(R, B, *input_shape)``, folds the members into the channel dimension
+    (``(B, R·C, ...)``, see ``layers.py``) and unfolds the output to ``(R, B, n_out)``.
     """
 
-    members: int
+    def __init__(self, spec: ModelSpec, members: int, input_shape: tuple[int, ...], n_out: int):
+        super().__init__()
+        self.spec, self.members, self.input_shape, self.n_out = spec, members, tuple(input_shape), n_out
+        self.family = FAMILIES[spec.family]
+        self.net = self.family.build(CohortLayers(members), spec, self.input_shape, n_out)
+        self._infos: list[MatrixInfo] | None = None
+        self._activation_floats: int | None = None
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members, batch = x.shape[:2]
+        folded = x.transpose(0, 1).flatten(1, 2)  # (R, B, C, ...) -> (B, R·C, ...)
+        out = self.net(folded)  # (B, R·n_out)
+        return out.view(batch, members, -1).transpose(0, 1)  # (R, B, n_out)
+
+    def plain(self) -> nn.Module:
+        """A fresh plain network of this family (uninitialized weights)."""
+        return self.family.build(PLAIN, self.spec, self.input_shape, self.n_out)
+
+    # -- weight matrices ----------------------------------------------------------------------
     def matrix_infos(self) -> list[MatrixInfo]:
-        raise NotImplementedError
+        if self._infos is None:
+            self._trace()
+        return self._infos
+
+    def activation_floats(self) -> int:
+        """Floats of every layer's output for one sample and member (an evaluation's memory)."""
+        if self._activation_floats is None:
+            self._trace()
+        return self._activation_floats
 
     def weight_matrix(self, name: str) -> torch.Tensor:
         """The stacked ``(R, out, in)`` matrix of a listed weight matrix."""
-        return self.get_submodule(name).matrix
+        return self.net.get_submodule(name).matrix
 
+    def _trace(self) -> None:
+        """One forward pass of a plain network on the meta device: each matrix's m_l, shapes."""
+        with torch.device("meta"):
+            plain = self.plain().eval()
+        outputs: dict[str, tuple[int, ...]] = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, tuple(o.shape))) for n, m in plain.named_modules() if not list(m.children())]
+        with torch.no_grad():
+            plain(torch.empty(1, *self.input_shape, device="meta"))
+        for hook in hooks:
+            hook.remove()
+        infos = []
+        for name, module in self.net.named_modules():
+            if isinstance(module, (CohortLinear, CohortConv2d)):
+                out = outputs[name]
+                m_l = math.prod(out[2:]) if isinstance(module, CohortConv2d) else math.prod(out[1:-1])
+                shape = tuple(module.matrix.shape[1:])
+                classifier = name == self.family.classifier
+                infos.append(MatrixInfo(name, shape, m_l, classifier, is_counted(self.family, name)))
+        self._infos = infos
+        self._activation_floats = sum(math.prod(s[1:]) for s in outputs.values())
+
+    # -- members ------------------------------------------------------------------------------
     def reset_member(self, r: int, generator: torch.Generator) -> None:
         """Initialize member ``r`` from its own generator, layer by layer in module order."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_member"):
+        for module in self.net.modules():
+            if hasattr(module, "reset_member"):
                 module.reset_member(r, generator)
 
+    def set_generators(self, generators: list[torch.Generator]) -> None:
+        """The members' generators, from which dropout draws each member's masks."""
+        for module in self.net.modules():
+            if isinstance(module, CohortDropout):
+                module.generators = generators
+
     def member_module(self, r: int) -> nn.Module:
-        """Member ``r`` as a plain PyTorch module (its own copy of the weights)."""
-        raise NotImplementedError
+        """Member ``r`` as a plain PyTorch network (its own copy of the weights)."""
+        plain = self.plain()
+        state = {name: value[r] for name, value in self.net.state_dict().items()}
+        missing, unexpected = plain.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+        return plain

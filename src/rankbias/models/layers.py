@@ -1,10 +1,19 @@
-"""Cohort layers: one layer of ``R`` independent networks, with parameters stacked on dim 0.
+"""The layers every architecture is built from, in two flavours with one interface.
 
-Activations have shape ``(R, B, features)``: member ``r`` only ever sees its own slice, so ``R``
-runs train as one model without mixing (batched matmul, per-member batch norm).
+An architecture (``mlp.py``, ``resnet.py`` ...) is written once, against a *layer factory*:
+:data:`PLAIN` builds ordinary ``torch.nn`` layers (one network), :class:`CohortLayers` builds
+layers holding ``R`` independent networks. The architecture's ``forward`` is the same code for
+both, because a cohort's activations keep the plain layout with the **members folded into the
+channel dimension**:
 
-Every parameter and buffer of a cohort module has the member index as its first dimension; the
-engine relies on this to slice, save and restore members.
+    plain    (B, C, H, W)    (B, F)      (B, T, D)
+    cohort   (B, R·C, H, W)  (B, R·F)    (B, T, R·D)      member r owns channels r·C … (r+1)·C − 1
+
+so ReLU, pooling, residual additions, flattening and attention heads (a member's heads are just
+more heads) need no change, and batch norm over ``R·C`` channels *is* per-member batch norm.
+Only the layers that hold parameters differ; a cohort layer's parameters have the member as
+their first dimension and otherwise the plain layer's shape (``(R, out, in, k, k)`` for a
+convolution), so member ``r`` of a cohort is ``state[r]`` loaded into the plain network.
 """
 
 from __future__ import annotations
@@ -16,19 +25,102 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class CohortLinear(nn.Module):
-    """``R`` linear maps ``x_r W_r^T (+ b_r)``; ``weight`` has shape ``(R, out, in)``.
+class PlainLayers:
+    """The factory of ordinary ``torch.nn`` layers: one network."""
 
-    Forward and backward are written out (:class:`_CohortLinearFn`) so that each of the three
-    batched matmuls takes the operand layout the CPU BLAS is fastest with and the weight gradient
-    comes out in the parameter's own layout (no copy when it is accumulated).
+    members = None
+
+    def linear(self, in_features: int, out_features: int, bias: bool, init: str = "uniform") -> nn.Module:
+        """``init``: ``uniform`` (``nn.Linear``'s default) or ``kaiming_normal`` (N(0, 2/in) weights,
+        zero bias). Only cohort layers initialize: a plain network gets its weights from a member."""
+        return nn.Linear(in_features, out_features, bias=bias)
+
+    def conv2d(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = False) -> nn.Module:
+        return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=bias)
+
+    def batchnorm(self, features: int, spatial: bool, detach_var: bool = False) -> nn.Module:
+        if detach_var:
+            return DetachedVarBatchNorm(features)
+        return nn.BatchNorm2d(features) if spatial else nn.BatchNorm1d(features)
+
+    def layernorm(self, features: int) -> nn.Module:
+        return nn.LayerNorm(features)
+
+    def dropout(self, p: float) -> nn.Module:
+        return nn.Dropout(p)
+
+    def parameter(self, *shape: int) -> nn.Module:
+        return Tensor(shape)
+
+
+PLAIN = PlainLayers()
+
+
+class CohortLayers(PlainLayers):
+    """The factory of cohort layers for ``members`` networks (see the module docstring)."""
+
+    def __init__(self, members: int):
+        self.members = members
+
+    def linear(self, in_features, out_features, bias, init="uniform"):
+        return CohortLinear(self.members, in_features, out_features, bias, init)
+
+    def conv2d(self, in_ch, out_ch, kernel, stride=1, padding=0, bias=False):
+        return CohortConv2d(self.members, in_ch, out_ch, kernel, stride, padding, bias)
+
+    def batchnorm(self, features, spatial, detach_var=False):
+        return CohortBatchNorm(self.members, features, detach_var)
+
+    def layernorm(self, features):
+        return CohortLayerNorm(self.members, features)
+
+    def dropout(self, p):
+        return CohortDropout(p)
+
+    def parameter(self, *shape):
+        return CohortTensor(self.members, shape)
+
+
+# -- plain layers that torch.nn lacks ---------------------------------------------------------
+class DetachedVarBatchNorm(nn.BatchNorm1d):
+    """GP's batch norm (their Eq. 5): the variance term A_l(X̃) is detached from backpropagation,
+    the mean is not. Any input with channels at dim 1; in eval mode it is ``BatchNorm``."""
+
+    def _check_input_dim(self, input):
+        pass
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        return _detached_var_batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum, self.eps)
+
+
+class Tensor(nn.Module):
+    """A free parameter of ``shape`` (ViT's class token, position embedding); ``forward()``
+    returns it. Initialized N(0, 1), as ``torch.randn``."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(shape))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+# -- cohort layers ----------------------------------------------------------------------------
+class CohortLinear(nn.Module):
+    """``R`` linear maps; ``weight`` ``(R, out, in)``, ``bias`` ``(R, out)``.
+
+    Input ``(..., R·in)``, output ``(..., R·out)``. Forward and backward are written out
+    (:class:`_CohortLinearFn`): three batched matmuls with the operand layouts the CPU BLAS
+    takes without copies, the weight gradient in the parameter's own layout.
     """
 
-    def __init__(self, members: int, in_features: int, out_features: int, bias: bool):
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool, init: str = "uniform"):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features, self.out_features, self.init = in_features, out_features, init
         self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(members, 1, out_features)) if bias else None
+        self.bias = nn.Parameter(torch.empty(members, out_features)) if bias else None
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -38,50 +130,82 @@ class CohortLinear(nn.Module):
         return _CohortLinearFn.apply(x, self.weight, self.bias)
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
-        """PyTorch's ``nn.Linear`` default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias."""
-        bound = 1 / math.sqrt(self.in_features)
-        _uniform(self.weight, r, bound, generator)
-        if self.bias is not None:
-            _uniform(self.bias, r, bound, generator)
-
-    def set_matrix(self, r: int, matrix: torch.Tensor) -> None:
-        """Set member ``r``'s W (shape ``(out, in)``)."""
+        """``uniform``: ``nn.Linear``'s default, U(−1/√in, 1/√in) for weight and bias.
+        ``kaiming_normal``: weight N(0, 2/in), bias 0 (CHEN's two-layer network)."""
+        if self.init == "uniform":
+            _uniform_member(r, generator, 1 / math.sqrt(self.in_features), self.weight, self.bias)
+            return
+        std = math.sqrt(2.0 / self.in_features)
         with torch.no_grad():
-            self.weight[r] = matrix.to(self.weight.device, self.weight.dtype)
-
-    def plain(self, r: int) -> nn.Linear:
-        layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        with torch.no_grad():
-            layer.weight.copy_(self.weight[r])
+            self.weight[r] = (torch.randn(self.weight.shape[1:], generator=generator) * std).to(self.weight)
             if self.bias is not None:
-                layer.bias.copy_(self.bias[r, 0])
-        return layer
+                self.bias[r] = 0
 
 
 class _CohortLinearFn(torch.autograd.Function):
-    """``y = x W^T + b`` per member: x (R, B, in), W (R, out, in), b (R, 1, out) or None."""
+    """``y_r = x_r W_rᵀ + b_r`` for x ``(..., R·in)``, W ``(R, out, in)``, b ``(R, out)`` or None."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        weight_t = weight.transpose(1, 2)
-        return torch.bmm(x, weight_t) if bias is None else torch.baddbmm(bias, x, weight_t)
+        members, out_features, in_features = weight.shape
+        lead = x.shape[:-1]
+        xr = x.reshape(-1, members, in_features).transpose(0, 1)  # (R, N, in), a strided view
+        ctx.save_for_backward(xr, weight)
+        ctx.has_bias, ctx.lead = bias is not None, lead
+        wt = weight.transpose(1, 2)  # (R, in, out)
+        y = torch.bmm(xr, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), xr, wt)  # (R, N, out)
+        return y.transpose(0, 1).reshape(*lead, members * out_features)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad_out, weight) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.bmm(grad_out.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        grad_bias = grad_out.sum(1, keepdim=True) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias
+        xr, weight = ctx.saved_tensors
+        members, out_features, in_features = weight.shape
+        g = grad_out.reshape(-1, members, out_features).transpose(0, 1)  # (R, N, out)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(g, weight).transpose(0, 1).reshape(*ctx.lead, members * in_features)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.bmm(g.transpose(1, 2), xr)  # (R, out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(1)
+        return grad_x, grad_w, grad_b
+
+
+class CohortConv2d(nn.Module):
+    """``R`` 2-d convolutions as one grouped convolution (groups = R); ``weight``
+    ``(R, out, in, k, k)``. Input ``(B, R·in, H, W)``, output ``(B, R·out, H', W')``.
+
+    As a matrix (GSGP Sec. 3) member r's kernel is ``(out, in·k·k)``: :attr:`matrix`.
+    """
+
+    def __init__(self, members: int, in_ch: int, out_ch: int, kernel: int, stride: int, padding: int, bias: bool):
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel_size = in_ch, out_ch, kernel
+        self.stride, self.padding = stride, padding
+        self.weight = nn.Parameter(torch.empty(members, out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.empty(members, out_ch)) if bias else None
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        return self.weight.flatten(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members = self.weight.shape[0]
+        weight = self.weight.flatten(0, 1)  # (R·out, in, k, k): group r is member r
+        bias = None if self.bias is None else self.bias.flatten()
+        return F.conv2d(x, weight, bias, self.stride, self.padding, groups=members)
+
+    def reset_member(self, r: int, generator: torch.Generator) -> None:
+        """``nn.Conv2d``'s default: U(−1/√fan_in, 1/√fan_in), fan_in = in·k·k."""
+        fan_in = self.in_channels * self.kernel_size**2
+        _uniform_member(r, generator, 1 / math.sqrt(fan_in), self.weight, self.bias)
 
 
 class CohortBatchNorm(nn.Module):
-    """``R`` batch norms over the batch dimension (PyTorch's ``BatchNorm1d`` semantics).
+    """``R`` batch norms (``BatchNorm1d``/``2d`` semantics): one ``F.batch_norm`` over the
+    ``R·C`` folded channels, which normalizes each member's channels over its own batch.
 
-    ``detach_var``: GP's variant (their Eq. 5), where the normalization matrix A_l(X̃) — the
-    variance term — is detached from backpropagation; the mean is not.
+    ``detach_var``: GP's variant (their Eq. 5), the variance term detached from backpropagation.
     """
 
     def __init__(self, members: int, features: int, detach_var: bool = False, momentum: float = 0.1, eps: float = 1e-5):
@@ -93,51 +217,95 @@ class CohortBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(members, features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        members, batch, features = x.shape
+        flat = (self.weight.view(-1), self.bias.view(-1), self.running_mean.view(-1), self.running_var.view(-1))
+        weight, bias, running_mean, running_var = flat
         if self.training and self.detach_var:
-            return self._detached_forward(x)
-        # (R, B, H) -> (B, R*H): every (member, feature) pair is one channel of a plain batch norm.
-        flat = x.transpose(0, 1).reshape(batch, members * features)
-        out = F.batch_norm(
-            flat,
-            self.running_mean.view(-1),
-            self.running_var.view(-1),
-            self.weight.view(-1),
-            self.bias.view(-1),
-            training=self.training,
-            momentum=self.momentum,
-            eps=self.eps,
-        )
-        return out.view(batch, members, features).transpose(0, 1)
-
-    def _detached_forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = x.var(1, unbiased=False, keepdim=True)
-        with torch.no_grad():
-            batch = x.shape[1]
-            self.running_mean.lerp_(mean[:, 0], self.momentum)
-            self.running_var.lerp_(var[:, 0] * batch / max(batch - 1, 1), self.momentum)
-        scale = torch.rsqrt(var.detach() + self.eps)
-        return (x - mean) * scale * self.weight[:, None] + self.bias[:, None]
+            return _detached_var_batch_norm(x, weight, bias, running_mean, running_var, self.momentum, self.eps)
+        return F.batch_norm(x, running_mean, running_var, weight, bias, self.training, self.momentum, self.eps)
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
         with torch.no_grad():
-            self.weight[r] = 1
-            self.bias[r] = 0
-            self.running_mean[r] = 0
-            self.running_var[r] = 1
+            self.weight[r], self.bias[r] = 1, 0
+            self.running_mean[r], self.running_var[r] = 0, 1
 
-    def plain(self, r: int) -> nn.BatchNorm1d:
-        layer = nn.BatchNorm1d(self.features, eps=self.eps, momentum=self.momentum)
+
+class CohortLayerNorm(nn.Module):
+    """``R`` layer norms over the last dimension: input ``(..., R·D)``, each member's ``D``
+    features normalized on their own, then its own affine ``weight``/``bias`` ``(R, D)``."""
+
+    def __init__(self, members: int, features: int, eps: float = 1e-5):
+        super().__init__()
+        self.features, self.eps = features, eps
+        self.weight = nn.Parameter(torch.ones(members, features))
+        self.bias = nn.Parameter(torch.zeros(members, features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members = self.weight.shape[0]
+        xr = x.unflatten(-1, (members, self.features))  # (..., R, D)
+        out = torch.addcmul(self.bias, F.layer_norm(xr, (self.features,), eps=self.eps), self.weight)
+        return out.flatten(-2)
+
+    def reset_member(self, r: int, generator: torch.Generator) -> None:
         with torch.no_grad():
-            layer.weight.copy_(self.weight[r])
-            layer.bias.copy_(self.bias[r])
-            layer.running_mean.copy_(self.running_mean[r])
-            layer.running_var.copy_(self.running_var[r])
-        return layer
+            self.weight[r], self.bias[r] = 1, 0
 
 
-def _uniform(param: torch.Tensor, r: int, bound: float, generator: torch.Generator) -> None:
-    values = torch.empty(param.shape[1:]).uniform_(-bound, bound, generator=generator)
+class CohortDropout(nn.Module):
+    """Dropout whose mask for member r comes from member r's own generator, so a member draws
+    the same masks in a cohort as alone. The engine hands the generators over
+    (:meth:`CohortModel.set_generators`); masks are drawn on the CPU, member by member."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.generators: list[torch.Generator] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if len(self.generators) == 0:
+            raise RuntimeError("CohortDropout needs the members' generators (CohortModel.set_generators)")
+        members = len(self.generators)
+        shape = (*x.shape[:-1], x.shape[-1] // members) if x.dim() != 4 else (x.shape[0], x.shape[1] // members, *x.shape[2:])
+        keep = torch.stack([torch.rand(shape, generator=g) >= self.p for g in self.generators], dim=-2 if x.dim() != 4 else 1)
+        mask = keep.flatten(-2) if x.dim() != 4 else keep.flatten(1, 2)
+        return x * mask.to(x.device, x.dtype) / (1 - self.p)
+
+
+class CohortTensor(nn.Module):
+    """``R`` free parameters of ``shape``; ``forward()`` returns them in the cohort layout, the
+    last dimension folded: ``(R, *shape)`` → ``(*shape[:-1], R·shape[-1])``."""
+
+    def __init__(self, members: int, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, *shape))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight.movedim(0, -2).flatten(-2)
+
+    def reset_member(self, r: int, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            self.weight[r] = torch.randn(self.weight.shape[1:], generator=generator).to(self.weight)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _detached_var_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps):
+    """Batch norm over dim 1 in train mode with the variance detached (GP Eq. 5)."""
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    var, mean = torch.var_mean(x, dim=dims, correction=0)
     with torch.no_grad():
-        param[r] = values.to(param.device, param.dtype)
+        count = x.numel() // x.shape[1]
+        running_mean.lerp_(mean, momentum)
+        running_var.lerp_(var * count / max(count - 1, 1), momentum)
+    scale = torch.rsqrt(var.detach() + eps)
+    return (x - mean.view(shape)) * (scale * weight).view(shape) + bias.view(shape)
+
+
+def _uniform_member(r: int, generator: torch.Generator, bound: float, *params) -> None:
+    """Fill member r of each parameter (weight first, then bias) from U(−bound, bound)."""
+    with torch.no_grad():
+        for param in params:
+            if param is not None:
+                values = torch.empty(param.shape[1:]).uniform_(-bound, bound, generator=generator)
+                param[r] = values.to(param.device, param.dtype)

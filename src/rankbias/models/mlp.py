@@ -1,121 +1,113 @@
-"""MLP-L-H, MLP-BN-L-H, RES-L-H and RES-BN-L-H (GSGP App. B.1, GP Sec. 5).
+"""Fully connected families: MLP-(BN-)L-H, RES-(BN-)L-H (GSGP App. B.1, GP Sec. 5) and CHEN's
+two-layer network.
 
-- ``MLP-(BN-)L-H``: L hidden layers Linear(width H) → [BatchNorm] → ReLU, then a linear output.
-- ``RES-(BN-)L-H``: Linear(width H), then L blocks ``z + σ(n2(W2 σ(n1(W1 z))))`` with
-  ``n1, n2`` batch norms (identity without BN), then a linear output.
+- ``MLP-(BN-)L-H``: L hidden layers Linear(width H) → [BatchNorm] → activation, then a linear output.
+- ``RES-(BN-)L-H``: Linear(width H), then L blocks ``z + σ(n2(W2 σ(n1(W1 z))))`` with ``n1, n2``
+  batch norms (identity without BN), then a linear output.
+- ``twolayer-H``: ``f(x) = a · σ(V x + b)`` (CHEN Sec. 2, Eq. 1).
 
-Inputs of any shape are flattened. Linear layers carry no bias unless ``bias=True``.
+Inputs of any shape are flattened. Linear layers carry no bias unless ``model.bias``.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 
 import torch
 from torch import nn
 
-from .base import CohortModel, MatrixInfo
-from .layers import CohortBatchNorm, CohortLinear
+from .registry import register
+
+_FC = dict(bias=False, activation="relu", bn_detach_var=False)
+_FC_PLAIN = dict(bias=False, activation="relu")
 
 
-class CohortMLP(CohortModel):
-    def __init__(self, members: int, in_dim: int, n_out: int, depth: int, width: int, bn: bool, bias: bool, detach_var: bool):
+def activation(name: str) -> nn.Module:
+    """``relu``, ``leaky_relu`` (slope 0.01, PyTorch's default) or ``gelu``."""
+    return {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}[name]()
+
+
+def _norm(layers, spec, width: int, bn: bool) -> nn.Module:
+    return layers.batchnorm(width, spatial=False, detach_var=spec.options.get("bn_detach_var", False)) if bn else nn.Identity()
+
+
+class MLP(nn.Module):
+    def __init__(self, layers, spec, input_shape, n_out, bn: bool):
         super().__init__()
-        self.members = members
-        dims = [in_dim] + [width] * depth
-        self.hidden = nn.ModuleList(CohortLinear(members, a, b, bias) for a, b in itertools.pairwise(dims))
-        self.norms = nn.ModuleList(CohortBatchNorm(members, width, detach_var) if bn else nn.Identity() for _ in range(depth))
-        self.out = CohortLinear(members, width, n_out, bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2)
-        for linear, norm in zip(self.hidden, self.norms):
-            x = torch.relu(norm(linear(x)))
-        return self.out(x)
-
-    def matrix_infos(self) -> list[MatrixInfo]:
-        infos = [MatrixInfo(f"hidden.{i}", (m.out_features, m.in_features)) for i, m in enumerate(self.hidden)]
-        return infos + [MatrixInfo("out", (self.out.out_features, self.out.in_features), classifier=True)]
-
-    def member_module(self, r: int) -> nn.Module:
-        return PlainMLP(
-            [m.plain(r) for m in self.hidden],
-            [n.plain(r) if isinstance(n, CohortBatchNorm) else nn.Identity() for n in self.norms],
-            self.out.plain(r),
-        )
-
-
-class PlainMLP(nn.Module):
-    """One member of a :class:`CohortMLP` as an ordinary module (same submodule names)."""
-
-    def __init__(self, hidden: list[nn.Module], norms: list[nn.Module], out: nn.Module):
-        super().__init__()
-        self.hidden, self.norms, self.out = nn.ModuleList(hidden), nn.ModuleList(norms), out
+        dims = [math.prod(input_shape)] + [spec.width] * spec.depth
+        self.hidden = nn.ModuleList(layers.linear(a, b, spec.bias) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(_norm(layers, spec, spec.width, bn) for _ in range(spec.depth))
+        self.act = activation(spec.activation)
+        self.out = layers.linear(spec.width, n_out, spec.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         for linear, norm in zip(self.hidden, self.norms):
-            x = torch.relu(norm(linear(x)))
+            x = self.act(norm(linear(x)))
         return self.out(x)
 
 
-class CohortResBlock(nn.Module):
-    def __init__(self, members: int, width: int, bn: bool, bias: bool, detach_var: bool):
+@register("mlp", "mlp-L-H", r"mlp-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC_PLAIN)
+def mlp(layers, spec, input_shape, n_out):
+    """L hidden Linear→ReLU layers of width H, then a linear output."""
+    return MLP(layers, spec, input_shape, n_out, bn=False)
+
+
+@register("mlp-bn", "mlp-bn-L-H", r"mlp-bn-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC)
+def mlp_bn(layers, spec, input_shape, n_out):
+    """The same with batch norm: Linear→BN→ReLU."""
+    return MLP(layers, spec, input_shape, n_out, bn=True)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, layers, spec, bn: bool):
         super().__init__()
-        self.w1 = CohortLinear(members, width, width, bias)
-        self.n1 = CohortBatchNorm(members, width, detach_var) if bn else nn.Identity()
-        self.w2 = CohortLinear(members, width, width, bias)
-        self.n2 = CohortBatchNorm(members, width, detach_var) if bn else nn.Identity()
+        self.w1, self.n1 = layers.linear(spec.width, spec.width, spec.bias), _norm(layers, spec, spec.width, bn)
+        self.w2, self.n2 = layers.linear(spec.width, spec.width, spec.bias), _norm(layers, spec, spec.width, bn)
+        self.act = activation(spec.activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + torch.relu(self.n2(self.w2(torch.relu(self.n1(self.w1(z))))))
+        return z + self.act(self.n2(self.w2(self.act(self.n1(self.w1(z))))))
 
 
-class CohortResMLP(CohortModel):
-    def __init__(self, members: int, in_dim: int, n_out: int, depth: int, width: int, bn: bool, bias: bool, detach_var: bool):
+class ResMLP(nn.Module):
+    def __init__(self, layers, spec, input_shape, n_out, bn: bool):
         super().__init__()
-        self.members = members
-        self.input = CohortLinear(members, in_dim, width, bias)
-        self.blocks = nn.ModuleList(CohortResBlock(members, width, bn, bias, detach_var) for _ in range(depth))
-        self.out = CohortLinear(members, width, n_out, bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.input(x.flatten(2))
-        for block in self.blocks:
-            z = block(z)
-        return self.out(z)
-
-    def matrix_infos(self) -> list[MatrixInfo]:
-        width = self.input.out_features
-        infos = [MatrixInfo("input", (width, self.input.in_features))]
-        for i in range(len(self.blocks)):
-            infos += [MatrixInfo(f"blocks.{i}.w1", (width, width)), MatrixInfo(f"blocks.{i}.w2", (width, width))]
-        return infos + [MatrixInfo("out", (self.out.out_features, width), classifier=True)]
-
-    def member_module(self, r: int) -> nn.Module:
-        def plain(module):
-            return module.plain(r) if hasattr(module, "plain") else nn.Identity()
-
-        blocks = [PlainResBlock(plain(b.w1), plain(b.n1), plain(b.w2), plain(b.n2)) for b in self.blocks]
-        return PlainResMLP(plain(self.input), blocks, plain(self.out))
-
-
-class PlainResBlock(nn.Module):
-    def __init__(self, w1: nn.Module, n1: nn.Module, w2: nn.Module, n2: nn.Module):
-        super().__init__()
-        self.w1, self.n1, self.w2, self.n2 = w1, n1, w2, n2
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + torch.relu(self.n2(self.w2(torch.relu(self.n1(self.w1(z))))))
-
-
-class PlainResMLP(nn.Module):
-    def __init__(self, input: nn.Module, blocks: list[nn.Module], out: nn.Module):
-        super().__init__()
-        self.input, self.blocks, self.out = input, nn.ModuleList(blocks), out
+        self.input = layers.linear(math.prod(input_shape), spec.width, spec.bias)
+        self.blocks = nn.ModuleList(ResBlock(layers, spec, bn) for _ in range(spec.depth))
+        self.out = layers.linear(spec.width, n_out, spec.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.input(x.flatten(1))
         for block in self.blocks:
             z = block(z)
         return self.out(z)
+
+
+@register("res", "res-L-H", r"res-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC_PLAIN)
+def res(layers, spec, input_shape, n_out):
+    """Linear of width H, L residual blocks z + σ(W2 σ(W1 z)), linear output."""
+    return ResMLP(layers, spec, input_shape, n_out, bn=False)
+
+
+@register("res-bn", "res-bn-L-H", r"res-bn-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC)
+def res_bn(layers, spec, input_shape, n_out):
+    """The same with batch norm in each block: z + σ(n2(W2 σ(n1(W1 z))))."""
+    return ResMLP(layers, spec, input_shape, n_out, bn=True)
+
+
+class TwoLayer(nn.Module):
+    def __init__(self, layers, spec, input_shape, n_out):
+        super().__init__()
+        self.V = layers.linear(math.prod(input_shape), spec.width, spec.bias, init="kaiming_normal")
+        self.act = activation(spec.activation)
+        self.a = layers.linear(spec.width, n_out, False, init="kaiming_normal")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(self.act(self.V(x.flatten(1))))
+
+
+@register("twolayer", "twolayer-H", r"twolayer-(?P<width>\d+)", "CHEN Sec. 2, Eq. 1", classifier="a", bias=True, activation="relu")
+def twolayer(layers, spec, input_shape, n_out):
+    """CHEN's a·σ(Vx+b) with H hidden units: Kaiming-normal V and a, b = 0; the rank studied is V's."""
+    return TwoLayer(layers, spec, input_shape, n_out)

@@ -12,6 +12,7 @@ cohort, the others go on.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import time
 from dataclasses import dataclass
@@ -21,13 +22,14 @@ import torch
 
 from ..config import RunConfig
 from ..data import Dataset
+from ..data.augment import augment
 from ..models import CohortModel, build_model
 from ..spectra.measures import rank_measures, singular_values
 from ..store.run_store import RunStore
 from .losses import member_correct, member_losses, output_size
 from .optimizer import CohortSGD
 
-EVAL_FLOATS = 1 << 25  # members × samples × input size per evaluation chunk (128 MB of float32)
+EVAL_FLOATS = 1 << 25  # members × samples × activation floats per evaluation chunk (128 MB of float32)
 
 
 @dataclass
@@ -37,13 +39,14 @@ class Member:
 
 
 def counted_matrices(model: CohortModel, layers) -> list[str]:
-    """Names of the weight matrices that count in the average rank (``record.layers``)."""
+    """Names of the weight matrices that count in the average rank (``record.layers``): the
+    family's default set (``hidden``), ``all``, or names and glob patterns, in model order."""
     infos = model.matrix_infos()
     if layers == "hidden":
-        return [i.name for i in infos if not i.classifier]
+        return [i.name for i in infos if i.counted]
     if layers == "all":
         return [i.name for i in infos]
-    return list(layers)
+    return [i.name for i in infos if any(fnmatch.fnmatchcase(i.name, p) for p in layers)]
 
 
 class CohortTrainer:
@@ -58,6 +61,7 @@ class CohortTrainer:
         self.generators = [torch.Generator().manual_seed(m.config.train.seed) for m in members]
         for r, generator in enumerate(self.generators):
             self.model.reset_member(r, generator)
+        self.model.set_generators(self.generators)  # dropout masks from each member's generator
         self.param_names = [name for name, _ in self.model.named_parameters()]
         opts = [m.config.optimizer for m in members]
         self.optimizer = CohortSGD(
@@ -72,6 +76,7 @@ class CohortTrainer:
         self.epoch = 0
         self.step = 0
         self.previous: dict[str, torch.Tensor] | None = None  # matrices at the last record
+        self.step_norms: list[tuple[int, torch.Tensor]] = []  # (step, (L, R) norms) since the last record
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -83,10 +88,11 @@ class CohortTrainer:
             self.epoch += 1
             self.optimizer.set_lr([m.config.optimizer.lr * m.config.schedule.multiplier(self.epoch) for m in self.members])
             start = time.perf_counter()
-            batch_loss = self._train_epoch()
+            recorded = self.epoch % cfg.record.every == 0 or self.epoch == cfg.train.epochs
+            batch_loss = self._train_epoch(cfg.record.step_norms if recorded else 0)
             epoch_seconds = _elapsed(start, self.device)
             self._drop_diverged(batch_loss)
-            if self.members and (self.epoch % cfg.record.every == 0 or self.epoch == cfg.train.epochs):
+            if self.members and recorded:
                 self._record(batch_loss, epoch_seconds)
             bar.update(1)
         bar.close()
@@ -95,23 +101,38 @@ class CohortTrainer:
             m.store.compact()
 
     # -- training ---------------------------------------------------------------------------
-    def _train_epoch(self) -> torch.Tensor:
-        """One epoch of every member; returns each member's mean mini-batch loss."""
+    def _train_epoch(self, norm_steps: int = 0) -> torch.Tensor:
+        """One epoch of every member; returns each member's mean mini-batch loss.
+
+        ``norm_steps`` = k > 0 keeps the weight matrices' norms after each of the last k steps
+        (and before the epoch's first step when k ≥ the number of steps) for ``record.step_norms``.
+        """
         cfg = self.config
         x, y = self.data.x_train, self.data.y_train
         n, batch = len(x), cfg.train.batch_size
         steps = n // batch if cfg.train.drop_last else math.ceil(n / batch)
-        order = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(self.device)
+        order = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(self.device)  # (R, n)
         total = torch.zeros(len(self.members), device=self.device)
+        self.step_norms = [(self.step, self._matrix_norms())] if norm_steps >= steps else []
         self.model.train()
         for s in range(steps):
-            index = order[:, s * batch : (s + 1) * batch]
-            losses = member_losses(cfg.loss, self.model(x[index]), y[index])
+            index = order[:, s * batch : (s + 1) * batch]  # (R, B): each member's own samples
+            xb = x[index]  # (R, B, *input_shape)
+            if cfg.augment.enabled:
+                xb = augment(xb, self.generators, cfg.augment)
+            losses = member_losses(cfg.loss, self.model(xb), y[index])  # (R,)
             losses.sum().backward()
             self.optimizer.step()
             total += losses.detach()
+            if s >= steps - norm_steps:
+                self.step_norms.append((self.step + s + 1, self._matrix_norms()))
         self.step += steps
         return total / steps
+
+    @torch.no_grad()
+    def _matrix_norms(self) -> torch.Tensor:
+        """Frobenius norm of every weight matrix of every member: (L, R), on the device."""
+        return torch.stack([self.model.weight_matrix(i.name).flatten(1).norm(dim=1) for i in self.infos])
 
     def _drop_diverged(self, batch_loss: torch.Tensor) -> None:
         finite = torch.isfinite(batch_loss).tolist()
@@ -139,6 +160,8 @@ class CohortTrainer:
         idx = keep.tolist()
         self.members = [self.members[i] for i in idx]
         self.generators = [self.generators[i] for i in idx]
+        self.model.set_generators(self.generators)
+        self.step_norms = [(step, norms[:, keep_device]) for step, norms in self.step_norms]
         if self.previous is not None:
             self.previous = {k: v[keep_device] for k, v in self.previous.items()}
 
@@ -147,7 +170,7 @@ class CohortTrainer:
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and accuracy of every member on a whole set, in eval mode."""
         members, n = len(self.members), len(x)
-        chunk = max(1, EVAL_FLOATS // (members * x[0].numel()))
+        chunk = max(1, EVAL_FLOATS // (members * max(x[0].numel(), self.model.activation_floats())))
         loss_sum = torch.zeros(members, device=self.device)
         correct = torch.zeros(members, device=self.device)
         self.model.eval()
@@ -181,6 +204,8 @@ class CohortTrainer:
                 values["norm_ratio"] = self.previous[name].flatten(1).norm(dim=1) / values["fro_norm"]
             per_layer[name] = {k: v.float().cpu() for k, v in values.items()}
         spectra_cpu = {name: sv.cpu() for name, sv in spectra.items()}
+        step_norms = [(step, norms.cpu()) for step, norms in self.step_norms]  # one host sync per record
+        self.step_norms = []
         spectra_seconds = _elapsed(spectra_start, self.device)
         self.previous = {k: v.clone() for k, v in matrices.items()}
         scalars = {
@@ -193,7 +218,10 @@ class CohortTrainer:
         }
         seconds = {"epoch_seconds": epoch_seconds, "spectra_seconds": spectra_seconds, "record_seconds": _elapsed(start, self.device)}
         for r, member in enumerate(self.members):
-            member.store.append(self.epoch, self._tables(r, member, scalars, per_layer, spectra_cpu, seconds))
+            tables = self._tables(r, member, scalars, per_layer, spectra_cpu, seconds)
+            if cfg.record.step_norms:
+                tables["step_norms"] = self._step_norm_table(r, member.store.run_id, step_norms)
+            member.store.append(self.epoch, tables)
             member.store.save_checkpoint(self._member_state(r))
             member.store.set_status("running", self.epoch)
 
@@ -233,6 +261,13 @@ class CohortTrainer:
             }
         )
         return {"scalars": pa.Table.from_pylist([row]), "layers": pa.Table.from_pylist(layer_rows), "spectra": spectra_table}
+
+    def _step_norm_table(self, r: int, run_id: str, step_norms: list[tuple[int, torch.Tensor]]) -> pa.Table:
+        """``record.step_norms``: one row per kept step and weight matrix (GSGP Lemma 3.2's ‖W_t‖)."""
+        step_norms = step_norms or [(self.step, self._matrix_norms().cpu())]  # epoch 0: the initialization
+        rows = [(step, info.name, float(norms[i, r])) for step, norms in step_norms for i, info in enumerate(self.infos)]
+        steps, layers, values = zip(*rows)
+        return pa.table({"run_id": [run_id] * len(rows), "epoch": [self.epoch] * len(rows), "step": list(steps), "layer": list(layers), "fro_norm": list(values)})
 
     # -- checkpoints ------------------------------------------------------------------------
     def _member_state(self, r: int) -> dict:

@@ -1,0 +1,120 @@
+"""The model registry: every family registers itself with one decorator.
+
+A family is a function ``build(layers, spec, input_shape, n_out) -> nn.Module`` written once
+against a layer factory (``layers.py``); the decorator records its name pattern, its paper, the
+``model.*`` options it takes with their defaults, and which of its weight matrices count in the
+default average rank. :func:`resolve` turns a :class:`~rankbias.config.ModelConfig` into a
+:class:`ModelSpec`; every mistake is a ``ValueError`` naming the config key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+ACTIVATIONS = ("relu", "leaky_relu", "gelu")
+OPTIONS = ("width", "bias", "activation", "dropout", "mlp_dim", "bn_detach_var")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # e.g. "mlp-bn"
+    pattern: str  # the name as users write it, e.g. "mlp-bn-L-H"
+    regex: re.Pattern
+    build: Callable
+    paper: str
+    description: str
+    defaults: dict  # option -> default value, for the model.* options this family takes
+    uncounted: tuple[str, ...]  # glob patterns of matrices left out of the default average rank
+    classifier: str  # the final layer's name
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: family, the sizes in its name, and every option's value."""
+
+    family: str
+    depth: int | None = None
+    width: int | None = None
+    options: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __getattr__(self, name):
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(name)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(name: str, pattern: str, regex: str, paper: str, *, uncounted=(), classifier: str, **defaults):
+    """Register family ``name`` built by the decorated function (its docstring describes it)."""
+
+    def decorate(build: Callable) -> Callable:
+        doc = (build.__doc__ or "").strip().splitlines()
+        unknown = set(defaults) - set(OPTIONS)
+        assert not unknown, f"{pattern}: unknown option(s) {unknown}"  # a bug in rankbias
+        FAMILIES[name] = Family(name, pattern, re.compile(regex), build, paper, doc[0] if doc else "", defaults, tuple(uncounted), classifier)
+        return build
+
+    return decorate
+
+
+def _known() -> str:
+    return "; ".join(f"{f.pattern} ({f.description})" for f in FAMILIES.values())
+
+
+def family_of(name: str) -> tuple[Family, dict]:
+    for family in FAMILIES.values():
+        match = family.regex.fullmatch(name.lower())
+        if match:
+            return family, {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    raise ValueError(f"unknown model {name!r}. Known: {_known()}")
+
+
+def resolve(config) -> ModelSpec:
+    """``ModelConfig`` → :class:`ModelSpec`; a ``ValueError`` ``"model.<key>: ..."`` on bad input."""
+    try:
+        family, sizes = family_of(config.name)
+    except ValueError as exc:
+        raise ValueError(f"model.name: {exc}") from None
+    if any(v < 1 for v in sizes.values()):
+        raise ValueError(f"model.name: {config.name!r}: depth and width must be at least 1")
+    options = dict(family.defaults)
+    for key in OPTIONS:
+        value = getattr(config, key, None)
+        if value is None or (key == "bn_detach_var" and value is False):
+            continue
+        if key in sizes:
+            raise ValueError(f"model.{key}: the {key} of {config.name!r} is part of its name ({family.pattern})")
+        if key not in family.defaults:
+            takes = ", ".join(f"model.{k}" for k in family.defaults) or "none"
+            raise ValueError(f"model.{key}: does not apply to {family.pattern} (its options: {takes})")
+        options[key] = value
+    _check_options(options)
+    return ModelSpec(family.name, sizes.get("depth"), sizes.get("width", options.get("width")), options)
+
+
+def _check_options(options: dict) -> None:
+    if options.get("activation") not in (None, *ACTIVATIONS):
+        raise ValueError(f"model.activation: must be one of {', '.join(ACTIVATIONS)}, got {options['activation']!r}")
+    for key in ("width", "mlp_dim"):
+        if options.get(key) is not None and options[key] < 1:
+            raise ValueError(f"model.{key}: must be at least 1, got {options[key]}")
+    if options.get("dropout") is not None and not 0 <= options["dropout"] < 1:
+        raise ValueError(f"model.dropout: must be in [0, 1), got {options['dropout']}")
+
+
+def is_counted(family: Family, matrix: str) -> bool:
+    return matrix != family.classifier and not any(fnmatch.fnmatchcase(matrix, p) for p in family.uncounted)
+
+
+def list_models() -> list[dict]:
+    """Every family: its name pattern, what it is, its paper, its options with their defaults."""
+    return [
+        {"pattern": f.pattern, "description": f.description, "paper": f.paper, "options": dict(f.defaults), "not counted": [f.classifier, *f.uncounted]}
+        for f in FAMILIES.values()
+    ]
