@@ -1,4 +1,4 @@
-# make demo: set up .venv, run the default sweep on bundled data, print a summary, write a report.
+# make demo: set up .venv, run the default sweep on bundled data, print a summary, write results/demo/report.html (figures inlined) and print its path.
 # make test: set up .venv with the test extras, run the whole suite.
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0

@@ -239,3 +239,22 @@ def test_evaluation_in_chunks_equals_one_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "EVAL_FLOATS", 64 * 37)  # chunks of 37 samples, the last one short
     rb.train(config, tmp_path / "chunked")
     assert_same_records(tmp_path / "one", tmp_path / "chunked", config.run_id(), rtol=1e-5, atol=1e-6)
+
+
+def test_step_norms_record_the_last_steps_of_each_recorded_epoch(tmp_path):
+    config = small_config(**{"record.step_norms": 3, "record.every": 2, "train.epochs": 3, "optimizer.momentum": 0.0})
+    loaded = rb.load(rb.train(config, tmp_path).path)
+    norms = loaded.step_norms
+    steps = loaded.scalars.set_index("epoch")["step"]  # 0, 16, 24 (8 steps an epoch)
+    assert sorted(norms["epoch"].unique()) == [0, 2, 3]
+    for epoch, group in norms.groupby("epoch"):
+        expected = [0] if epoch == 0 else list(range(steps[epoch] - 3, steps[epoch] + 1))
+        assert sorted(group["step"].unique()) == expected
+        assert set(group["layer"]) == {"hidden.0", "hidden.1", "out"}
+    # the norm after the record's last step is the record's own ‖W‖_F
+    last = norms[norms.step == steps[3]].set_index("layer")["fro_norm"]
+    recorded = loaded.layers[loaded.layers.epoch == 3].set_index("layer")["fro_norm"]
+    for layer in last.index:
+        assert last[layer] == pytest.approx(recorded[layer], rel=1e-6)
+    # plain SGD with weight decay: the norm changes every step
+    assert norms[norms.epoch == 3].groupby("layer")["fro_norm"].nunique().eq(4).all()

@@ -166,3 +166,32 @@ def test_detached_variance_batch_norm():
     cohort_bn, member_bn = CohortBatchNorm(1, 3, detach_var=True), DetachedVarBatchNorm(3)
     torch.testing.assert_close(cohort_bn(images), member_bn(images))
     torch.testing.assert_close(cohort_bn.running_var[0], member_bn.running_var)
+
+
+@pytest.mark.parametrize("name", ["convnet-2-8", "resnet18", "vgg16", "vit"])
+def test_a_member_in_a_cohort_trains_exactly_as_alone_in_float64(name):
+    """The cohort's math is exact: in float64, five SGD steps (momentum, weight decay, dropout masks
+    from the member's generator) leave a member's parameters equal to a solo model's to 1e-10.
+    In float32 the two differ by summation order only (see ``test_families.py``)."""
+    from rankbias.training.losses import member_losses
+    from rankbias.training.optimizer import CohortSGD
+
+    options, shape = TINY[name]
+    options = {**options, "dropout": 0.2} if name == "vit" else options
+    config = model_config(name, **options)
+    pair, alone = build_model(config, 2, shape, 10).double(), build_model(config, 1, shape, 10).double()
+    optimizers = []
+    for model, seeds in ((pair, (0, 1)), (alone, (0,))):
+        for r, seed in enumerate(seeds):
+            model.reset_member(r, torch.Generator().manual_seed(seed))
+        model.set_generators([torch.Generator().manual_seed(100 + s) for s in seeds])
+        optimizers.append(CohortSGD(model.parameters(), lr=[0.05, 0.01][: len(seeds)], momentum=[0.9, 0.0][: len(seeds)], weight_decay=[5e-3, 0.0][: len(seeds)], nesterov=[False] * len(seeds)))
+    data = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        x, y = torch.randn(2, 16, *shape, generator=data, dtype=torch.float64), torch.randint(0, 10, (2, 16), generator=data)
+        for model, optimizer, members in ((pair, optimizers[0], 2), (alone, optimizers[1], 1)):
+            member_losses("cross_entropy", model(x[:members]), y[:members]).sum().backward()
+            optimizer.step()
+    for (param_name, a), b in zip(pair.named_parameters(), alone.parameters()):
+        torch.testing.assert_close(a[0], b[0], rtol=1e-10, atol=1e-12, msg=param_name)
+    assert not torch.equal(a[0], a[1])

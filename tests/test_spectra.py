@@ -84,3 +84,48 @@ def test_spectra_of_a_cohort_model_lists_each_member():
     w = model.weight_matrix("blocks.1.w2")[2].detach()
     row = table[(table.member == 2) & (table.name == "blocks.1.w2")].iloc[0]
     np.testing.assert_allclose(row["sv"], np.linalg.svd(w.numpy(), compute_uv=False), rtol=1e-5)
+
+
+class Tagger(nn.Module):
+    """An embedding, an LSTM, attention and a linear head: every kind of 2-D parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens):
+        x = self.embed(tokens.long())
+        x, _ = self.lstm(x)
+        x, _ = self.attn(x, x, x)
+        return self.head(x)
+
+
+def test_spectra_splits_attention_and_lists_every_parameter_it_skips():
+    torch.manual_seed(0)
+    model = Tagger()
+    table = rb.spectra(model, input_shape=(5,))
+    analysed = table[table.analysed]
+    assert list(analysed["name"]) == ["attn.q", "attn.k", "attn.v", "attn.out_proj", "head"]
+    assert list(analysed["m_l"]) == [5, 5, 5, 5, 5]  # every matrix here is applied to each of the 5 tokens
+    q = model.attn.in_proj_weight[:8].detach().numpy()
+    np.testing.assert_allclose(analysed.iloc[0]["sv"], np.linalg.svd(q, compute_uv=False), rtol=1e-5)
+    skipped = table[~table.analysed].set_index("name")
+    assert set(skipped.index) == {"embed.weight", "lstm.weight_ih_l0", "lstm.weight_hh_l0"}
+    assert "LSTM" in skipped.loc["lstm.weight_ih_l0", "reason"] and "Embedding" in skipped.loc["embed.weight", "reason"]
+    assert skipped["eps_rank"].isna().all()
+
+
+def test_spectra_of_a_vit_member_matches_the_models_own_matrix_list():
+    from rankbias.models import plain_model, matrix_infos
+
+    config = rb.RunConfig.from_dict({"model": {"name": "vit", "width": 16}}).model
+    net = plain_model(config, (1, 8, 8), 10)
+    table = rb.spectra(net, input_shape=(1, 8, 8))
+    analysed = table[table.analysed].set_index("name")
+    infos = matrix_infos(config, (1, 8, 8), 10)
+    assert list(analysed.index) == [i.name for i in infos]
+    assert [analysed.loc[i.name, "m_l"] for i in infos] == [i.m_l for i in infos]  # 5 tokens; patch positions for the embedding
+    assert set(table[~table.analysed]["name"]) == {"cls_token.weight", "pos_embed.weight"}

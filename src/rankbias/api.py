@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +17,9 @@ from torch import nn
 from .config import ConfigError, RunConfig
 from .data import load_dataset
 from .models import build_model
-from .spectra.measures import NORMS, rank_measures, singular_values
+from .spectra.measures import NORMS, eps_rank
 from .store.run_store import RunStore
-from .training.engine import CohortTrainer, Member, checkpoint_epoch, counted_matrices
+from .training.engine import counted_matrices
 
 DEFAULT_RESULTS = Path("results")
 
@@ -43,6 +45,12 @@ def train(
     data_root: str | Path | None = None,
     max_cohort: int = 64,
     progress: bool = False,
+    jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    threads: int | None = None,
+    fail_fast: bool = False,
+    memory_cap: int | None = None,
 ) -> RunResult | list[RunResult]:
     """Train one run or many, grouping runs that can share a model into cohorts.
 
@@ -52,68 +60,101 @@ def train(
     is reused, unless ``force`` (which deletes and retrains it). An interrupted run resumes from
     its last checkpoint.
 
+    Sweeps (``docs/sweeps.md``): cohorts are cut to fit ``memory_cap`` bytes (default: free GPU
+    memory, or a share of RAM per worker) and at most ``max_cohort`` runs, and trained by
+    ``jobs`` worker processes with ``threads`` torch threads each (``executor="local"``) or as
+    Ray tasks (``executor="ray"``, cluster at ``address`` or ``$RAY_ADDRESS``, else a local
+    one). A failing cohort is recorded as failed and the others go on, unless ``fail_fast``.
+    Each run has one writer at a time (a lock file), so concurrent sweeps may share ``results``.
+
     >>> import rankbias as rb
     >>> run = rb.train(rb.RunConfig.from_dict({"train": {"epochs": 2}}), "results")  # doctest: +SKIP
     """
+    from .sweep import execute
+
     single = isinstance(configs, RunConfig)
     configs = [configs] if single else list(configs)
     unique = list({c.run_id(): c for c in configs}.values())
     datasets = _check(unique, data_root)
     torch_device = _device(device)
     results = Path(results)
-
-    pending: dict[tuple, list[Member]] = {}
-    for config in unique:
-        store = RunStore(results, config.run_id())
-        status = store.status()
-        if status and status["state"] in ("done", "diverged") and not force:
-            continue
-        if force:
-            store.remove()
-        key = (config.cohort_key(), checkpoint_epoch(store))
-        pending.setdefault(key, []).append(Member(config, store))
-
-    for members in pending.values():
-        data = datasets[_data_key(members[0].config)]
-        for start in range(0, len(members), max_cohort):
-            chunk = members[start : start + max_cohort]
-            try:
-                CohortTrainer(chunk, data, torch_device, progress=progress).run()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # a failure of this cohort is recorded; the others go on  # noqa: BLE001
-                for m in chunk:
-                    status = m.store.status()
-                    if status is None:  # failed before its first record
-                        m.store.write_config(m.config.to_dict())
-                    if status is None or status["state"] == "running":
-                        epoch = status["epoch"] if status else None
-                        m.store.set_status("failed", epoch, f"{type(exc).__name__}: {exc}")
-
-    trained = {m.store.run_id for members in pending.values() for m in members}
+    _check_writable(results)
+    trained = execute(
+        unique, results, datasets, device=torch_device, data_root=data_root, force=force, max_cohort=max_cohort,
+        jobs=jobs, executor=executor, address=address, threads=threads, fail_fast=fail_fast,
+        memory_cap=memory_cap, progress=progress,
+    )  # fmt: skip
     out = [_result(results, c, reused=c.run_id() not in trained) for c in configs]
     return out[0] if single else out
 
 
+def plan(
+    configs: Iterable[RunConfig],
+    results: str | Path = DEFAULT_RESULTS,
+    *,
+    force: bool = False,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    max_cohort: int = 64,
+    jobs: int = 1,
+    memory_cap: int | None = None,
+):
+    """What :func:`train` would do, without training: a :class:`rankbias.sweep.Plan`."""
+    from .sweep import plan_sweep
+
+    unique = list({c.run_id(): c for c in configs}.values())
+    datasets = _check(unique, data_root)
+    return plan_sweep(unique, Path(results), datasets, force=force, max_cohort=max_cohort, workers=jobs, memory_cap=memory_cap, device=_device(device))
+
+
+def _check_writable(results: Path) -> None:
+    """One clear error, before any training, when ``results`` cannot be written."""
+    from .sweep.worker import StoreError
+
+    probe = results / f".write-probe-{os.getpid()}"
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(f"cannot write the results directory {results}: {exc.strerror or exc}") from None
+
+
 def _check(configs: list[RunConfig], data_root) -> dict:
-    """Validate what needs the data or the model; load each data set once."""
-    datasets = {}
+    """Validate what needs the data or the model; load each data set once.
+
+    In a sweep, the first bad run is named by the values of the keys that vary between runs.
+    """
+    datasets: dict = {}
     for config in configs:
-        key = _data_key(config)
-        if key not in datasets:
-            datasets[key] = load_dataset(config.data, data_root)
-        n_train = len(datasets[key].x_train)
-        if config.train.batch_size > n_train:
-            raise ConfigError("train.batch_size", f"{config.train.batch_size} is larger than the training set ({n_train} samples)")
-        data = datasets[key]
-        if isinstance(config.record.layers, tuple):
-            with torch.device("meta"):
-                model = build_model(config.model, 1, data.input_shape, max(data.num_classes, 1))
-            known = counted_matrices(model, "all")
-            unknown = [n for n in config.record.layers if n not in known]
-            if unknown:
-                raise ConfigError("record.layers", f"no weight matrix named {unknown[0]!r}; this model has {', '.join(known)}")
+        try:
+            _check_one(config, datasets, data_root)
+        except ConfigError as exc:
+            flat = [_flatten(c.to_dict()) for c in configs]
+            mine = _flatten(config.to_dict())
+            varied = [k for k in mine if len({repr(f[k]) for f in flat}) > 1]
+            if not varied:
+                raise
+            where = ", ".join(f"{k}={mine[k]!r}" for k in varied)
+            raise ConfigError(exc.key, f"{str(exc).split(': ', 1)[-1]} (in the run with {where})") from None
     return datasets
+
+
+def _check_one(config: RunConfig, datasets: dict, data_root) -> None:
+    key = _data_key(config)
+    if key not in datasets:
+        datasets[key] = load_dataset(config.data, data_root)
+    n_train = len(datasets[key].x_train)
+    if config.train.batch_size > n_train:
+        raise ConfigError("train.batch_size", f"{config.train.batch_size} is larger than the training set ({n_train} samples)")
+    data = datasets[key]
+    if isinstance(config.record.layers, tuple):
+        with torch.device("meta"):
+            model = build_model(config.model, 1, data.input_shape, max(data.num_classes, 1))
+        known = counted_matrices(model, "all")
+        unknown = [n for n in config.record.layers if n not in known]
+        if unknown:
+            raise ConfigError("record.layers", f"no weight matrix named {unknown[0]!r}; this model has {', '.join(known)}")
 
 
 def _data_key(config: RunConfig) -> str:
@@ -146,57 +187,65 @@ class Results:
     ``runs``: one row per run (run_id, state, and the flattened config: ``optimizer.lr`` ...).
     ``scalars``: one row per run and recorded epoch. ``layers``: per run, epoch and weight matrix.
     ``spectra``: the singular values (``sv``, a float32 array) per run, epoch and matrix.
+    ``step_norms``: with ``record.step_norms``, ‖W‖_F after each of the last steps of each
+    recorded epoch (run_id, epoch, step, layer, fro_norm); empty otherwise.
     """
 
     runs: pd.DataFrame
     scalars: pd.DataFrame
     layers: pd.DataFrame
     spectra: pd.DataFrame
+    step_norms: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: str | None = None) -> Results:
     """Read a run directory or a results directory of many runs.
 
     With ``eps`` or ``norm``, the ranks (``layers.eps_rank`` and ``scalars.avg_rank``) are
-    recomputed from the stored singular values at that threshold, without retraining.
+    recomputed from the stored singular values at that threshold, without retraining. Records
+    of another schema version raise :class:`~rankbias.store.SchemaError`.
     """
-    path = Path(path)
-    run_dirs = [path] if (path / "config.json").exists() else sorted(p.parent for p in path.glob("*/config.json"))
-    if not run_dirs:
-        raise FileNotFoundError(f"no rankbias runs under {path}")
-    runs, tables = [], {"scalars": [], "layers": [], "spectra": []}
-    for run_dir in run_dirs:
-        store = RunStore(run_dir.parent, run_dir.name)
-        config = RunConfig.from_dict(_read_json(run_dir / "config.json"))
-        status = store.status() or {}
-        runs.append({"run_id": run_dir.name, "state": status.get("state"), "state_epoch": status.get("epoch"), "message": status.get("message"), **_flatten(config.to_dict())})
-        for name, parts in tables.items():
-            table = store.read(name)
-            if table is not None:
-                parts.append(table.to_pandas())
-    frames = {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in tables.items()}
-    results = Results(pd.DataFrame(runs), frames["scalars"], frames["layers"], frames["spectra"])
+    from .store.catalog import read_tables, run_dirs, runs_table
+
+    dirs = run_dirs(path)
+    tables = read_tables(dirs)
+    frames = {name: table.to_pandas() if table is not None else pd.DataFrame() for name, table in tables.items()}
+    results = Results(runs_table(dirs), frames["scalars"], frames["layers"], frames["spectra"], frames["step_norms"])
     if eps is not None or norm is not None:
         results = rerank(results, eps, norm)
     return results
 
 
 def rerank(results: Results, eps: float | None = None, norm: str | None = None) -> Results:
-    """Recompute ε-ranks and average ranks from the stored spectra at a new ``eps``/``norm``."""
+    """Recompute ε-ranks and average ranks from the stored spectra at a new ``eps``/``norm``.
+
+    Vectorized: the spectra of one length and one normalization are stacked into one array and
+    thresholded at once (``spectra.measures.eps_rank``, each row at its run's ε, in the same
+    precision as a row-by-row computation), so the ranks equal it exactly.
+    """
     if norm is not None and norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     runs = results.runs.set_index("run_id")
     layers = results.layers.copy()
-    spectra = results.spectra.set_index(["run_id", "epoch", "layer"])["sv"]
-    ranks = []
-    for run_id, epoch, layer in zip(layers["run_id"], layers["epoch"], layers["layer"]):
-        run_eps = eps if eps is not None else runs.at[run_id, "record.eps"]
-        run_norm = norm if norm is not None else runs.at[run_id, "record.norm"]
-        ranks.append(int(rank_measures(np.asarray(spectra.at[(run_id, epoch, layer)]), run_eps, run_norm)["eps_rank"]))
+    keys = ["run_id", "epoch", "layer"]
+    sv = layers[keys].merge(results.spectra[[*keys, "sv"]], on=keys, how="left")["sv"]
+    # the recorded computation's precision: a Python float ε is cast to the spectra's float32,
+    # a stored ε (float64 in the runs table) promotes the threshold to float64
+    weak = type(eps) is float or type(eps) is int
+    run_eps = np.full(len(layers), eps, dtype=np.float32 if weak else np.float64) if eps is not None else runs["record.eps"].reindex(layers["run_id"]).to_numpy(np.float64)
+    run_norm = np.full(len(layers), norm, dtype=object) if norm is not None else runs["record.norm"].reindex(layers["run_id"]).to_numpy(object)
+    lengths = sv.map(len).to_numpy()
+    ranks = np.zeros(len(layers), dtype=np.int64)
+    for length in np.unique(lengths):
+        for kind in NORMS:
+            rows = np.flatnonzero((lengths == length) & (run_norm == kind))
+            if len(rows):
+                stack = np.stack(sv.iloc[rows].to_list()).astype(np.float32, copy=False)
+                ranks[rows] = eps_rank(stack, run_eps[rows][:, None], kind)
     layers["eps_rank"] = ranks
     average = layers[layers["counted"]].groupby(["run_id", "epoch"])["eps_rank"].mean().rename("avg_rank")
     scalars = results.scalars.drop(columns="avg_rank").merge(average.reset_index(), on=["run_id", "epoch"], how="left")
-    return Results(results.runs, scalars, layers, results.spectra)
+    return dataclasses.replace(results, scalars=scalars, layers=layers)
 
 
 def _read_json(path: Path) -> dict:
@@ -242,51 +291,22 @@ def load_model(run: str | Path) -> nn.Module:
 
 # -- spectra of any module ---------------------------------------------------------------------
 def spectra(module: nn.Module, *, eps: float = 1e-3, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
-    """Every weight matrix of any ``torch.nn.Module``, one row each.
+    """Every weight matrix of any ``torch.nn.Module``, one row each (``spectra/modules.py``).
 
-    Weight matrices are the weights of ``nn.Linear`` (as is) and of convolutions (reshaped to
-    ``(out, in·k1·k2)``, GSGP Sec. 3). ``m_l`` is 1 for a linear layer and, for a convolution, the
-    number of output positions — known only when ``input_shape`` (one sample, without the batch
-    dimension) is given, else NaN. A rankbias cohort model gives one row per member and matrix.
+    Linear layers as they are, convolutions as ``(out, in·k1·k2)`` matrices (GSGP Sec. 3),
+    ``nn.MultiheadAttention``'s in-projection as its q, k, v matrices. ``m_l`` (the number of
+    patches or tokens a matrix is applied to) is traced when ``input_shape`` (one sample, without
+    the batch dimension) is given; otherwise 1 for a linear layer and NaN for the others. Every
+    other parameter of two or more dimensions gets a row with ``analysed = False`` and the reason.
+    A rankbias cohort model gives one row per member and matrix.
 
-    Columns: name, member, shape, m_l, sv (singular values, float32), fro_norm, spectral_norm,
-    eps_rank, stable_rank, effective_rank.
+    Columns: name, member, kind, shape, m_l, analysed, reason, sv (singular values, float32),
+    fro_norm, spectral_norm, eps_rank, stable_rank, effective_rank.
     """
     from .models import CohortModel
+    from .spectra.modules import module_spectra
 
     if isinstance(module, CohortModel):
-        parts = [spectra(module.member_module(r), eps=eps, norm=norm).assign(member=r) for r in range(module.members)]
+        parts = [module_spectra(module.member_module(r), eps, norm, input_shape).assign(member=r) for r in range(module.members)]
         return pd.concat(parts, ignore_index=True)
-    patches = _patch_counts(module, input_shape) if input_shape is not None else {}
-    rows = []
-    for name, layer in module.named_modules():
-        if isinstance(layer, nn.Linear):
-            matrix, m_l = layer.weight, 1
-        elif isinstance(layer, nn.modules.conv._ConvNd):
-            matrix, m_l = layer.weight.flatten(1), patches.get(name, float("nan"))
-        else:
-            continue
-        sv = singular_values(matrix.detach())
-        values = {k: float(v) for k, v in rank_measures(sv, eps, norm).items()}
-        rows.append({"name": name, "member": 0, "shape": tuple(matrix.shape), "m_l": m_l, "sv": sv.cpu().numpy(), **values})
-    columns = ["name", "member", "shape", "m_l", "sv", "fro_norm", "spectral_norm", "eps_rank", "stable_rank", "effective_rank"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _patch_counts(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Output positions of each convolution for one input of ``input_shape`` (forward hooks)."""
-    counts, hooks = {}, []
-    for name, layer in module.named_modules():
-        if isinstance(layer, nn.modules.conv._ConvNd):
-            hooks.append(layer.register_forward_hook(lambda m, i, o, name=name: counts.__setitem__(name, int(np.prod(o.shape[2:])))))
-    param = next(module.parameters(), None)
-    was_training = module.training
-    try:
-        module.eval()
-        with torch.no_grad():
-            module(torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu"))
-    finally:
-        module.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return counts
+    return module_spectra(module, eps, norm, input_shape)

@@ -37,16 +37,36 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Retrain runs whose results are already stored.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar per cohort.")
-def run(config, overrides, results, force, device, data_dir, progress) -> None:
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the sweep's progress (a bar on a terminal, log lines otherwise).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker (default: cores / workers).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Worker processes on this machine, or Ray tasks.")
+@click.option("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray).")
+@click.option("--max-cohort", type=click.IntRange(min=1), default=64, show_default=True, help="Most runs trained together as one model.")
+@click.option("--memory-cap", type=click.FloatRange(min=0, min_open=True), help="MiB one cohort may use (default: free GPU memory, or half the RAM shared by the workers).")
+@click.option("--dry-run", is_flag=True, help="Print the runs and their cohorts; train nothing.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed cohort.")
+def run(config, overrides, results, force, device, data_dir, progress, jobs, threads, executor, address, max_cohort, memory_cap, dry_run, fail_fast) -> None:
     """Train the run(s) of CONFIG (a YAML file, optionally with a sweep block).
 
     OVERRIDES are dotted.key=value pairs, e.g. optimizer.lr=0.05 train.batch_size=8.
     """
+    from .sweep import default_jobs, plan_table
+
+    jobs = jobs or default_jobs()
+    cap = None if memory_cap is None else int(memory_cap * 2**20)
     try:
         configs = load_configs(config, list(overrides))
+        if dry_run:
+            plan = api.plan(configs, results, force=force, device=device, data_root=data_dir, max_cohort=max_cohort, jobs=jobs, memory_cap=cap)
+            click.echo(f"{len(configs)} run(s): {plan.pending} to train in {len(plan.cohorts)} cohort(s), {len(plan.finished)} already finished; memory cap {plan.memory_cap / 2**20:.0f} MiB per cohort")
+            _print(plan_table(plan, configs, results))
+            return
         click.echo(f"{len(configs)} run(s) -> {results}/", err=True)
-        outcome = api.train(configs, results, force=force, device=device, data_root=data_dir, progress=progress)
+        outcome = api.train(
+            configs, results, force=force, device=device, data_root=data_dir, progress=progress, jobs=jobs,
+            threads=threads, executor=executor, address=address, max_cohort=max_cohort, memory_cap=cap, fail_fast=fail_fast,
+        )  # fmt: skip
     except RankbiasError as exc:
         _fail(exc)
     reused = sum(r.reused for r in outcome)
@@ -86,22 +106,227 @@ def show(run_dir, eps, norm) -> None:
 @click.argument("results", default="results", type=click.Path(path_type=Path))
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
 def status(results, eps) -> None:
-    """List the runs under RESULTS: settings that differ, state, last record."""
+    """Count the runs under RESULTS (done, running, pending, diverged, failed with the reason),
+    then list them: settings that differ, state, last record."""
+    from .sweep.status import sweep_status
+
     try:
         records = api.load(results, eps=eps)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RankbiasError) as exc:
         _fail(exc)
+    counts, failures = sweep_status(records.runs)
+    click.echo("  ".join(f"{state}: {n}" for state, n in counts.items()))
+    for run_id, message in failures:
+        click.echo(f"failed {run_id}: {message}")
     _print(final_summary(records))
 
 
 @main.command()
 @click.argument("results", default="results", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default RESULTS/report.html).")
+@click.option("--out", type=click.Path(path_type=Path), help="A .html file, or a directory: DIR/report.html + DIR/figures/*.png, *.pdf (default RESULTS/report.html).")
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
-def report(results, out, eps) -> None:
-    """Write a self-contained HTML page: final records, average rank and accuracy per epoch."""
+@click.option("--norm", type=click.Choice(["fro", "spectral"]), help="Normalization for the rank (default: each run's record.norm).")
+def report(results, out, eps, norm) -> None:
+    """Write one self-contained HTML page: configuration, run table, figures, problems, provenance.
+
+    The figures are chosen from what varied (docs/report.md); ranks at --eps/--norm are
+    recomputed from the stored singular values.
+    """
     try:
-        path = write_report(results, out, eps)
-    except (FileNotFoundError, ValueError) as exc:
+        path = write_report(results, out, eps, norm)
+    except (RankbiasError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     click.echo(f"report written to {path}")
+
+
+@main.command("compress")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
+@click.option("--sweep-eps", metavar="LOW:HIGH:N", help="N log-spaced thresholds, LOW to HIGH (1e-4:1e-1:13).")
+@click.option("--norm", type=click.Choice(["fro", "spectral"]), help="Rank normalization (default: each run's).")
+@click.option("--by", metavar="KEY", help="Figure: one curve per value of this setting (e.g. train.batch_size).")
+@click.option("--max-drop", type=float, default=0.01, show_default=True,
+              help="Test accuracy that may be lost when picking each run's smallest network.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Figure file (default PATH/compress/compress.png for a run, PATH/compress.png for many).")
+@click.option("--device", default="cpu", show_default=True, help="Where to evaluate: cpu, cuda, auto ...")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA, ./data).")
+def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data_dir) -> None:
+    """Factorize a trained run's layers at their ε-ranks: parameters, FLOPs, accuracy before/after.
+
+    PATH is a run directory or a results directory (every run). Results are stored in each run's
+    compress/ folder; with several rows (an ε sweep or several runs) a figure is written too.
+    """
+    from .compress import compress_run, read_compressed, smallest
+    from .compress_plot import compression_figure
+    from .config import RunConfig
+    from .plots.style import save
+
+    if by is not None and by not in api._flatten(RunConfig().to_dict()):
+        _fail(ValueError(f"--by {by!r} is not a config key (such as train.batch_size or optimizer.weight_decay)"))
+    try:
+        table = compress_run(path, eps, norm, sweep_eps=sweep_eps, device=device, data_root=data_dir)
+    except (RankbiasError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    if len(table) == 1:  # one run, one ε: what happened to each layer
+        row = table.iloc[0]
+        layers = read_compressed(path)[1]
+        layers = layers[(layers["eps"] == row["eps"]) & (layers["norm"] == row["norm"])]
+        columns = ["name", "kind", "shape", "rank", "params_before", "params_after", "flops_before", "flops_after"]
+        _print(layers[[*columns, "compressed", "reason"]])
+        click.echo("")
+    settings = [c for c in table.columns if "." in c]
+    table = table.sort_values([*settings, "run_id", "eps"])
+    sizes = ["params_before", "params_after", "flops_before", "flops_after"]
+    accuracies = ["test_acc_before", "test_acc_after", "train_acc_before", "train_acc_after"]
+    _print(table[["run_id", *settings, "eps", *sizes, *accuracies]])
+    if table["run_id"].nunique() > 1:
+        click.echo(f"\nsmallest network per run with test accuracy within {max_drop:g} of the uncompressed one:")
+        best = smallest(table, max_drop)
+        _print(best[["run_id", *settings, "eps", "params_before", "params_after", *accuracies[:2]]])
+    if len(table) > 1:
+        try:
+            figure = compression_figure(table, by)
+        except ValueError as exc:
+            _fail(exc)
+        default = path / "compress" / "compress.png" if (path / "config.json").exists() else path / "compress.png"
+        click.echo(f"figure written to {save(figure, out or default)}")
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gradient-rank", "gradient_source", type=click.Path(exists=True, path_type=Path),
+              help="Only the per-sample gradient ranks, of a config's network at initialization (YAML) or of a stored run.")
+@click.option("--samples", default=32, show_default=True, help="Training samples for the gradient ranks.")
+@click.option("--eps", "eps", multiple=True, type=float, help="ε values of GSGP Thm 3.3 (repeatable; default 1e-3 1e-2 0.1 0.3 0.5).")
+@click.option("--steps", "steps", multiple=True, type=int, help="n of GSGP Lemma 3.2, in steps (repeatable; default all recorded).")
+@click.option("--batches", default=16, show_default=True, help="Random batches for GP Thm 1 and CHEN's batch-gradient norms.")
+@click.option("--records-only", is_flag=True, help="Skip the checks that load the network and compute gradients.")
+@click.option("--device", default="auto", show_default=True, help="Where gradients are computed: cpu, cuda, cuda:1 ... or auto.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
+def theory(path, gradient_source, samples, eps, steps, batches, records_only, device, data_dir) -> None:
+    """The papers' lemmas and bounds checked on PATH (a run, or a results directory of runs).
+
+    Prints each check's measured value, bound, whether it holds and why it fails or is trivial
+    (docs/theory.md). Exits with status 1 when a check that is an identity (GSGP Lemmas 3.1 and
+    3.2, GP Lemma 2 and Theorem 1) is violated.
+    """
+    from . import theory as th
+
+    if (path is None) == (gradient_source is None):
+        _fail(ValueError("give a run or results directory, or --gradient-rank CONFIG_OR_RUN (one of the two)"))
+    try:
+        if gradient_source is not None:
+            table = th.gradient_rank_at(gradient_source, samples, data_root=data_dir, device=device)
+        else:
+            table = th.check_run(path, eps=eps or th.DEFAULT_EPS, n=list(steps) or None, samples=samples,
+                                 batches=batches, data_root=data_dir, models=not records_only, device=device)
+    except (RankbiasError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    columns = [c for c in th.COLUMNS if c != "run_id" or table["run_id"].nunique() > 1]
+    _print(table[columns])
+    if path is not None and not (path / "config.json").exists():
+        agreement = th.prediction_4_1(api.load(path))
+        if len(agreement.table):
+            click.echo(f"\nGSGP Prediction 4.1: {agreement.share:.0%} of {len(agreement.table)} pairs agree")
+            _print(agreement.table.drop(columns=["knob"]))
+    violated = table[table["check"].isin(th.IDENTITIES) & table["holds"].eq(False)]
+    if len(violated):
+        click.echo(f"\n{len(violated)} violation(s) of identity-based bounds: a bug in the records or the engine", err=True)
+        sys.exit(1)
+
+
+def _plot_help() -> str:
+    from .plots import FAMILIES
+
+    lines = [f"  {name:<22} {number}: {text}" for name, (number, _, text) in FAMILIES.items()]
+    return (
+        "Draw one figure family of RESULTS and save it to --out (.pdf vector, .png, .svg).\n\n"
+        "Roles take a config key, its paper symbol (B, μ, λ) or its last part (batch_size);\n"
+        "left out, they take the keys that vary. docs/report.md describes each family.\n\n"
+        "\b\nFAMILY is one of:\n" + "\n".join(lines)
+    )
+
+
+@main.command(help=_plot_help())
+@click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("family")
+@click.option("--vary", help="One line per value of this key.")
+@click.option("--panel", help="One panel per value of this key.")
+@click.option("--x", "x", help="heatmap: the key along x.")
+@click.option("--y", "y", help="heatmap: the key along y.")
+@click.option("--where", multiple=True, metavar="KEY=VALUE", help="Only runs with this value (repeatable).")
+@click.option("--run", "runs", multiple=True, help="Only this run id or id prefix (repeatable).")
+@click.option("--layer", help="The weight matrix (layer-spectra, rank-vs-eps, spectra-over-training, weight-decay).")
+@click.option("--epoch", type=int, help="The record to show (default: each run's last).")
+@click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
+@click.option("--norm", type=click.Choice(["fro", "spectral"]), help="Normalization for the rank (default: each run's).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default FAMILY.pdf).")
+def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, norm, out) -> None:
+    import inspect
+
+    import yaml
+
+    from .plots import FAMILIES, save
+
+    if family not in FAMILIES:
+        _fail(ValueError(f"unknown figure family {family!r}; one of: {', '.join(FAMILIES)}"))
+    function = FAMILIES[family][1]
+    parameters = inspect.signature(function).parameters
+    given = {"vary": vary, "panel": panel, "x": x, "y": y, "runs": list(runs) or None, "epoch": epoch, "eps": eps, "norm": norm}
+    given["layers" if "layers" in parameters else "layer"] = [layer] if layer and "layers" in parameters else layer
+    option = {"runs": "--run", "layers": "--layer"}
+    accepted = [k for k in parameters if k in given or k in option or k == "layer"]
+    wrong = [k for k, v in given.items() if v is not None and k not in accepted]
+    if wrong:
+        takes = ", ".join(option.get(k, f"--{k}") for k in accepted)
+        _fail(ValueError(f"{option.get(wrong[0], '--' + wrong[0])} does not apply to {family}; it takes {takes}, --where"))
+    given = {k: v for k, v in given.items() if v is not None}
+    chosen = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(ValueError(f"--where takes KEY=VALUE, got {item!r}"))
+        chosen[key] = yaml.safe_load(value)
+    try:
+        figure = function(results, where=chosen or None, **given)
+        path = save(figure, out or Path(f"{family}.pdf"))
+    except (RankbiasError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    click.echo(f"figure written to {path}")
+
+
+@main.command("query")
+@click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sql")
+def query_command(results, sql) -> None:
+    """Run SQL over the runs under RESULTS and print the table.
+
+    Views: runs (one row per run, config keys as columns: quote them, "train.batch_size"),
+    scalars, layers, spectra, final (each run's last record with its config). Example:
+
+    rankbias query results/ 'select "train.batch_size", avg(avg_rank) from final group by 1 order by 1'
+    """
+    from .query import QueryError, query
+
+    try:
+        table = query(results, sql)
+    except (FileNotFoundError, QueryError, RankbiasError) as exc:
+        _fail(exc)
+    _print(table)
+
+
+@main.command("export")
+@click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+def export_command(results, out, fmt) -> None:
+    """Write the views of the runs under RESULTS (runs, scalars, layers, spectra, final) to OUT/<view>.<format>."""
+    from .query import export
+
+    try:
+        files = export(results, out, fmt)
+    except (FileNotFoundError, RankbiasError) as exc:
+        _fail(exc)
+    for path in files:
+        click.echo(str(path))

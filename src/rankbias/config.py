@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -421,7 +422,7 @@ def _zip_axis(group, where: str, overridden: list[str]) -> list[tuple]:
 def _build(cls, raw: Any, prefix: str):
     if not isinstance(raw, dict):
         raise ConfigError(prefix or "config", f"expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values = {}
     for key, value in raw.items():
@@ -432,6 +433,11 @@ def _build(cls, raw: Any, prefix: str):
             raise ConfigError(dotted, f"unknown key{hint}")
         values[key] = _coerce(hints[key], value, dotted)
     return cls(**values)
+
+
+@functools.cache
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)  # slow (evaluates annotations): once per class
 
 
 def _coerce(tp, value: Any, key: str):

@@ -66,6 +66,7 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     theta = degrees.to(x.dtype) * (math.pi / 180)
     cos, sin = torch.cos(theta), torch.sin(theta)
     zero = torch.zeros_like(cos)
-    matrix = torch.stack([torch.stack([cos, sin, zero], -1), torch.stack([-sin, cos, zero], -1)], 1)  # (N, 2, 3)
+    # affine_grid maps output to input coordinates (x right, y down): this is a counter-clockwise turn on screen
+    matrix = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)  # (N, 2, 3)
     grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -104,8 +104,8 @@ class CohortTrainer:
     def _train_epoch(self, norm_steps: int = 0) -> torch.Tensor:
         """One epoch of every member; returns each member's mean mini-batch loss.
 
-        ``norm_steps`` = k > 0 keeps the weight matrices' norms after each of the last k steps
-        (and before the epoch's first step when k ≥ the number of steps) for ``record.step_norms``.
+        ``norm_steps`` = k > 0 keeps the weight matrices' norms at the step counts T − k … T, T the
+        epoch's last (before the epoch's first step when k ≥ its steps), for ``record.step_norms``.
         """
         cfg = self.config
         x, y = self.data.x_train, self.data.y_train
@@ -124,7 +124,7 @@ class CohortTrainer:
             losses.sum().backward()
             self.optimizer.step()
             total += losses.detach()
-            if s >= steps - norm_steps:
+            if s >= steps - norm_steps - 1:  # after the update, step count self.step + s + 1 ≥ T − k
                 self.step_norms.append((self.step + s + 1, self._matrix_norms()))
         self.step += steps
         return total / steps

@@ -1,0 +1,146 @@
+"""Families 2, 3 and 6: the final records of a sweep against its hyperparameters.
+
+"Final" is each run's last record (``epoch=None``; a diverged run's last record before it
+diverged) or the record at ``epoch``. Every value is a stored record: ``scalars`` for the
+heatmap, ``layers.eps_rank``/``stable_rank`` per matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from ..conventions import symbol
+from .select import PlotError, as_results, at_epoch, counted_layers, fmt, rank_label, same_value, select
+from .style import CMAP, line_style, new_figure, styled
+from .training import _legend, _panel_title
+
+SCALARS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss", "train_loss": "train loss"}
+MEASURES = {"eps_rank": "rank", "stable_rank": "stable rank", "effective_rank": "effective rank"}
+
+
+@styled
+def rank_heatmap(results, x=None, y=None, panel=None, where=None, runs=None, value="avg_rank", epoch=None, eps=None, norm=None) -> Figure:
+    """Family 2: a ``scalars`` column (default the average rank) at the end of training over two
+    hyperparameters, every cell annotated (GSGP Fig. 1). One heatmap per value of ``panel``, one
+    colour scale for all; a diverged run's cell says so, a missing run's cell is blank.
+    """
+    res = as_results(results, eps, norm)
+    sel = select(res, where, runs, x=x, y=y, panel=panel)
+    if sel.keys["x"] is None or sel.keys["y"] is None:
+        raise PlotError("a heatmap needs two hyperparameters that vary between the runs (x and y)")
+    if value not in sel.results.scalars.columns:
+        raise PlotError(f"no scalar column {value!r}; columns: {', '.join(sel.results.scalars.columns)}")
+    final = at_epoch(sel.results.scalars, epoch).set_index("run_id")[value]
+    xs, ys = sel.values("x"), sel.values("y")
+    groups = sel.groups("panel")
+    fig = new_figure(len(groups), 1, (0.7 * len(xs) + 1.6, 0.45 * len(ys) + 1.2))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    state = sel.runs.set_index("run_id")["state"]
+    finite = final[np.isfinite(final) & (state.reindex(final.index) != "diverged")]
+    scale = Normalize(finite.min(), finite.max()) if len(finite) else Normalize(0, 1)
+    for ax, (pval, members) in zip(axes, groups):
+        grid = np.full((len(ys), len(xs)), np.nan)
+        diverged = np.zeros(grid.shape, dtype=bool)
+        for _, row in members.iterrows():
+            i, j = ys.index(_pick(ys, row[sel.keys["y"]])), xs.index(_pick(xs, row[sel.keys["x"]]))
+            diverged[i, j] = state[row["run_id"]] == "diverged"
+            grid[i, j] = np.nan if diverged[i, j] else final.get(row["run_id"], np.nan)
+        image = ax.imshow(grid, cmap=CMAP, norm=scale, aspect="auto", origin="lower")
+        for i, j in zip(*np.nonzero(np.isfinite(grid) | diverged)):
+            _annotate(ax, image, i, j, "diverged" if diverged[i, j] else f"{grid[i, j]:.3g}")
+        ax.set_xticks(range(len(xs)), [fmt(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [fmt(v) for v in ys])
+        ax.set_xlabel(symbol(sel.keys["x"]))
+        ax.set_ylabel(symbol(sel.keys["y"]))
+        ax.grid(False)
+        _panel_title(ax, sel, pval)
+    what = f"average rank ({rank_label(sel, eps, norm)})" if value == "avg_rank" else SCALARS.get(value, value)
+    fig.colorbar(image, ax=list(axes), label=f"final {what}" if epoch is None else f"{what} at epoch {epoch}")
+    return fig
+
+
+def _annotate(ax, image, i: int, j: int, text: str) -> None:
+    """Write ``text`` in cell (i, j), black on light colours and white on dark ones."""
+    value = image.get_array()[i, j]
+    shade = image.cmap(image.norm(value)) if np.isfinite(value) else (1.0, 1.0, 1.0, 1.0)
+    light = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] > 0.55  # ITU-R BT.601 luma
+    ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if light else "white")
+
+
+def _pick(values: list, value):
+    """The entry of ``values`` equal to ``value`` (numbers with a tolerance)."""
+    return next(v for v in values if same_value(v, value))
+
+
+@styled
+def layer_ranks(results, vary=None, panel=None, where=None, runs=None, epoch=None, measure="eps_rank", layers="counted", eps=None, norm=None) -> Figure:
+    """Family 3: each weight matrix's rank against its index in the network, one line per
+    ``vary`` value, one panel per ``panel`` value (GP Figs. 6–7: a bottleneck in the middle layers
+    of MLP-BN, balanced ranks in residual networks). ``measure``: eps_rank, stable_rank or
+    effective_rank (columns of ``layers``).
+    """
+    if measure not in MEASURES:
+        raise PlotError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    res = as_results(results, eps, norm)
+    sel = select(res, where, runs, vary=vary, panel=panel)
+    names = counted_layers(sel, layers)
+    table = at_epoch(sel.results.layers, epoch)
+    table = table[table["layer"].isin(names)]
+    groups = sel.groups("panel")
+    fig = new_figure(len(groups), 1, (3.4, 2.6))
+    axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
+    values = sel.values("vary")
+    for ax, (pval, members) in zip(axes, groups):
+        for i, vval, run_id in sel.lines(members):
+            rows = table[table["run_id"] == run_id].sort_values("index")
+            ax.plot(rows["index"], rows[measure], label=sel.label("vary", vval) or run_id, **line_style(i, len(values)))
+        ax.set_xlabel("layer index")
+        positions = table.drop_duplicates("layer").sort_values("index")
+        if len(positions) <= 12:
+            ax.set_xticks(positions["index"], positions["layer"], rotation=45, ha="right")
+        _panel_title(ax, sel, pval)
+    name = MEASURES[measure]
+    axes[0].set_ylabel(f"{name} ({rank_label(sel, eps, norm)})" if measure == "eps_rank" else name)
+    _legend(fig, sel, "vary")
+    return fig
+
+
+@styled
+def weight_decay_generalization(results, vary=None, where=None, runs=None, layer=None, epoch=None) -> Figure:
+    """Family 6 (CHEN Sec. 5): the stable rank ‖V‖_F²/‖V‖₂² of one matrix (default the first
+    counted one: ``V`` of ``twolayer-H``), the train loss (MSE for the ``mse_*`` losses) and the
+    generalization gap test − train loss, all at the end of training, against λ (weight decay).
+    CHEN: with large λ the stable rank is near 1 and the gap is smallest. One line per ``vary``.
+    """
+    res = as_results(results)
+    sel = select(res, where, runs, x="optimizer.weight_decay", vary=vary)
+    decays = sel.values("x")
+    if len(decays) < 2:
+        raise PlotError("this figure needs runs at two or more values of optimizer.weight_decay")
+    name = layer or counted_layers(sel, "counted")[0]
+    counted_layers(sel, [name])
+    layers = at_epoch(sel.results.layers, epoch)
+    stable = layers[layers["layer"] == name].set_index("run_id")["stable_rank"]
+    scalars = at_epoch(sel.results.scalars, epoch).set_index("run_id")
+    mse = str(sel.runs["loss"].iloc[0]).startswith("mse")
+    loss = "MSE" if mse else "loss"
+    panels = [(f"stable rank of {name}", stable), (f"train {loss}", scalars["train_loss"]), (f"test − train {loss}", scalars["test_loss"] - scalars["train_loss"])]
+    fig = new_figure(3, 1, (2.8, 2.5))
+    axes = fig.subplots(1, 3, squeeze=False)[0]
+    values = sel.values("vary")
+    key = sel.keys["x"]
+    for ax, (ylabel, column) in zip(axes, panels):
+        for i, (vval, members) in enumerate(sel.groups("vary")):
+            runs_here = members.sort_values(key)
+            ax.plot(runs_here[key], column.reindex(runs_here["run_id"]).to_numpy(), label=sel.label("vary", vval) or "runs", **line_style(i, len(values)))
+        positive = [d for d in decays if d > 0]
+        if 0 in decays or 0.0 in decays:
+            ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+        else:
+            ax.set_xscale("log")
+        ax.set_xlabel(symbol(key))
+        ax.set_ylabel(ylabel)
+    _legend(fig, sel, "vary")
+    return fig

@@ -1,0 +1,92 @@
+"""One look for every figure family: palette, fonts, figure construction, saving.
+
+Colours are the Okabe–Ito palette (Okabe & Ito 2008, "Color Universal Design"), distinguishable
+under the common colour-vision deficiencies; past eight lines, evenly spaced samples of
+``cividis`` (designed for the same purpose). Every line also gets its own marker, so a figure
+printed in grey still separates its lines. Images and heatmaps use ``cividis``.
+
+Figures are built as :class:`matplotlib.figure.Figure` objects, never through ``pyplot``: no
+global figure registry, no backend switch, nothing left open. Style settings apply only inside
+:func:`styled` (a ``matplotlib.rc_context``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+CMAP = "cividis"
+
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 4,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.formatter.useoffset": False,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "image.cmap": CMAP,
+    "pdf.fonttype": 42,  # embed TrueType: text stays text in the PDF (journals ask for it)
+    "ps.fonttype": 42,
+    "savefig.dpi": 200,
+}
+
+
+def styled(function):
+    """Run a figure function inside the package's ``rc_context``."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def colors(n: int) -> list:
+    """``n`` distinguishable colours: Okabe–Ito up to 8, else samples of cividis."""
+    if n <= len(OKABE_ITO):
+        return OKABE_ITO[:n]
+    cmap = matplotlib.colormaps[CMAP]
+    return [cmap(i / max(n - 1, 1) * 0.9) for i in range(n)]
+
+
+def line_style(i: int, n: int, points: int = 0) -> dict:
+    """Colour and marker of the ``i``-th of ``n`` lines; about ten markers per line of ``points``."""
+    return {"color": colors(n)[i], "marker": MARKERS[i % len(MARKERS)], "markevery": max(1, points // 10)}
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, panel_size: tuple[float, float] = (3.2, 2.4)) -> Figure:
+    """A constrained-layout figure sized for ``nrows × ncols`` panels of ``panel_size`` inches."""
+    width = min(panel_size[0] * ncols + 1.2, 16)
+    return Figure(figsize=(width, panel_size[1] * nrows + 0.4), layout="constrained")
+
+
+def grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
+    """(rows, cols) for ``n`` panels."""
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def save(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` (format from the suffix: .pdf vector, .png, .svg), without software metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"Software": None} if path.suffix.lower() == ".png" else {"Creator": None} if path.suffix.lower() in (".pdf", ".svg") else None
+    with matplotlib.rc_context(STYLE):
+        figure.savefig(path, metadata=metadata)
+    return path

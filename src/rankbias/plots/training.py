@@ -1,0 +1,137 @@
+"""Families 1 and 5: quantities over training, one line per setting.
+
+Every number is a stored record (``rb.load``): ``scalars.avg_rank`` (recomputed at another ε by
+``api.rerank``), ``train_acc``/``test_acc``, ``train_loss``, ``distance``; ``layers.norm_ratio``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .select import Selection, as_results, counted_layers, rank_label, select
+from .style import colors, line_style, new_figure, styled
+
+
+def _has(values) -> bool:
+    return bool(np.isfinite(np.asarray(values, dtype=float)).any())
+
+
+def _legend(fig: Figure, selection: Selection, role: str, extra: list | None = None) -> None:
+    """One figure legend: a line per value of ``role`` (plus ``extra`` handles), right of the panels."""
+    values = selection.values(role)
+    handles = []
+    if selection.keys.get(role) is not None:
+        handles = [Line2D([], [], label=selection.label(role, v), **{k: s for k, s in line_style(i, len(values)).items() if k != "markevery"}) for i, v in enumerate(values)]
+    handles += extra or []
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+
+
+def _panel_title(ax, selection: Selection, value) -> None:
+    if selection.keys.get("panel") is not None:
+        ax.set_title(selection.label("panel", value))
+
+
+@styled
+def rank_vs_epoch(results, vary=None, panel=None, where=None, runs=None, eps=None, norm=None) -> Figure:
+    """Family 1: average rank per epoch (top) and train/test accuracy (bottom).
+
+    One line per value of ``vary``, one column of panels per value of ``panel``; accuracy is
+    solid for train, dashed for test (GSGP Figs. 2–13, GP Figs. 2–5). Regression runs (no
+    accuracy) show train/test loss instead, log scale.
+    """
+    res = as_results(results, eps, norm)
+    sel = select(res, where, runs, vary=vary, panel=panel)
+    scalars = sel.results.scalars
+    classify = _has(scalars["test_acc"])
+    lower = "acc" if classify else "loss"
+    groups = sel.groups("panel")
+    fig = new_figure(len(groups), 2, (3.2, 2.0))
+    axes = fig.subplots(2, len(groups), squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 2]})
+    values = sel.values("vary")
+    for j, (pval, members) in enumerate(groups):
+        top, bottom = axes[0, j], axes[1, j]
+        for i, vval, run_id in sel.lines(members):
+            s = scalars[scalars["run_id"] == run_id].sort_values("epoch")
+            style = line_style(i, len(values), len(s))
+            name = sel.label("vary", vval) or run_id
+            top.plot(s["epoch"], s["avg_rank"], label=name, **style)
+            bottom.plot(s["epoch"], s[f"train_{lower}"], label=f"{name}, train", **style)
+            bottom.plot(s["epoch"], s[f"test_{lower}"], label=f"{name}, test", linestyle="--", **style)
+        _panel_title(top, sel, pval)
+        bottom.set_xlabel("epoch")
+        if not classify:
+            bottom.set_yscale("log")
+    axes[0, 0].set_ylabel(f"average rank\n({rank_label(sel, eps, norm)})")
+    axes[1, 0].set_ylabel("accuracy" if classify else ("MSE" if str(sel.runs["loss"].iloc[0]).startswith("mse") else "loss"))
+    kinds = [Line2D([], [], color="0.3", label="train"), Line2D([], [], color="0.3", linestyle="--", label="test")]
+    _legend(fig, sel, "vary", kinds)
+    return fig
+
+
+@styled
+def convergence(results, vary=None, panel=None, where=None, runs=None) -> Figure:
+    """Family 5: GP's d(W_{t+1}, W_t), train loss and train accuracy per epoch, log scale (GP Fig. 1).
+
+    ``distance`` is the stored mean over the weight matrices of ‖W_{t+1} − W_t‖_F between
+    consecutive records (GP Sec. 5); with λ > 0 GP Prop. 1–2 predict it stays away from zero
+    unless the weights collapse. One line per ``vary`` value, one column per ``panel`` value.
+    """
+    res = as_results(results)
+    sel = select(res, where, runs, vary=vary, panel=panel)
+    scalars = sel.results.scalars
+    rows = [("distance", "$d(W_{t+1}, W_t)$", True), ("train_loss", "train loss", True)]
+    if _has(scalars["train_acc"]):
+        rows.append(("train_acc", "train accuracy", False))
+    groups = sel.groups("panel")
+    fig = new_figure(len(groups), len(rows), (3.2, 1.8))
+    axes = fig.subplots(len(rows), len(groups), squeeze=False, sharex="col")
+    values = sel.values("vary")
+    for j, (pval, members) in enumerate(groups):
+        for i, vval, run_id in sel.lines(members):
+            s = scalars[scalars["run_id"] == run_id].sort_values("epoch")
+            for r, (column, _, _) in enumerate(rows):
+                axes[r, j].plot(s["epoch"], s[column], label=sel.label("vary", vval) or run_id, **line_style(i, len(values), len(s)))
+        _panel_title(axes[0, j], sel, pval)
+        for r, (_, name, log) in enumerate(rows):
+            if log:
+                axes[r, j].set_yscale("log")
+            if j == 0:
+                axes[r, j].set_ylabel(name)
+        axes[-1, j].set_xlabel("epoch")
+    _legend(fig, sel, "vary")
+    return fig
+
+
+@styled
+def norm_ratio(results, panel=None, where=None, runs=None, layers="counted") -> Figure:
+    """Family 5: per-layer ‖W_{t−1}‖_F / ‖W_t‖_F between consecutive records, over training.
+
+    GSGP Thm. 3.3 assumes this ratio tends to 1 (GSGP Figs. 14–15). One panel per run (per value
+    of ``panel``), one line per weight matrix; the dotted line is 1.
+    """
+    res = as_results(results)
+    sel = select(res, where, runs, panel=panel)
+    names = counted_layers(sel, layers)
+    table = sel.results.layers
+    groups = sel.groups("panel")
+    fig = new_figure(len(groups), 1, (3.2, 2.6))
+    axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
+    palette = colors(len(names))
+    for ax, (pval, members) in zip(axes, groups):
+        for run_id in members["run_id"]:
+            rows = table[table["run_id"] == run_id]
+            for k, name in enumerate(names):
+                r = rows[rows["layer"] == name].sort_values("epoch")
+                ax.plot(r["epoch"], r["norm_ratio"], color=palette[k], label=name, linewidth=1.0)
+        ax.axhline(1.0, color="0.4", linestyle=":", linewidth=1.0)
+        _panel_title(ax, sel, pval)
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel(r"$\|W_{t-1}\|_F \,/\, \|W_t\|_F$")
+    if len(names) <= 12:
+        fig.legend(handles=[Line2D([], [], color=palette[k], label=n) for k, n in enumerate(names)], loc="outside right upper", frameon=False, title="matrix")
+    return fig
+
+

@@ -1,0 +1,85 @@
+"""Many runs at once: find the run directories under a path, list their Parquet files, read
+them in one pass, and build the ``runs`` table (one row per run, the config flattened).
+
+``rb.load`` and ``rb.query`` both read through here, so they see the same runs and the same
+schema check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from .lock import lock_owner
+from .run_store import SCHEMA_KEY, TABLES, RunStore, check_schema
+
+
+def run_dirs(path: str | Path) -> list[Path]:
+    """``path`` itself if it is a run directory, else the run directories under it (sorted)."""
+    path = Path(path)
+    if (path / "config.json").exists():
+        return [path]
+    found = sorted(p.parent for p in path.glob("*/config.json"))
+    if not found:
+        raise FileNotFoundError(f"no rankbias runs under {path}")
+    return found
+
+
+def table_files(dirs: list[Path], name: str) -> list[Path]:
+    """Every Parquet file of table ``name`` of the runs ``dirs`` (merged, or per-epoch parts)."""
+    files: list[Path] = []
+    for run_dir in dirs:
+        files += RunStore(run_dir.parent, run_dir.name).files(name)
+    return files
+
+
+def read_tables(dirs: list[Path], names=TABLES) -> dict[str, pa.Table | None]:
+    """Tables ``names`` of the runs ``dirs``, each concatenated over runs (in run order).
+
+    DuckDB reads the files in parallel (about 0.2 s for 1,000 small files, against 1 s for
+    pyarrow file by file); every file's schema version is checked first.
+    """
+    out = {}
+    con = duckdb.connect()
+    try:
+        for name in names:
+            files = [str(f) for f in table_files(dirs, name)]
+            if not files:
+                out[name] = None
+                continue
+            check_files(con, files)
+            out[name] = con.sql("select * from read_parquet($files, union_by_name = true)", params={"files": files}).to_arrow_table()
+    finally:
+        con.close()
+    return out
+
+
+def check_files(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
+    """Every file's ``rankbias.schema`` metadata (absent: layout 1) must be this version's."""
+    rows = con.execute(
+        "select file_name, decode(value) from parquet_kv_metadata(?) where decode(key) = ?",
+        [files, SCHEMA_KEY.decode()],
+    ).fetchall()
+    for file_name, version in rows:
+        check_schema(int(version), file_name)
+
+
+def runs_table(dirs: list[Path]) -> pd.DataFrame:
+    """One row per run: ``run_id``, ``state``, ``state_epoch``, ``message``, ``locked_by``
+    (``pid@host`` of a live writer, else None) and every config key (``optimizer.lr`` ...)."""
+    from ..api import _flatten
+    from ..config import RunConfig
+
+    rows = []
+    for run_dir in dirs:
+        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        status = RunStore(run_dir.parent, run_dir.name).status() or {}
+        owner = lock_owner(run_dir)
+        locked = None if owner is None or owner["stale"] else f"{owner['pid']}@{owner['host']}"
+        row = {"run_id": run_dir.name, "state": status.get("state"), "state_epoch": status.get("epoch"), "message": status.get("message")}
+        rows.append(row | _flatten(config.to_dict()) | {"locked_by": locked})
+    return pd.DataFrame(rows)

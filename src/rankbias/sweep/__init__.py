@@ -1,0 +1,143 @@
+"""Sweeps: plan the runs into cohorts, train them with an executor, show progress.
+
+``execute`` is what ``rankbias.train`` calls once configs are validated and data sets loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..config import RunConfig
+from ..store.lock import lock_owner
+from ..store.run_store import RunStore
+from .executors import run_inline, run_local, run_ray
+from .plan import Cohort, Plan, estimate_bytes, plan_sweep
+from .progress import SweepProgress
+from .worker import StoreError, Task
+
+EXECUTORS = ("local", "ray")
+
+__all__ = ["EXECUTORS", "Cohort", "Plan", "StoreError", "cores", "estimate_bytes", "execute", "plan_sweep", "plan_table"]
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_jobs() -> int:
+    """Worker processes when none is asked: one per core, one thread each (see docs/sweeps.md)."""
+    return cores()
+
+
+def execute(
+    configs: list[RunConfig],
+    results: Path,
+    datasets: dict,
+    *,
+    device: torch.device,
+    data_root=None,
+    force: bool = False,
+    max_cohort: int = 64,
+    jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    threads: int | None = None,
+    fail_fast: bool = False,
+    memory_cap: int | None = None,
+    progress: bool = False,
+) -> set[str]:
+    """Train every run of ``configs`` not finished under ``results``; returns the ids trained.
+
+    Runs locked by another live process (a second sweep on the same directory) are left to it;
+    when this sweep's own cohorts are done it waits for those locks and then resumes whatever
+    the other process did not finish.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    trained: set[str] = set()
+    display = None
+    todo, first = configs, True
+    while todo:
+        plan = plan_sweep(todo, results, datasets, force=force and first, max_cohort=max_cohort, workers=jobs, memory_cap=memory_cap, device=device)
+        if display is None:
+            display = SweepProgress(len(configs), enabled=progress and len(plan.cohorts) > 1)
+        display.update(len(plan.finished))  # in later rounds: runs another sweep finished
+        if not plan.cohorts:
+            break
+        workers = max(1, min(jobs, len(plan.cohorts)))
+        inline = executor == "local" and workers == 1
+        per_job = threads or max(1, cores() // workers)
+        tasks = [
+            Task([c.to_dict() for c in cohort.configs], str(results.resolve()), str(device), None if data_root is None else str(data_root), force and first, progress=progress and inline and len(plan.cohorts) == 1)
+            for cohort in plan.cohorts
+        ]
+        if inline:
+            stream = _with_threads(run_inline(tasks, datasets), threads)
+        elif executor == "local":
+            stream = run_local(tasks, workers, per_job)
+        else:
+            stream = run_ray(tasks, address, per_job)
+        busy, stop = [], False
+        try:
+            for _, outcomes in stream:
+                busy += [o.run_id for o in outcomes if o.state == "busy"]
+                trained |= {o.run_id for o in outcomes if o.state not in ("busy", "reused")}
+                failed = sum(o.state == "failed" for o in outcomes)
+                display.update(sum(o.state != "busy" for o in outcomes), failed)
+                if failed and fail_fast:
+                    stop = True
+                    break
+        finally:
+            stream.close()
+        if stop or not busy:
+            break
+        _wait_for_locks(results, busy)
+        todo, first = [c for c in configs if c.run_id() in set(busy)], False
+    if display is not None:
+        display.close()
+    return trained
+
+
+def _with_threads(stream, threads: int | None):
+    """Run an inline stream with ``threads`` torch threads (restored afterwards)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield from stream
+    finally:
+        torch.set_num_threads(before)
+
+
+def _wait_for_locks(results: Path, run_ids: list[str], poll: float = 0.5) -> None:
+    while True:
+        owners = [lock_owner(results / r) for r in run_ids]
+        if all(o is None or o["stale"] for o in owners):
+            return
+        time.sleep(poll)
+
+
+def plan_table(plan: Plan, configs: list[RunConfig], results: Path) -> pd.DataFrame:
+    """One row per run of ``configs`` for ``--dry-run``: its cohort (or done), what varies."""
+    from ..api import _flatten
+
+    flat = {c.run_id(): _flatten(c.to_dict()) for c in configs}
+    keys = [k for k in next(iter(flat.values()), {}) if len({repr(f[k]) for f in flat.values()}) > 1]
+    rows = []
+    for number, cohort in enumerate(plan.cohorts):
+        for config in cohort.configs:
+            start = f"resume from epoch {cohort.resume_epoch}" if cohort.resume_epoch else "new"
+            rows.append({"cohort": number, "members": len(cohort.configs), "est_MB": round(cohort.bytes / 2**20, 1), "run_id": config.run_id(), "action": start})
+    for config in plan.finished:
+        state = (RunStore(results, config.run_id()).status() or {}).get("state")
+        rows.append({"cohort": None, "members": None, "est_MB": None, "run_id": config.run_id(), "action": f"{state}: reused"})
+    table = pd.DataFrame(rows)
+    for key in keys:
+        table[key] = [flat[r][key] for r in table["run_id"]]
+    return table

@@ -1,0 +1,162 @@
+"""Which runs train, and in which cohorts: grouping, memory estimate, cohort sizing.
+
+Runs that share model, data, loss, batch size and record settings (``RunConfig.cohort_key``)
+and resume from the same checkpoint epoch can train as one cohort. A group is cut into cohorts
+that fit a memory cap and, when there are fewer cohorts than workers, halved until every worker
+has one (a cohort of R members costs about R solo runs' arithmetic, so this trades a little
+vectorization for parallelism).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..models import build_model
+from ..store.run_store import RunStore
+from ..training.engine import EVAL_FLOATS, checkpoint_epoch
+from ..training.losses import output_size
+
+FLOAT = 4  # bytes of a float32
+CPU_MEMORY_FRACTION = 0.5  # of physical RAM, shared by the worker processes
+
+
+@dataclass
+class Cohort:
+    """Runs that train together; ``resume_epoch`` is their common checkpoint epoch."""
+
+    configs: list[RunConfig]
+    resume_epoch: int
+    bytes: int  # estimated peak memory
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [c.run_id() for c in self.configs]
+
+
+@dataclass
+class Plan:
+    cohorts: list[Cohort]
+    finished: list[RunConfig] = field(default_factory=list)  # done or diverged: reused
+    memory_cap: int = 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(c.configs) for c in self.cohorts)
+
+
+def estimate_bytes(config: RunConfig, members: int, data) -> int:
+    """Peak memory of a cohort of ``members`` runs of ``config`` training on ``data``.
+
+    Counted: parameters, their gradients and momentum buffers (3 × the cohort's parameters,
+    built on the meta device: no memory is allocated), the activations of one training step
+    (every module's output on a meta forward pass of a ``(members, batch_size, *input)``
+    batch, × 2 for their gradients), one evaluation chunk's input, and the data set and the
+    members' data orders. The estimate is an upper bound for the step's tensors, not for the
+    allocator's fragmentation.
+    """
+    n_out = output_size(config.loss, data.num_classes)
+    with torch.device("meta"):
+        model = build_model(config.model, members, data.input_shape, n_out)
+        params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+        activations = _activations(model, members, config.train.batch_size, data.input_shape)
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    sample = math.prod(data.input_shape)
+    eval_chunk = min(EVAL_FLOATS, members * max(n_train, n_test) * sample)
+    data_bytes = (n_train + n_test) * (sample * FLOAT + 8) + members * n_train * 8
+    return FLOAT * (3 * params + 2 * activations + eval_chunk) + data_bytes
+
+
+def _activations(model, members: int, batch: int, input_shape: tuple) -> int:
+    """Elements output by the model's leaf modules on one ``(members, batch, *input)`` batch.
+
+    A meta forward pass with hooks; a model that cannot run on the meta device falls back to
+    three tensors (linear map, normalization, activation) per weight matrix output.
+    """
+    outputs: list[torch.Tensor] = []
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o)) for m in leaves]
+    try:
+        model(torch.empty(members, batch, *input_shape))
+        return sum(o.numel() for o in outputs if isinstance(o, torch.Tensor))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return sum(3 * members * batch * i.shape[0] * i.m_l for i in model.matrix_infos())
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def default_memory_cap(device: torch.device, jobs: int) -> int:
+    """Bytes one cohort may use: free GPU memory (90 %), or a share of RAM per worker on CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.9)
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(ram * CPU_MEMORY_FRACTION / max(jobs, 1))
+
+
+def largest_fitting(config: RunConfig, data, cap: int, limit: int) -> int:
+    """The most members (at most ``limit``, at least 1) whose estimate fits ``cap`` bytes."""
+    one = estimate_bytes(config, 1, data)
+    per_member = max(estimate_bytes(config, 2, data) - one, 1)
+    fit = 1 + (cap - one) // per_member
+    return int(max(1, min(limit, fit)))
+
+
+def split_evenly(items: list, size: int) -> list[list]:
+    """``items`` in ceil(n/size) consecutive chunks whose lengths differ by at most one."""
+    count = math.ceil(len(items) / size)
+    base, extra = divmod(len(items), count)
+    chunks, start = [], 0
+    for i in range(count):
+        end = start + base + (i < extra)
+        chunks.append(items[start:end])
+        start = end
+    return chunks
+
+
+def plan_sweep(
+    configs: list[RunConfig],
+    results: Path,
+    datasets: dict,
+    *,
+    force: bool = False,
+    max_cohort: int = 64,
+    workers: int = 1,
+    memory_cap: int | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> Plan:
+    """Group the runs of ``configs`` that still need training into sized cohorts.
+
+    ``datasets`` maps ``repr(config.data)`` to its loaded :class:`~rankbias.data.Dataset`.
+    """
+    cap = memory_cap if memory_cap is not None else default_memory_cap(device, workers)
+    groups: dict[tuple, list[RunConfig]] = {}
+    finished = []
+    for config in configs:
+        store = RunStore(results, config.run_id())
+        status = store.status()
+        if status and status["state"] in ("done", "diverged") and not force:
+            finished.append(config)
+            continue
+        epoch = 0 if force else checkpoint_epoch(store)
+        groups.setdefault((config.cohort_key(), epoch), []).append(config)
+    cohorts = []
+    for (_, epoch), members in groups.items():
+        data = datasets[repr(members[0].data)]
+        size = largest_fitting(members[0], data, cap, max_cohort)
+        cohorts += [Cohort(chunk, epoch, 0) for chunk in split_evenly(members, size)]
+    while len(cohorts) < workers and any(len(c.configs) > 1 for c in cohorts):
+        big = max(cohorts, key=lambda c: len(c.configs))
+        cohorts.remove(big)
+        half = split_evenly(big.configs, math.ceil(len(big.configs) / 2))
+        cohorts += [Cohort(chunk, big.resume_epoch, 0) for chunk in half]
+    for cohort in cohorts:
+        cohort.bytes = estimate_bytes(cohort.configs[0], len(cohort.configs), datasets[repr(cohort.configs[0].data)])
+    cohorts.sort(key=lambda c: -len(c.configs) * c.configs[0].train.epochs)  # longest first
+    return Plan(cohorts, finished, cap)

@@ -1,0 +1,156 @@
+"""The unit of work of every executor: train one cohort of runs into a results directory.
+
+``train_cohort`` runs in the sweep's own process (``jobs=1``), in a spawned worker process
+(``--jobs N``) or in a Ray task. It takes plain values (config dicts, paths) so that it can be
+pickled to any of them. For each run it first takes the run's lock (``store/lock.py``): a run
+locked by a live process elsewhere is left to it ("busy"); a run another sweep finished
+meanwhile is not retrained. The runs it holds are regrouped by the epoch they actually resume
+from, provenance is written, and ``CohortTrainer`` trains them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..errors import RankbiasError
+from ..store import provenance
+from ..store.lock import RunLock
+from ..store.run_store import RunStore
+from ..training.engine import CohortTrainer, Member, checkpoint_epoch
+
+FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
+
+
+class StoreError(RankbiasError):
+    """The results directory cannot be written (full disk, no permission, read-only)."""
+
+
+@dataclass
+class Task:
+    """One cohort to train: resolved configs and where to write."""
+
+    configs: list[dict]
+    results: str
+    device: str
+    data_root: str | None = None
+    force: bool = False
+    progress: bool = False
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    state: str  # done | diverged | failed | running (interrupted) | busy (locked elsewhere) | reused
+    message: str | None = None
+
+
+_DATASETS: dict[str, object] = {}  # per process: a worker loads each data set once
+
+
+def train_cohort(task: Task, datasets: dict | None = None) -> list[Outcome]:
+    """Train ``task``'s runs; returns one :class:`Outcome` per run. Raises :class:`StoreError`."""
+    from ..data import load_dataset
+
+    configs = [RunConfig.from_dict(c) for c in task.configs]
+    cache = _DATASETS if datasets is None else datasets
+    key = repr(configs[0].data)
+    if key not in cache:
+        cache[key] = load_dataset(configs[0].data, task.data_root)
+    device = torch.device(task.device)
+    results = Path(task.results)
+    outcomes: dict[str, Outcome] = {}
+    locks, groups = [], {}
+    try:
+        for config in configs:
+            store = RunStore(results, config.run_id())
+            lock = RunLock(store.dir)
+            if not _acquire(lock, store):
+                outcomes[store.run_id] = Outcome(store.run_id, "busy", "locked by another process")
+                continue
+            locks.append(lock)
+            status = store.status()
+            if task.force:
+                store.remove()
+            elif status and status["state"] in ("done", "diverged"):
+                outcomes[store.run_id] = Outcome(store.run_id, "reused")
+                continue
+            groups.setdefault(checkpoint_epoch(store), []).append(Member(config, store))
+        for members in groups.values():
+            _train(members, cache[key], device, task.progress)
+            for m in members:
+                status = m.store.status() or {}
+                outcomes[m.store.run_id] = Outcome(m.store.run_id, status.get("state", "failed"), status.get("message"))
+    finally:
+        for lock in locks:
+            lock.release()
+    return [outcomes[c.run_id()] for c in configs]
+
+
+def _acquire(lock: RunLock, store: RunStore) -> bool:
+    try:
+        return lock.acquire()
+    except OSError as exc:
+        raise _store_error(exc, store.dir) from exc
+
+
+def _train(members: list[Member], data, device: torch.device, progress: bool) -> None:
+    for m in members:
+        _guard_io(lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, device)), m.store.dir)
+    try:
+        CohortTrainer(members, data, device, progress=progress).run()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except OSError as exc:
+        if exc.errno in FATAL_ERRNOS:
+            raise _store_error(exc, members[0].store.dir.parent) from exc
+        _mark_failed(members, exc)
+    except Exception as exc:  # a failure of this cohort is recorded; the others go on  # noqa: BLE001
+        _mark_failed(members, exc)
+    for m in members:
+        _guard_io(lambda m=m: provenance.finish(m.store.dir, (m.store.status() or {}).get("state")), m.store.dir)
+
+
+def _mark_failed(members: list[Member], exc: Exception) -> None:
+    for m in members:
+        status = m.store.status()
+        if status is None:  # failed before its first record
+            m.store.write_config(m.config.to_dict())
+        if status is None or status["state"] == "running":
+            epoch = status["epoch"] if status else None
+            m.store.set_status("failed", epoch, f"{type(exc).__name__}: {exc}")
+
+
+def _guard_io(write, where: Path) -> None:
+    try:
+        write()
+    except OSError as exc:
+        raise _store_error(exc, where) from exc
+
+
+def _store_error(exc: OSError, where: Path) -> StoreError:
+    return StoreError(
+        f"cannot write the results under {where}: {exc.strerror or exc}. Runs already finished are intact; "
+        "fix the directory (space, permissions) and run again to resume the others."
+    )
+
+
+# -- worker processes ---------------------------------------------------------------------------
+def init_worker(threads: int) -> None:
+    """Initializer of a spawned worker: its torch thread count, and exit when the parent dies."""
+    torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)  # orphaned: the sweep was killed; our locks are now stale
+
+    threading.Thread(target=watch, daemon=True).start()

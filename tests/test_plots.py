@@ -1,0 +1,225 @@
+"""Figure families from stored records: lines, cells, panels, labels, and the numbers drawn."""
+
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from matplotlib.collections import QuadMesh
+from matplotlib.image import AxesImage
+
+import rankbias as rb
+from rankbias import plots
+from rankbias.cli import main
+from rankbias.plots import PlotError
+
+from .stored_sweeps import BATCHES, build_grid, build_regression
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "rankbias"
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> Path:
+    return build_grid(tmp_path_factory.mktemp("grid"))
+
+
+@pytest.fixture(scope="module")
+def records(grid):
+    return rb.load(grid)
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory) -> Path:
+    return build_regression(tmp_path_factory.mktemp("regression"))
+
+
+def run_of(records, batch, decay) -> str:
+    runs = records.runs
+    return runs[(runs["train.batch_size"] == batch) & np.isclose(runs["optimizer.weight_decay"], decay)]["run_id"].item()
+
+
+def direct_rank(sv, eps, norm="fro") -> int:
+    """The ε-rank straight from the definition, independent of rankbias.spectra."""
+    s = np.asarray(sv, dtype=np.float64)
+    scale = np.sqrt((s**2).sum()) if norm == "fro" else s.max()
+    return int((s / scale > eps).sum())
+
+
+def direct_average(records, run_id, epoch, eps, norm="fro") -> float:
+    layers = records.layers[(records.layers["run_id"] == run_id) & (records.layers["epoch"] == epoch) & records.layers["counted"]]
+    spectra = records.spectra.set_index(["run_id", "epoch", "layer"])["sv"]
+    return float(np.mean([direct_rank(spectra[(run_id, epoch, name)], eps, norm) for name in layers["layer"]]))
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else []
+
+
+def test_rank_vs_epoch_lines_panels_labels(records):
+    fig = plots.rank_vs_epoch(records, vary="B", panel="λ")
+    top, bottom = fig.axes[:2], fig.axes[2:4]
+    assert len(fig.axes) == 4
+    assert [ax.get_title() for ax in top] == ["λ = 0", "λ = 0.005"]
+    assert texts(fig) == ["B = 16", "B = 32", "train", "test"]
+    assert "average rank" in top[0].get_ylabel() and "ε = 0.001" in top[0].get_ylabel()
+    assert bottom[0].get_ylabel() == "accuracy" and bottom[0].get_xlabel() == "epoch"
+    for ax, decay in zip(top, (0.0, 5e-3)):
+        assert [line.get_label() for line in ax.get_lines()] == ["B = 16", "B = 32"]
+        for line, batch in zip(ax.get_lines(), BATCHES):
+            s = records.scalars[records.scalars["run_id"] == run_of(records, batch, decay)].sort_values("epoch")
+            assert np.array_equal(line.get_xdata(), s["epoch"]) and np.array_equal(line.get_ydata(), s["avg_rank"])
+    for ax in bottom:
+        assert len(ax.get_lines()) == 4  # train and test accuracy of 2 runs
+        assert sorted(line.get_linestyle() for line in ax.get_lines()) == ["-", "-", "--", "--"]
+
+
+def test_ranks_at_a_new_eps_equal_ranks_from_the_same_singular_values(grid, records):
+    eps = 0.05
+    fig = plots.rank_vs_epoch(grid, vary="B", panel="λ", eps=eps, norm="spectral")
+    assert "ε = 0.05" in fig.axes[0].get_ylabel() and "spectral" in fig.axes[0].get_ylabel()
+    run_id = run_of(records, 16, 0.0)
+    line = fig.axes[0].get_lines()[0]
+    expected = [direct_average(records, run_id, e, eps, "spectral") for e in line.get_xdata()]
+    assert np.allclose(line.get_ydata(), expected)
+    assert expected != [direct_average(records, run_id, e, 1e-3) for e in line.get_xdata()]  # ε made a difference
+    grid_eps = np.array([1e-3, 0.05, 0.2])
+    fig = plots.rank_vs_eps(records, vary="B", panel="λ", eps_grid=grid_eps)
+    last = records.scalars.groupby("run_id")["epoch"].max()
+    for ax, decay in zip(fig.axes, (0.0, 5e-3)):
+        for line, batch in zip(ax.get_lines(), BATCHES):
+            run_id = run_of(records, batch, decay)
+            expected = [direct_average(records, run_id, last[run_id], e) for e in grid_eps]
+            assert np.allclose(line.get_ydata(), expected)
+            stored = records.scalars[(records.scalars["run_id"] == run_id) & (records.scalars["epoch"] == last[run_id])]["avg_rank"].item()
+            assert line.get_ydata()[0] == stored  # at the recorded ε: the stored average rank
+
+
+def test_roles_are_checked_with_one_clear_message(records):
+    with pytest.raises(PlotError, match=r"also differ in λ \(optimizer.weight_decay\).*--where optimizer.weight_decay=VALUE"):
+        plots.rank_vs_epoch(records, vary="B", panel="μ")
+    with pytest.raises(PlotError, match="unknown hyperparameter 'batchsize'"):
+        plots.rank_vs_epoch(records, vary="batchsize")
+    with pytest.raises(PlotError, match="no run with records has optimizer.weight_decay = 0.1"):
+        plots.rank_vs_epoch(records, where={"weight_decay": 0.1})
+    fig = plots.rank_vs_epoch(records, vary="batch_size", where={"lambda": 5e-3})
+    assert len(fig.axes) == 2 and len(fig.axes[0].get_lines()) == 2
+
+
+def test_heatmap_cells_are_the_final_average_ranks(records):
+    fig = plots.rank_heatmap(records, x="B", y="λ")
+    ax = fig.axes[0]
+    (image,) = [a for a in ax.get_children() if isinstance(a, AxesImage)]
+    assert image.get_array().shape == (2, 2)
+    assert ax.get_xlabel() == "B" and ax.get_ylabel() == "λ"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32"]
+    assert "final average rank" in fig.axes[1].get_ylabel()  # the colour bar
+    last = records.scalars.sort_values("epoch").groupby("run_id").tail(1).set_index("run_id")["avg_rank"]
+    cells = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in ax.texts}
+    for j, batch in enumerate(BATCHES):
+        for i, decay in enumerate((0.0, 5e-3)):
+            assert cells[(j, i)] == f"{last[run_of(records, batch, decay)]:.3g}"
+            assert image.get_array()[i, j] == last[run_of(records, batch, decay)]
+
+
+def test_layer_ranks_and_layer_spectra(records):
+    fig = plots.layer_ranks(records, vary="B", panel="λ")
+    assert len(fig.axes) == 2 and all(len(ax.get_lines()) == 2 for ax in fig.axes)
+    final = records.layers[(records.layers["epoch"] == 3) & records.layers["counted"]]
+    line = fig.axes[1].get_lines()[0]
+    rows = final[final["run_id"] == run_of(records, 16, 5e-3)].sort_values("index")
+    assert list(line.get_xdata()) == [0, 1, 2] and list(line.get_ydata()) == list(rows["eps_rank"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["hidden.0", "hidden.1", "hidden.2"]
+
+    fig = plots.layer_spectra(records, vary="B", where={"λ": 5e-3})
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["hidden.0", "hidden.1", "hidden.2"]
+    spectra = records.spectra.set_index(["run_id", "epoch", "layer"])["sv"]
+    for ax in visible:
+        lines = ax.get_lines()
+        assert len(lines) == 3 and ax.get_yscale() == "log"  # 2 settings + the ε line
+        assert list(lines[2].get_ydata()) == [1e-3, 1e-3]
+        sv = np.asarray(spectra[(run_of(records, 32, 5e-3), 3, ax.get_title())], dtype=np.float64)
+        assert np.allclose(lines[1].get_ydata(), sv / np.sqrt((sv**2).sum()))
+        assert (np.asarray(lines[1].get_ydata()) > 1e-3).sum() == direct_rank(sv, 1e-3)
+
+
+def test_convergence_and_norm_ratio(records):
+    fig = plots.convergence(records, vary="λ", panel="B")
+    assert len(fig.axes) == 6  # distance, train loss, train accuracy × 2 batch sizes
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["B = 16", "B = 32"]
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[2].get_yscale() == "log" and fig.axes[4].get_yscale() == "linear"
+    assert fig.axes[0].get_ylabel() == "$d(W_{t+1}, W_t)$" and texts(fig) == ["λ = 0", "λ = 0.005"]
+    line = fig.axes[0].get_lines()[1]
+    s = records.scalars[records.scalars["run_id"] == run_of(records, 16, 5e-3)].sort_values("epoch")
+    assert np.allclose(line.get_ydata(), s["distance"], equal_nan=True)
+
+    fig = plots.norm_ratio(records, panel="B", where={"λ": 5e-3})
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert len(ax.get_lines()) == 4  # 3 matrices + the line at 1
+    assert texts(fig) == ["hidden.0", "hidden.1", "hidden.2"]
+    rows = records.layers[(records.layers["run_id"] == run_of(records, 32, 5e-3)) & (records.layers["layer"] == "hidden.2")].sort_values("epoch")
+    assert np.allclose(fig.axes[1].get_lines()[2].get_ydata(), rows["norm_ratio"], equal_nan=True)
+
+
+def test_weight_decay_generalization_chen(regression):
+    records = rb.load(regression)
+    fig = plots.weight_decay_generalization(regression)
+    assert len(fig.axes) == 3
+    assert [ax.get_ylabel() for ax in fig.axes] == ["stable rank of V", "train MSE", "test − train MSE"]
+    assert all(ax.get_xlabel() == "λ" and ax.get_xscale() == "symlog" for ax in fig.axes)
+    final = records.scalars[records.scalars["epoch"] == 3].set_index("run_id")
+    order = records.runs.sort_values("optimizer.weight_decay")["run_id"]
+    stable = records.layers[(records.layers["epoch"] == 3) & (records.layers["layer"] == "V")].set_index("run_id")["stable_rank"]
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [0.0, 1e-3, 1e-2] and np.allclose(line.get_ydata(), stable[order])
+    assert np.allclose(fig.axes[2].get_lines()[0].get_ydata(), (final["test_loss"] - final["train_loss"])[order])
+    with pytest.raises(PlotError, match="two or more values of optimizer.weight_decay"):
+        plots.weight_decay_generalization(records, where={"λ": 0.0})
+    fig = plots.rank_vs_epoch(records)  # regression: losses instead of accuracy
+    assert fig.axes[1].get_ylabel() == "MSE" and fig.axes[1].get_yscale() == "log"
+
+
+def test_spectra_over_training_image(records):
+    fig = plots.spectra_over_training(records, layer="hidden.1", panel="B", where={"λ": 5e-3})
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["hidden.1, B = 16", "hidden.1, B = 32"]
+    (mesh,) = [c for c in panels[0].collections if isinstance(c, QuadMesh)]
+    run_id = run_of(records, 16, 5e-3)
+    rows = records.spectra[(records.spectra["run_id"] == run_id) & (records.spectra["layer"] == "hidden.1")].sort_values("epoch")
+    stack = np.stack([np.asarray(v, dtype=np.float64) for v in rows["sv"]])
+    expected = np.log10(stack / np.sqrt((stack**2).sum(1, keepdims=True)))
+    assert mesh.get_array().shape == (16, 4)  # index × epochs 0..3
+    assert np.allclose(np.asarray(mesh.get_array()), expected.T)
+    assert "log_{10}" in fig.axes[-1].get_ylabel()
+
+
+def test_figures_leave_no_global_state_and_pdf_is_vector(records, tmp_path):
+    for module in [*(SRC / "plots").glob("*.py"), *(SRC / "report").glob("*.py")]:
+        assert not re.search(r"import\s+matplotlib\.pyplot|from\s+matplotlib\s+import\s+pyplot", module.read_text()), module
+    before = dict(matplotlib.rcParams)
+    fig = plots.rank_vs_epoch(records, vary="B", panel="λ")
+    path = plots.save(fig, tmp_path / "fig.pdf")
+    assert dict(matplotlib.rcParams) == before
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF") and b"/Subtype /Image" not in data  # lines and text, no raster
+    assert fig.get_figwidth() < 12 and all(t.get_fontsize() >= 8 for ax in fig.axes for t in ax.get_xticklabels())
+
+
+def test_plot_command(grid, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "fig.pdf"
+    result = runner.invoke(main, ["plot", str(grid), "rank-vs-epoch", "--vary", "train.batch_size", "--panel", "optimizer.weight_decay", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"%PDF") and str(out) in result.output
+    result = runner.invoke(main, ["plot", str(grid), "layer-spectra", "--where", "λ=0.005", "--layer", "hidden.1", "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(main, ["plot", str(grid), "heatmap", "--vary", "B"])
+    assert result.exit_code == 2 and "--vary does not apply to heatmap; it takes --x, --y" in result.output
+    result = runner.invoke(main, ["plot", str(grid), "rank-vs-time"])
+    assert result.exit_code == 2 and "unknown figure family 'rank-vs-time'" in result.output
+    helptext = runner.invoke(main, ["plot", "--help"]).output
+    assert all(name in helptext for name in plots.FAMILIES)

@@ -1,0 +1,29 @@
+"""The Ray executor on a real two-worker local cluster gives the local executor's records."""
+
+import pytest
+
+import rankbias as rb
+
+from .conftest import small_config
+from .test_engine import assert_same_records
+
+ray = pytest.importorskip("ray", reason="Ray is in the test extras: pip install -e '.[test]'")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_tasks_give_the_records_of_the_local_executor(tmp_path, cluster):
+    configs = [small_config(**{"train.seed": s, "train.batch_size": b, "train.epochs": 2}) for s in (0, 1) for b in (32, 64)]
+    local = rb.train(configs, tmp_path / "local", jobs=2, threads=1)
+    remote = rb.train(configs, tmp_path / "ray", executor="ray", jobs=2, threads=1)
+    assert [r.state for r in remote] == ["done"] * 4 and [r.run_id for r in remote] == [r.run_id for r in local]
+    for config in configs:
+        assert_same_records(tmp_path / "local", tmp_path / "ray", config.run_id())
+        assert (tmp_path / "ray" / config.run_id() / "provenance.json").exists()
+    assert ray.is_initialized()  # a cluster the caller started is left running
+    assert all(r.reused for r in rb.train(configs, tmp_path / "ray", executor="ray", jobs=2))
