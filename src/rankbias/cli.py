@@ -122,6 +122,17 @@ def status(results, eps) -> None:
 
 
 @main.command()
+def models() -> None:
+    """List the model families: name pattern, what it is, its paper, its model.* options."""
+    from .models import list_models
+
+    for family in list_models():
+        options = ", ".join(f"{k}={v}" for k, v in family["options"].items()) or "none"
+        click.echo(f"{family['pattern']:<12} {family['description']}")
+        click.echo(f"{'':<12} paper: {family['paper']}; options: {options}; not counted: {', '.join(family['not counted'])}")
+
+
+@main.command()
 @click.argument("results", default="results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="A .html file, or a directory: DIR/report.html + DIR/figures/*.png, *.pdf (default RESULTS/report.html).")
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")

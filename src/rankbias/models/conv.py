@@ -141,7 +141,9 @@ class ResNet(nn.Module):
     uncounted=("*.shortcut.*",), classifier="fc", width=64, activation="relu", bn_detach_var=False,
 )
 def resnet18(layers, spec, input_shape, n_out):
-    """ResNet-18 for 32×32 images: 3×3 stem (stride 1, no max-pool), BasicBlocks [2, 2, 2, 2] at
-    widths 64–512 (× width/64), convolutions without bias, BN after each, average pool, linear."""
+    """ResNet-18, CIFAR variant: 3×3 stem, BasicBlocks [2, 2, 2, 2] at widths 64–512, BN, one linear layer.
+
+    Stem with stride 1 and no max-pool; widths scale with width/64; convolutions without bias, BN
+    after each; 1×1 convolution + BN shortcuts where the shape changes; global average pool."""
     return ResNet(layers, spec, input_shape, n_out)
 
