@@ -2,7 +2,9 @@
 
 One training step (forward + backward, batch 16) of R networks, three ways, in one process:
 
-- ``cohort``: rankbias's cohort model, members folded into channels, grouped convolutions (groups = R);
+- ``folded``: rankbias's cohort model, members folded into channels, grouped convolutions (groups = R);
+- ``member``: rankbias's cohort model calling one plain network per member on its slice of the
+  stacked parameters (``functional_call``; the ``loop`` strategy, the default on a CPU);
 - ``loop``: R plain ``torch.nn`` networks one after another (what a user's loop does per step);
 - ``vmap``: ``torch.func.vmap`` of ``functional_call`` over the R networks' stacked parameters
   (batch norm without running statistics, which vmap cannot update in place).
@@ -58,14 +60,19 @@ def main() -> None:
     for label, (model, shape) in CASES.items():
         config = rb.RunConfig.from_dict({"model": model}).model
         R, B = args.members, args.batch
-        cohort = build_model(config, R, shape, 10)
+        cohort, member = build_model(config, R, shape, 10, strategy="folded"), build_model(config, R, shape, 10, strategy="loop")
         for r in range(R):
             cohort.reset_member(r, torch.Generator().manual_seed(r))
+        member.load_state_dict(cohort.state_dict())
         plains = [cohort.member_module(r) for r in range(R)]
         x, y = torch.randn(R, B, *shape), torch.randint(0, 10, (R, B))
 
         def cohort_step():
             out = cohort(x)
+            F.cross_entropy(out.reshape(R * B, -1), y.reshape(-1), reduction="sum").backward()
+
+        def member_step():
+            out = member(x)
             F.cross_entropy(out.reshape(R * B, -1), y.reshape(-1), reduction="sum").backward()
 
         def loop_step():
@@ -87,7 +94,7 @@ def main() -> None:
         def vmap_step():
             vmapped(params, buffers, x, y)
 
-        results = {way: timed(step, args.repeats) for way, step in (("loop", loop_step), ("cohort", cohort_step), ("vmap", vmap_step))}
+        results = {way: timed(step, args.repeats) for way, step in (("loop", loop_step), ("folded", cohort_step), ("member", member_step), ("vmap", vmap_step))}
         loop_median = statistics.median(results["loop"])
         for way, times in results.items():
             median = statistics.median(times)

@@ -1,53 +1,62 @@
 """Throughput of the cohort engine against a plain PyTorch loop, in one process.
 
-16 configurations of mlp-bn-10-100 (4 learning rates × 4 weight decays) on 784-dimensional
-synthetic data, batch 16, a fixed number of steps each. The reference trains them one after
-another as a user would write it (nn.Sequential, torch.optim.SGD, data indexed on the device);
-the engine trains them as one cohort. Both do the same steps; neither evaluates or records.
+Cases (``--case``):
 
-    python bench/throughput.py [--steps 200] [--repeats 3] [--device cpu]
+- ``mlp``: 16 configurations of mlp-bn-10-100 (4 learning rates × 4 weight decays) on
+  784-dimensional synthetic data, batch 16;
+- ``convnet``: 8 configurations of convnet-3-64 on the bundled digits resized to 32×32, batch 16;
+- ``resnet18``: 4 configurations of a ResNet-18 of base width 16 on the same images, batch 16.
 
-Prints run-steps per second for both and their ratio (the best of ``repeats`` for each).
+The reference trains the configurations one after another as a user would write it (the same
+architecture as a plain ``torch.nn`` module, ``torch.optim.SGD``, data indexed on the device);
+the engine trains them as one cohort (one epoch of its training loop). Both do the same steps;
+neither evaluates or records.
+
+    python bench/throughput.py [--case mlp] [--steps 200] [--repeats 3] [--threads 2] [--device cpu]
+
+Prints the machine, threads, run-steps per second of both (min and median over repeats) and the
+ratio of the medians and of the best times.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import statistics
 import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import rankbias as rb
 from rankbias.data import load_dataset
+from rankbias.models import plain_model
 from rankbias.store import RunStore
 from rankbias.training.engine import CohortTrainer, Member
 
-BATCH, WIDTH, DEPTH, DIM, CLASSES = 16, 100, 10, 784, 10
+BATCH = 16
+CASES = {
+    "mlp": ({"name": "mlp-bn-10-100"}, {"name": "synthetic", "synthetic": {"dim": 784, "classes": 10}}, 16),
+    "convnet": ({"name": "convnet-3-64"}, {"name": "digits", "resize": 32}, 8),
+    "resnet18": ({"name": "resnet18", "width": 16}, {"name": "digits", "resize": 32}, 4),
+}
 
 
-def configs(steps: int) -> list[rb.RunConfig]:
-    base = {
-        "model": f"mlp-bn-{DEPTH}-{WIDTH}",
-        "data": {"name": "synthetic", "train_size": steps * BATCH, "test_size": 16, "synthetic": {"dim": DIM, "classes": CLASSES}},
-        "train": {"batch_size": BATCH, "epochs": 1},
-    }
-    grid = [(lr, wd) for lr in (0.01, 0.03, 0.1, 0.3) for wd in (0.0, 1e-4, 5e-4, 2e-3)]
-    return [rb.RunConfig.from_dict(base).replace(**{"optimizer.lr": lr, "optimizer.weight_decay": wd, "train.seed": i}) for i, (lr, wd) in enumerate(grid)]
+def configs(case: str, steps: int) -> list[rb.RunConfig]:
+    model, data, runs = CASES[case]
+    size = steps * BATCH if data["name"] == "synthetic" else min(steps * BATCH, 1497)
+    base = rb.RunConfig.from_dict({"model": model, "data": {**data, "train_size": size, "test_size": 16}, "train": {"batch_size": BATCH, "epochs": 1}})
+    grid = [(lr, wd) for lr in (0.01, 0.03, 0.1, 0.3) for wd in (0.0, 1e-4, 5e-4, 2e-3)][:runs]
+    return [base.replace(**{"optimizer.lr": lr, "optimizer.weight_decay": wd, "train.seed": i}) for i, (lr, wd) in enumerate(grid)]
 
 
-def reference_loop(runs: list[rb.RunConfig], x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+def reference_loop(runs: list[rb.RunConfig], data, device: torch.device) -> float:
     """One run after another, the way a user writes it. Returns seconds."""
+    x, y = data.x_train, data.y_train
     start = time.perf_counter()
     for config in runs:
-        torch.manual_seed(config.train.seed)
-        layers, width_in = [], DIM
-        for _ in range(DEPTH):
-            layers += [nn.Linear(width_in, WIDTH, bias=False), nn.BatchNorm1d(WIDTH), nn.ReLU()]
-            width_in = WIDTH
-        model = nn.Sequential(nn.Flatten(), *layers, nn.Linear(WIDTH, CLASSES, bias=False)).to(device)
+        model = plain_model(config.model, data.input_shape, data.num_classes, seed=config.train.seed).to(device)
         opt = config.optimizer
         sgd = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
         order = torch.randperm(len(x), device=device)
@@ -78,6 +87,7 @@ def _sync(device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=list(CASES), default="mlp")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -86,19 +96,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    runs = configs(args.steps)
+    runs = configs(args.case, args.steps)
     data = load_dataset(runs[0].data).to(device)
-    run_steps = len(runs) * args.steps
+    run_steps = len(runs) * (len(data.x_train) // BATCH)
     reference, engine = [], []
     with tempfile.TemporaryDirectory() as results:
         for _ in range(args.repeats):
-            reference.append(reference_loop(runs, data.x_train, data.y_train, device))
+            reference.append(reference_loop(runs, data, device))
             engine.append(cohort_engine(runs, data, device, results))
-    ref_rate, engine_rate = run_steps / min(reference), run_steps / min(engine)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {len(runs)} runs x {args.steps} steps, batch {BATCH}")
-    print(f"reference loop (nn.Module + torch.optim.SGD, one run after another): {ref_rate:8.0f} run-steps/s")
-    print(f"cohort engine ({len(runs)} runs as one model):                        {engine_rate:8.0f} run-steps/s")
-    print(f"ratio engine / reference: {engine_rate / ref_rate:.1f}x")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"{args.case}: {runs[0].model.name}, {len(runs)} runs x {len(data.x_train) // BATCH} steps, batch {BATCH}")
+    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    for label, times in (("reference loop (torch.nn + torch.optim.SGD, one run after another)", reference), (f"cohort engine ({len(runs)} runs as one model)", engine)):
+        print(f"{label:<70} median {run_steps / statistics.median(times):8.0f}  best {run_steps / min(times):8.0f} run-steps/s")
+    print(f"ratio engine / reference: median {statistics.median(reference) / statistics.median(engine):.2f}x, best {min(reference) / min(engine):.2f}x")
 
 
 if __name__ == "__main__":

@@ -54,3 +54,19 @@ def build_regression(root: Path) -> Path:
     )
     rb.train([base.replace(**{"optimizer.weight_decay": w}) for w in (0.0, 1e-3, 1e-2)], root)
     return root
+
+
+def build_step_norms(root: Path) -> Path:
+    """Plain SGD (momentum 0) recording step norms, so GSGP Lemma 3.2 applies: mlp-bn-2-16 on a
+    digits subset, B ∈ {8, 32} with weight decay, 2 epochs."""
+    base = rb.RunConfig.from_dict(
+        {
+            "model": "mlp-bn-2-16",
+            "data": {"name": "digits", "train_size": 128, "test_size": 64},
+            "optimizer": {"lr": 0.1, "momentum": 0.0, "weight_decay": 5e-3},
+            "train": {"batch_size": 8, "epochs": 2},
+            "record": {"step_norms": 3},
+        }
+    )
+    rb.train([base, base.replace(**{"train.batch_size": 32})], root)
+    return root

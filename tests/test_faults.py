@@ -123,8 +123,11 @@ def test_a_lock_of_a_dead_process_is_taken_over_a_live_one_is_not(tmp_path):
         assert lock.acquire() and lock_owner(run_dir)["pid"] == os.getpid()
         assert not RunLock(run_dir).acquire()  # held by a live process (this one)
     assert lock_owner(run_dir) is None  # released
+    (run_dir / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": 0}))
+    assert lock_owner(run_dir)["stale"]  # the pid was reused by a process started after the lock
     (run_dir / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": "another-host", "time": 0}))
     assert not RunLock(run_dir).acquire()  # another host's pid means nothing here: never taken over
+    assert not list(run_dir.glob("*.tmp"))
 
 
 class Boom(RuntimeError):

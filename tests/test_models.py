@@ -28,8 +28,8 @@ def model_config(name, **options):
     return rb.RunConfig.from_dict({"model": {"name": name, **options}}).model
 
 
-def cohort(name: str, members: int = 3, input_shape=DIGITS, n_out: int = 7, **options):
-    model = build_model(model_config(name, **options), members, input_shape, n_out)
+def cohort(name: str, members: int = 3, input_shape=DIGITS, n_out: int = 7, strategy="auto", **options):
+    model = build_model(model_config(name, **options), members, input_shape, n_out, strategy)
     for r in range(members):
         model.reset_member(r, torch.Generator().manual_seed(10 + r))
     return model
@@ -93,10 +93,11 @@ def test_a_convolution_is_the_out_by_in_k_k_matrix_on_hand_built_weights():
     assert info["stem.0"].m_l == 16 and info["stem.1"].m_l == 4 and info["convs.0"].m_l == 4  # 8 -> 4 -> 2 positions per side
 
 
+@pytest.mark.parametrize("strategy", ["folded", "loop"])
 @pytest.mark.parametrize("name", list(TINY))
-def test_cohort_forward_equals_each_members_plain_module(name):
+def test_cohort_forward_equals_each_members_plain_module(name, strategy):
     options, shape = TINY[name]
-    model = cohort(name, input_shape=shape, **options)
+    model = cohort(name, input_shape=shape, strategy=strategy, **options)
     x = torch.randn(3, 6, *shape)
     for mode in ("train", "eval"):
         getattr(model, mode)()
@@ -121,12 +122,14 @@ def test_plain_model_is_a_member_and_runs_on_any_image_size():
         assert net(torch.randn(2, *shape)).shape == (2, 10)
 
 
-def test_cohort_dropout_draws_from_each_members_generator():
-    model = cohort("vit", members=2, input_shape=(1, 8, 8), width=8, dropout=0.5)
+@pytest.mark.parametrize("strategy", ["folded", "loop"])
+def test_cohort_dropout_draws_from_each_members_generator(strategy):
+    model = cohort("vit", members=2, input_shape=(1, 8, 8), strategy=strategy, width=8, dropout=0.5)
     x = torch.randn(2, 4, 1, 8, 8)
     model.train()
-    with pytest.raises(RuntimeError, match="generators"):
-        model(x)
+    if strategy == "folded":
+        with pytest.raises(RuntimeError, match="generators"):
+            model(x)
     model.set_generators([torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
     a = model(x)
     model.set_generators([torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
@@ -168,8 +171,9 @@ def test_detached_variance_batch_norm():
     torch.testing.assert_close(cohort_bn.running_var[0], member_bn.running_var)
 
 
+@pytest.mark.parametrize("strategy", ["folded", "loop"])
 @pytest.mark.parametrize("name", ["convnet-2-8", "resnet18", "vgg16", "vit"])
-def test_a_member_in_a_cohort_trains_exactly_as_alone_in_float64(name):
+def test_a_member_in_a_cohort_trains_exactly_as_alone_in_float64(name, strategy):
     """The cohort's math is exact: in float64, five SGD steps (momentum, weight decay, dropout masks
     from the member's generator) leave a member's parameters equal to a solo model's to 1e-10.
     In float32 the two differ by summation order only (see ``test_families.py``)."""
@@ -179,7 +183,7 @@ def test_a_member_in_a_cohort_trains_exactly_as_alone_in_float64(name):
     options, shape = TINY[name]
     options = {**options, "dropout": 0.2} if name == "vit" else options
     config = model_config(name, **options)
-    pair, alone = build_model(config, 2, shape, 10).double(), build_model(config, 1, shape, 10).double()
+    pair, alone = build_model(config, 2, shape, 10, strategy).double(), build_model(config, 1, shape, 10, "folded").double()
     optimizers = []
     for model, seeds in ((pair, (0, 1)), (alone, (0,))):
         for r, seed in enumerate(seeds):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .conventions import symbol
+from .plots.select import label, ordered_keys
 from .plots.style import line_style, new_figure, styled
 
 
 def setting_keys(table: pd.DataFrame) -> list[str]:
-    """The config keys in a compression table (the settings that differ between its runs)."""
-    return [c for c in table.columns if "." in c]
+    """The config keys in a compression table (the settings that differ between its runs), in
+    the order of every figure: B, μ, λ, then the rest."""
+    return ordered_keys([c for c in table.columns if "." in c])
 
 
 @styled
@@ -41,7 +42,7 @@ def compression_figure(table: pd.DataFrame, by: str | None = None) -> Figure:
         groups = [(_label(rows, keys), rows) for _, rows in table.groupby("run_id", sort=False)]
         groups.sort(key=lambda item: item[0])
     else:
-        groups = [(f"{symbol(by)} = {value}", rows) for value, rows in table.groupby(by, sort=True)]
+        groups = [(label(by, value), rows) for value, rows in table.groupby(by, sort=True)]
     figure = new_figure(panel_size=(4.2, 3.0))
     ax = figure.add_subplot()
     for i, (label, rows) in enumerate(groups):
@@ -63,4 +64,4 @@ def compression_figure(table: pd.DataFrame, by: str | None = None) -> Figure:
 
 def _label(rows: pd.DataFrame, keys: list[str]) -> str:
     first = rows.iloc[0]
-    return ", ".join(f"{symbol(k)} = {first[k]}" for k in keys) if keys else str(first["run_id"])
+    return ", ".join(label(k, first[k]) for k in keys) if keys else str(first["run_id"])

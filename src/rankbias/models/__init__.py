@@ -35,10 +35,11 @@ def parse_model_name(name: str) -> ModelSpec:
     return resolve(ModelConfig(name=name))
 
 
-def build_model(config, members: int, input_shape: tuple[int, ...], n_out: int) -> CohortModel:
+def build_model(config, members: int, input_shape: tuple[int, ...], n_out: int, strategy: str = "auto") -> CohortModel:
     """A cohort of ``members`` networks for ``config`` (a :class:`rankbias.config.ModelConfig`).
-    Its parameters are allocated but not initialized: see :meth:`CohortModel.reset_member`."""
-    return CohortModel(resolve(config), members, tuple(input_shape), n_out)
+    Its parameters are allocated but not initialized: see :meth:`CohortModel.reset_member`.
+    ``strategy``: how the members run (:class:`CohortModel`); it never changes the result."""
+    return CohortModel(resolve(config), members, tuple(input_shape), n_out, strategy)
 
 
 def plain_model(config, input_shape: tuple[int, ...], n_out: int, seed: int = 0) -> torch.nn.Module:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
-from .layers import PLAIN, CohortConv2d, CohortDropout, CohortLayers, CohortLinear
+from .layers import PLAIN, CohortConv2d, CohortDropout, CohortLayers, CohortLinear, Dropout
 from .registry import FAMILIES, ModelSpec, is_counted
 
 
@@ -31,27 +32,67 @@ class MatrixInfo:
     counted: bool = True
 
 
+STRATEGIES = ("auto", "folded", "loop")
+
+
 class CohortModel(nn.Module):
     """``R`` networks of one registered family, trained as one model.
 
-    ``net`` is the family's network built from cohort layers; :meth:`forward` takes the members'
-    inputs ``(R, B, *input_shape)``, folds the members into the channel dimension
-    (``(B, R·C, ...)``, see ``layers.py``) and unfolds the output to ``(R, B, n_out)``.
+    ``net`` is the family's network built from cohort layers: every parameter is stacked over the
+    members on dim 0. :meth:`forward` takes the members' inputs ``(R, B, *input_shape)`` and
+    returns ``(R, B, n_out)``, one of two ways (``strategy``), with the same result:
+
+    - ``folded``: the members folded into the channel dimension (``(B, R·C, ...)``, see
+      ``layers.py``), one batched matmul or grouped convolution per layer — fast where a layer's
+      work is small (fully connected nets; any net on a GPU);
+    - ``loop``: one plain network called on each member's slice of the stacked parameters
+      (``torch.func.functional_call``) — on a CPU, convolutions and attention are compute-bound
+      and the plain kernels beat their grouped versions (``bench/conv_strategies.py``).
+
+    ``auto`` takes ``loop`` for families registered with ``loop_on_cpu`` on a CPU, else ``folded``.
     """
 
-    def __init__(self, spec: ModelSpec, members: int, input_shape: tuple[int, ...], n_out: int):
+    def __init__(self, spec: ModelSpec, members: int, input_shape: tuple[int, ...], n_out: int, strategy: str = "auto"):
         super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.spec, self.members, self.input_shape, self.n_out = spec, members, tuple(input_shape), n_out
         self.family = FAMILIES[spec.family]
+        self.strategy = strategy
         self.net = self.family.build(CohortLayers(members), spec, self.input_shape, n_out)
         self._infos: list[MatrixInfo] | None = None
         self._activation_floats: int | None = None
+        self._plain_net: list[nn.Module] = []  # the loop strategy's network (a list: not a submodule)
+        self._generators: list[torch.Generator] = []
+
+    def uses_loop(self, device: torch.device) -> bool:
+        if self.strategy == "auto":
+            return self.family.loop_on_cpu and device.type == "cpu" and self.members > 1
+        return self.strategy == "loop"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_loop(x.device):
+            return self._loop_forward(x)
         members, batch = x.shape[:2]
         folded = x.transpose(0, 1).flatten(1, 2)  # (R, B, C, ...) -> (B, R·C, ...)
         out = self.net(folded)  # (B, R·n_out)
         return out.view(batch, members, -1).transpose(0, 1)  # (R, B, n_out)
+
+    def _loop_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's plain network on its own slice of the stacked parameters and buffers
+        (``unbind`` views: gradients land in the stacked ``.grad`` in one stack per parameter,
+        batch norm updates the stacked running statistics in place)."""
+        if not self._plain_net:
+            self._plain_net.append(self.plain().to(x.device))
+        plain = self._plain_net[0].train(self.training)
+        dropouts = [m for m in plain.modules() if isinstance(m, Dropout)]
+        tensors = {n: t.unbind(0) for n, t in [*self.net.named_parameters(), *self.net.named_buffers()]}
+        outputs = []
+        for r in range(len(x)):
+            for dropout in dropouts:
+                dropout.generator = self._generators[r] if self._generators else None
+            outputs.append(functional_call(plain, {n: t[r] for n, t in tensors.items()}, (x[r],)))
+        return torch.stack(outputs)  # (R, B, n_out)
 
     def plain(self) -> nn.Module:
         """A fresh plain network of this family (uninitialized weights)."""
@@ -72,6 +113,10 @@ class CohortModel(nn.Module):
     def weight_matrix(self, name: str) -> torch.Tensor:
         """The stacked ``(R, out, in)`` matrix of a listed weight matrix."""
         return self.net.get_submodule(name).matrix
+
+    def _apply(self, fn, recurse=True):
+        self._plain_net.clear()  # rebuilt on the new device at the next loop forward
+        return super()._apply(fn, recurse)
 
     def _trace(self) -> None:
         """One forward pass of a plain network on the meta device: each matrix's m_l, shapes."""
@@ -103,6 +148,7 @@ class CohortModel(nn.Module):
 
     def set_generators(self, generators: list[torch.Generator]) -> None:
         """The members' generators, from which dropout draws each member's masks."""
+        self._generators = generators
         for module in self.net.modules():
             if isinstance(module, CohortDropout):
                 module.generators = generators

@@ -43,7 +43,7 @@ class ConvNet(nn.Module):
 
 @register(
     "convnet", "convnet-D-W", r"convnet-(?P<depth>\d+)-(?P<width>\d+)", "the GSGP/GP authors' code (TomerGalanti/LowRankBias)",
-    classifier="fc", bias=True, activation="relu", bn_detach_var=False,
+    classifier="fc", loop_on_cpu=True, bias=True, activation="relu", bn_detach_var=False,
 )
 def convnet(layers, spec, input_shape, n_out):
     """Conv(k2,s2)+BN, Conv(k2,s2)+BN+σ, D × [Conv(k3)+BN+σ] at W channels, then one linear layer."""
@@ -138,7 +138,7 @@ class ResNet(nn.Module):
 
 @register(
     "resnet18", "resnet18", r"resnet18", "He et al. 2016, CIFAR variant; GSGP App. B.1",
-    uncounted=("*.shortcut.*",), classifier="fc", width=64, activation="relu", bn_detach_var=False,
+    uncounted=("*.shortcut.*",), classifier="fc", loop_on_cpu=True, width=64, activation="relu", bn_detach_var=False,
 )
 def resnet18(layers, spec, input_shape, n_out):
     """ResNet-18, CIFAR variant: 3×3 stem, BasicBlocks [2, 2, 2, 2] at widths 64–512, BN, one linear layer.

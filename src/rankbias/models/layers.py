@@ -47,7 +47,7 @@ class PlainLayers:
         return nn.LayerNorm(features)
 
     def dropout(self, p: float) -> nn.Module:
-        return nn.Dropout(p)
+        return Dropout(p)
 
     def parameter(self, *shape: int) -> nn.Module:
         return Tensor(shape)
@@ -93,6 +93,19 @@ class DetachedVarBatchNorm(nn.BatchNorm1d):
         if not self.training:
             return super().forward(x)
         return _detached_var_batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum, self.eps)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout``; given a ``generator``, it draws its mask from it exactly as a one-member
+    :class:`CohortDropout` does (so a cohort run member by member equals the folded cohort)."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generator is None or not self.training or self.p == 0:
+            return super().forward(x)
+        keep = torch.rand(x.shape, generator=self.generator) >= self.p
+        return x * keep.to(x.device, x.dtype) / (1 - self.p)
 
 
 class Tensor(nn.Module):

@@ -29,6 +29,7 @@ class Family:
     defaults: dict  # option -> default value, for the model.* options this family takes
     uncounted: tuple[str, ...]  # glob patterns of matrices left out of the default average rank
     classifier: str  # the final layer's name
+    loop_on_cpu: bool = False  # CohortModel's "auto" strategy: members one by one on a CPU
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,14 @@ class ModelSpec:
 FAMILIES: dict[str, Family] = {}
 
 
-def register(name: str, pattern: str, regex: str, paper: str, *, uncounted=(), classifier: str, **defaults):
+def register(name: str, pattern: str, regex: str, paper: str, *, uncounted=(), classifier: str, loop_on_cpu: bool = False, **defaults):
     """Register family ``name`` built by the decorated function (its docstring describes it)."""
 
     def decorate(build: Callable) -> Callable:
         doc = (build.__doc__ or "").strip().splitlines()
         unknown = set(defaults) - set(OPTIONS)
         assert not unknown, f"{pattern}: unknown option(s) {unknown}"  # a bug in rankbias
-        FAMILIES[name] = Family(name, pattern, re.compile(regex), build, paper, doc[0] if doc else "", defaults, tuple(uncounted), classifier)
+        FAMILIES[name] = Family(name, pattern, re.compile(regex), build, paper, doc[0] if doc else "", defaults, tuple(uncounted), classifier, loop_on_cpu)
         return build
 
     return decorate

@@ -79,7 +79,7 @@ class ViT(nn.Module):
 
 @register(
     "vit", "vit", r"vit", "Dosovitskiy et al. 2021; GSGP App. B.1",
-    uncounted=("patch_embed",), classifier="head", width=512, mlp_dim=None, dropout=0.1, activation="gelu",
+    uncounted=("patch_embed",), classifier="head", loop_on_cpu=True, width=512, mlp_dim=None, dropout=0.1, activation="gelu",
 )
 def vit(layers, spec, input_shape, n_out):
     """ViT: 4×4 patches, 6 pre-norm blocks of 8 heads, MLP Linear→GELU→Dropout(0.1)→Linear."""

@@ -1,23 +1,31 @@
-"""The HTML report of a results directory: configuration, run table, problems, figures, provenance.
+"""The HTML report of a results directory: configuration, run table, problems, figures, theory
+checks, compression, provenance.
 
 ``write_report(results)`` writes one self-contained ``report.html`` (figures inlined as base64
 PNG, no external URL). The figures are chosen from what varied (:mod:`.choose`); every number
 comes from the stored records (``rb.load``, ranks at another ε/normalization recomputed from the
-stored singular values). See docs/report.md.
+stored singular values). The theory checks (:mod:`.theory_section`) read the records only; the
+compression section (:mod:`.compression_section`) appears when runs were compressed. See
+docs/report.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ..api import Results, load
 from ..plots.select import subset
 from ..plots.style import save
 from ..store.catalog import run_dirs
 from .choose import Chosen, choose_figures
+from .compression_section import compression_section
 from .page import configuration, figure_html, intro, page, png_base64, problems, provenance, run_table
+from .theory_section import theory_section
 
 
 def write_report(results: str | Path, out: str | Path | None = None, eps: float | None = None, norm: str | None = None) -> Path:
@@ -36,7 +44,8 @@ def write_report(results: str | Path, out: str | Path | None = None, eps: float 
     else:
         target, figures_dir = Path(out) / "report.html", Path(out) / "figures"
     drawable, skipped = _drawable(records)
-    blocks = [_figure_block(chosen, drawable, figures_dir, eps, norm) for chosen in choose_figures(drawable)]
+    render = partial(_render, figures_dir=figures_dir)
+    blocks = [render(c.name, c.title, c.caption, partial(c.draw, drawable, eps, norm)) for c in choose_figures(drawable)]
     if skipped:
         blocks.insert(0, f'<p class="note">Not drawn (fewer than two records; see above): {", ".join(skipped)}.</p>')
     sections = [
@@ -44,8 +53,11 @@ def write_report(results: str | Path, out: str | Path | None = None, eps: float 
         ("runs", "Final records per run", '<p class="note">Click a column to sort.</p>' + run_table(records)),
         ("problems", "Diverged and failed runs", problems(records)),
         ("figures", "Figures", "\n".join(blocks) or "<p>No run has records yet.</p>"),
+        ("theory", "Theory checks", theory_section(drawable, render) if len(skipped) < len(records.runs) else None),
+        ("compression", "Compression", compression_section(results, records.runs, render)),
         ("provenance", "Provenance", provenance(run_dirs(results))),
     ]
+    sections = [section for section in sections if section[2] is not None]  # a section without data is left out
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page(str(results), intro(records, eps, norm), sections), encoding="utf-8")
     return target
@@ -59,16 +71,17 @@ def _drawable(records: Results) -> tuple[Results, list[str]]:
     return (subset(records, keep) if keep else records), skipped
 
 
-def _figure_block(chosen: Chosen, records: Results, figures_dir: Path | None, eps: float | None, norm: str | None) -> str:
-    """One figure's HTML; a figure that cannot be drawn says why and the report goes on."""
+def _render(name: str, title: str, caption: str, draw: Callable[[], Figure], figures_dir: Path | None) -> str:
+    """One figure's HTML (and ``figures_dir/NAME.png``, ``.pdf``); a figure that cannot be drawn
+    says why and the report goes on."""
     try:
-        figure = chosen.draw(records, eps, norm)
+        figure = draw()
     except Exception as exc:  # noqa: BLE001  one bad figure must not cost the whole report
-        return figure_html(chosen.name, chosen.title, chosen.caption, None, f"{type(exc).__name__}: {exc}")
+        return figure_html(name, title, caption, None, f"{type(exc).__name__}: {exc}")
     if figures_dir is not None:
         for suffix in (".png", ".pdf"):
-            save(figure, figures_dir / f"{chosen.name}{suffix}")
-    return figure_html(chosen.name, chosen.title, chosen.caption, png_base64(figure))
+            save(figure, figures_dir / f"{name}{suffix}")
+    return figure_html(name, title, caption, png_base64(figure))
 
 
 __all__ = ["Chosen", "choose_figures", "write_report"]

@@ -1,8 +1,10 @@
 """One writer per run: a lock file in the run directory, ``run.lock``.
 
-The file is created with ``O_CREAT | O_EXCL`` (atomic on local file systems and NFSv3+) and
-holds its owner's ``{"pid", "host", "time"}``. A lock whose owner is a process of this host
-that no longer exists is stale: it is taken over. Taking over happens under an ``flock`` on
+The owner's ``{"pid", "host", "time"}`` is written to a private temporary file which is then
+hard-linked to ``run.lock`` (``link`` fails if the name exists: atomic on local file systems and
+NFS), so a lock is never seen half written. A lock whose owner is a process of this host that
+no longer exists (or whose pid now belongs to a process started after the lock) is stale: it
+is taken over. Taking over happens under an ``flock`` on
 ``<results>/.lock-guard`` so that two sweeps finding the same stale lock cannot both take it.
 A lock held by another host is never taken over automatically (its pid means nothing here):
 remove the file by hand if that host is gone (``rankbias status`` shows the owner).
@@ -22,8 +24,9 @@ LOCK_NAME = "run.lock"
 HOST = socket.gethostname()
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (a zombie counts as dead)."""
+def pid_alive(pid: int, since: float | None = None) -> bool:
+    """Whether a process ``pid`` exists on this host (a zombie counts as dead), and, with
+    ``since`` (Unix time), was started no later than that (else the pid was reused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -32,9 +35,23 @@ def pid_alive(pid: int) -> bool:
         return True
     try:  # a killed child not yet reaped by its parent still answers kill(0)
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return False
+        if since is not None:  # field 22 of stat: start time in clock ticks after boot
+            started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            return started <= since + 1.0
         return True
+    except (OSError, IndexError, ValueError):
+        return True
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime"):
+                return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")
 
 
 def lock_owner(run_dir: Path) -> dict | None:
@@ -43,7 +60,7 @@ def lock_owner(run_dir: Path) -> dict | None:
         owner = json.loads((Path(run_dir) / LOCK_NAME).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    owner["stale"] = owner.get("host") == HOST and not pid_alive(int(owner.get("pid", -1)))
+    owner["stale"] = owner.get("host") == HOST and not pid_alive(int(owner.get("pid", -1)), owner.get("time"))
     return owner
 
 
@@ -77,12 +94,14 @@ class RunLock:
         self.release()
 
     def _create(self) -> bool:
+        tmp = self.path.with_name(f"{LOCK_NAME}.{HOST}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "host": HOST, "time": time.time()}))
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(tmp, self.path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps({"pid": os.getpid(), "host": HOST, "time": time.time()}))
+        finally:
+            tmp.unlink()
         self.held = True
         return True
 

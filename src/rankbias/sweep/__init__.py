@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -116,10 +117,20 @@ def _with_threads(stream, threads: int | None):
 
 
 def _wait_for_locks(results: Path, run_ids: list[str], poll: float = 0.5) -> None:
+    """Wait until no live process holds the locks of ``run_ids`` (said once on stderr)."""
+    told = False
     while True:
         owners = [lock_owner(results / r) for r in run_ids]
-        if all(o is None or o["stale"] for o in owners):
+        live = sorted({f"{o['pid']}@{o['host']}" for o in owners if o is not None and not o["stale"]})
+        if not live:
             return
+        if not told:
+            print(
+                f"waiting for {len(run_ids)} run(s) trained by other processes ({', '.join(live)}); "
+                f"if a host is gone, delete its runs' {results}/<run_id>/run.lock",
+                file=sys.stderr,
+            )
+            told = True
         time.sleep(poll)
 
 

@@ -84,7 +84,7 @@ def _activations(model, members: int, batch: int, input_shape: tuple) -> int:
     try:
         model(torch.empty(members, batch, *input_shape))
         return sum(o.numel() for o in outputs if isinstance(o, torch.Tensor))
-    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+    except Exception:  # noqa: BLE001  any op without a meta kernel: the coarse count
         return sum(3 * members * batch * i.shape[0] * i.m_l for i in model.matrix_infos())
     finally:
         for hook in hooks:

@@ -12,7 +12,8 @@ whether it holds, and why it fails or why it is trivial.
 - :func:`sgd_noise`: GP Propositions 1–2, d(W_{t+1}, W_t) at the end of training.
 - :func:`chen_theorem_2_6`: CHEN Assumption 2.5 (batch-gradient norms) and Theorem 2.6.
 - :func:`prediction_4_1`: GSGP Prediction 4.1 over the pairs of a sweep, with the share that agree.
-- :func:`check_run`: every check that applies to a run (or the record-based ones to a sweep).
+- :func:`check_run`: every check that applies to a run (or the record-based ones to a sweep);
+  :func:`record_checks`: the record-based ones of loaded records (no network, no gradient).
 
 Figures: :mod:`rankbias.theory.figures` (imported on demand; matplotlib, Agg backend).
 """
@@ -23,7 +24,7 @@ from .gp import gp_theorem_1, sgd_noise
 from .gradients import gradient_rank, weight_matrices
 from .gsgp import lemma_3_2, theorem_3_3
 from .prediction import Agreement, prediction_4_1
-from .run import DEFAULT_EPS, check_run, gradient_rank_at
+from .run import DEFAULT_EPS, check_run, gradient_rank_at, record_checks
 
 __all__ = [
     "COLUMNS",
@@ -36,6 +37,7 @@ __all__ = [
     "gradient_rank_at",
     "lemma_3_2",
     "prediction_4_1",
+    "record_checks",
     "sgd_noise",
     "theorem_3_3",
     "weight_matrices",

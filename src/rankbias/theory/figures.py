@@ -1,6 +1,7 @@
 """Figures of the theory checks, each a function of a check's table returning a matplotlib
 ``Figure`` built without pyplot (no GUI backend, no global state; ``fig.savefig(path)``
-renders it with Agg; nothing is shown or written here).
+renders it with Agg; nothing is shown or written here), in the look of every rankbias figure
+(:mod:`rankbias.plots.style`: Okabe–Ito colours, 8–9 pt text, constrained layout).
 
 - :func:`theorem_3_3_figure`: GSGP Fig. 18 — the bound m_l·B·log(2/ε)/(2μλ) against the
   measured average ε-rank over ε, with the matrices' smaller dimension for scale.
@@ -16,6 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..plots.style import colors, line_style, new_figure, styled
 
 
 def _rows(table: pd.DataFrame, check: str, run_id: str | None) -> pd.DataFrame:
@@ -27,103 +31,114 @@ def _rows(table: pd.DataFrame, check: str, run_id: str | None) -> pd.DataFrame:
     return rows
 
 
-def theorem_3_3_figure(table: pd.DataFrame, run_id: str | None = None, counted_only: bool = True) -> Figure:
+@styled
+def theorem_3_3_figure(table: pd.DataFrame, run_id: str | None = None, counted_only: bool = True,
+                       labels: dict | None = None) -> Figure:
     """GSGP Fig. 18 from :func:`~rankbias.theory.theorem_3_3`'s table: per run, the mean over the
-    (counted) matrices of the bound and of the measured ε-rank, against ε (log axes)."""
+    (counted) matrices of the bound (solid) and of the measured ε-rank (dashed), against ε (log
+    axes). ``labels``: run_id → legend text (default the run id)."""
     rows = _rows(table, "gsgp_theorem_3_3", run_id)
     if counted_only and rows["counted"].any():
         rows = rows[rows["counted"].astype(bool)]
-    fig = Figure(figsize=(5.5, 4))
+    fig = new_figure(panel_size=(4.6, 3.2))
     ax = fig.add_subplot()
-    for run, group in rows.groupby("run_id"):
+    groups = list(rows.groupby("run_id"))
+    for i, (run, group) in enumerate(groups):
         mean = group.groupby("eps")[["measured", "bound", "approx_rank", "smaller_dim"]].mean()
-        line = ax.plot(mean.index, mean["bound"], marker="o", label=f"bound m_l·B·log(2/ε)/(2μλ) · {run}")[0]
-        ax.plot(mean.index, mean["measured"], marker="s", ls="--", color=line.get_color(), label=f"measured ε-rank · {run}")
+        style = line_style(i, len(groups))
+        ax.plot(mean.index, mean["bound"], label=(labels or {}).get(run, run), **style)
+        ax.plot(mean.index, mean["measured"], ls="--", **style)
         ax.axhline(mean["smaller_dim"].iloc[0], color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("ε")
     ax.set_ylabel("rank (mean over matrices)")
-    ax.set_title("GSGP Thm 3.3 (Fig. 18): bound vs measured rank; dotted: matrix size", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.set_title("GSGP Thm 3.3 (Fig. 18): solid bound m_l·B·log(2/ε)/(2μλ),\ndashed measured ε-rank, dotted matrix size")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
 
 
+@styled
 def lemma_3_2_figure(table: pd.DataFrame, run_id: str | None = None, epoch: int | None = None) -> Figure:
     """GSGP Lemma 3.2 from :func:`~rankbias.theory.lemma_3_2`'s table: per matrix, the measured
     distance (solid) and the bound (dashed) against n, at one epoch (default the last)."""
     rows = _rows(table, "gsgp_lemma_3_2", run_id)
     rows = rows[rows["run_id"] == rows["run_id"].iloc[0]]
     rows = rows[rows["epoch"] == (rows["epoch"].max() if epoch is None else epoch)]
-    fig = Figure(figsize=(5.5, 4))
+    fig = new_figure(panel_size=(4.6, 3.2))
     ax = fig.add_subplot()
-    for layer, group in rows.groupby("layer", sort=False):
+    layers = list(rows.groupby("layer", sort=False))
+    for i, (layer, group) in enumerate(layers):
         group = group.sort_values("n")
-        line = ax.plot(group["n"], group["measured"], marker="o", label=f"{layer}: distance to rank ≤ m_l·B·n")[0]
-        ax.plot(group["n"], group["bound"], ls="--", color=line.get_color(), label=f"{layer}: bound")
+        style = line_style(i, len(layers))
+        ax.plot(group["n"], group["measured"], label=f"{layer}: distance to rank ≤ m_l·B·n", **style)
+        ax.plot(group["n"], group["bound"], ls="--", label=f"{layer}: bound", **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("n (steps unrolled)")
     ax.set_ylabel("‖W_T/‖W_T‖ − W̄‖_F")
     ax.set_title(f"GSGP Lemma 3.2, run {rows['run_id'].iloc[0]}, epoch {rows['epoch'].iloc[0]}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend()
     return fig
 
 
+@styled
 def batch_gradient_figure(table: pd.DataFrame, run_id: str | None = None, layer: str | None = None) -> Figure:
     """CHEN Figs. 3/7 from :func:`~rankbias.theory.chen_theorem_2_6`'s table: the histogram of
     the batch-gradient norms of one matrix (default the first), with the Gaussian reference."""
     rows = _rows(table, "chen_assumption_2_5", run_id)
     row = rows.iloc[0] if layer is None else rows[rows["layer"] == layer].iloc[0]
     norms = np.asarray(row["norms"], dtype=float)
-    fig = Figure(figsize=(5.5, 4))
+    fig = new_figure(panel_size=(4.6, 3.2))
     ax = fig.add_subplot()
-    ax.hist(norms, bins=min(30, max(5, len(norms) // 2)), color="tab:blue", alpha=0.8, label=f"{len(norms)} batches")
-    ax.axvline(row["bound"], color="tab:red", ls="--", label=f"Gaussian matrix of the same shape ≈ {row['bound']:.3g}")
+    first, second = colors(2)
+    ax.hist(norms, bins=min(30, max(5, len(norms) // 2)), color=first, alpha=0.8, label=f"{len(norms)} batches")
+    ax.axvline(row["bound"], color=second, ls="--", label=f"Gaussian matrix of the same shape ≈ {row['bound']:.3g}")
     ax.set_xlabel(f"‖∇ L^λ_batch‖_F of {row['layer']}")
     ax.set_ylabel("batches")
     ax.set_title(f"CHEN Assumption 2.5, run {row['run_id']}, epoch {row['epoch']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend()
     return fig
 
 
+@styled
 def gradient_rank_figure(table: pd.DataFrame, run_id: str | None = None) -> Figure:
     """GSGP Lemma 3.1 / GP Lemma 2 from :func:`~rankbias.theory.gradient_rank`'s table: the
     measured rank (bars) and the bound (markers) per matrix, one panel per check."""
     checks = [c for c in ("gsgp_lemma_3_1", "gp_lemma_2") if (table["check"] == c).any()]
     if not checks:
         raise ValueError("the table has no gradient-rank rows")
-    fig = Figure(figsize=(5.5, 3.2 * len(checks)))
+    fig = new_figure(nrows=len(checks), panel_size=(4.6, 3.0))
+    first, second = colors(2)
     for i, check in enumerate(checks):
         rows = _rows(table, check, run_id)
         rows = rows[rows["run_id"] == rows["run_id"].iloc[0]].dropna(subset=["measured"])
         ax = fig.add_subplot(len(checks), 1, i + 1)
         x = np.arange(len(rows))
-        ax.bar(x, rows["measured"].astype(float), color="tab:blue", label="measured rank (max over samples/batches)")
-        ax.scatter(x, rows["bound"].astype(float), color="tab:red", marker="_", s=400, label="bound")
-        ax.set_xticks(x, rows["layer"], rotation=45, ha="right", fontsize=7)
+        ax.bar(x, rows["measured"].astype(float), color=first, label="measured rank (max over samples/batches)")
+        ax.scatter(x, rows["bound"].astype(float), color=second, marker="_", s=400, label="bound")
+        ax.set_xticks(x, rows["layer"], rotation=45, ha="right")
         ax.set_ylabel("rank")
-        ax.set_title(check, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(check)
+        ax.legend()
     return fig
 
 
+@styled
 def prediction_figure(table: pd.DataFrame) -> Figure:
     """GSGP Prediction 4.1 from :func:`~rankbias.theory.prediction_4_1`'s table: per knob, the
     number of pairs that agree and that do not."""
     if table.empty:
         raise ValueError("the table has no pairs")
     counts = table.groupby("symbol")["agrees"].agg(["sum", "count"])
-    fig = Figure(figsize=(4.5, 3.2))
+    fig = new_figure(panel_size=(3.6, 2.8))
     ax = fig.add_subplot()
     x = np.arange(len(counts))
-    ax.bar(x, counts["sum"], color="tab:green", label="agree")
-    ax.bar(x, counts["count"] - counts["sum"], bottom=counts["sum"], color="tab:grey", label="do not")
+    agree, other = colors(3)[2], "#999999"
+    ax.bar(x, counts["sum"], color=agree, label="agree")
+    ax.bar(x, counts["count"] - counts["sum"], bottom=counts["sum"], color=other, label="do not")
     ax.set_xticks(x, counts.index)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("pairs of runs")
-    ax.set_title(f"GSGP Prediction 4.1: {table['agrees'].mean():.0%} of {len(table)} pairs agree", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.set_title(f"GSGP Prediction 4.1: {table['agrees'].mean():.0%} of {len(table)} pairs agree")
+    ax.legend()
     return fig

@@ -62,7 +62,20 @@ def check_run(path: str | Path, *, eps=DEFAULT_EPS, n=None, samples: int = 32, b
     from ..api import load
 
     path = Path(path)
-    results = load(path)
+    parts = [record_checks(load(path), eps=eps, n=n)]
+    single = (path / "config.json").exists()
+    if single and models:
+        parts += [gradient_rank_at(path, samples, data_root=data_root, device=device),
+                  gp_theorem_1(path, batches=batches, data_root=data_root, device=device),
+                  chen_theorem_2_6(path, batches=batches, data_root=data_root, device=device)]
+    return pd.concat([p for p in parts if len(p)], ignore_index=True)
+
+
+def record_checks(results, *, eps=DEFAULT_EPS, n=None) -> pd.DataFrame:
+    """The checks that read the stored records only (no network, no gradient): GSGP Theorem 3.3
+    over ``eps``, Lemma 3.2 (when ``results.step_norms`` has rows; otherwise one row per run
+    saying how to record them) and GP's SGD noise, as one table (used by :func:`check_run` and
+    the HTML report)."""
     parts = [theorem_3_3(results, eps)]
     step_norms = getattr(results, "step_norms", None)
     if step_norms is not None and len(step_norms):
@@ -70,9 +83,4 @@ def check_run(path: str | Path, *, eps=DEFAULT_EPS, n=None, samples: int = 32, b
     else:
         parts.append(table([{"check": "gsgp_lemma_3_2", "run_id": r, "note": f"not recorded: {STEP_NORMS_HINT}"} for r in results.runs["run_id"]]))
     parts.append(sgd_noise(results))
-    single = (path / "config.json").exists()
-    if single and models:
-        parts += [gradient_rank_at(path, samples, data_root=data_root, device=device),
-                  gp_theorem_1(path, batches=batches, data_root=data_root, device=device),
-                  chen_theorem_2_6(path, batches=batches, data_root=data_root, device=device)]
     return pd.concat([p for p in parts if len(p)], ignore_index=True)

@@ -1,0 +1,201 @@
+"""The report's "Theory checks" section: the papers' claims checked on the stored records only.
+
+Everything is computed by :mod:`rankbias.theory` (docs/theory.md) from the records the report
+already loaded — no network is loaded and no gradient is computed, so the section costs about
+as much as reading the records:
+
+- GSGP Theorem 3.3 over :data:`rankbias.theory.DEFAULT_EPS` (and its figure, GSGP Fig. 18),
+- GSGP Lemma 3.2 when runs recorded step norms (``record.step_norms``), with its figure,
+- GP Propositions 1–2 (SGD noise),
+- GSGP Prediction 4.1 on the pairs of runs that differ in one of B, μ, λ, with its figure
+
+(:func:`rankbias.theory.record_checks`, :func:`rankbias.theory.prediction_4_1`). Each check gets a
+table per run (how many of its rows hold, fail, make no prediction, are trivial, and why), its
+figure, and all its rows folded. The gradient checks (GSGP Lemma 3.1, GP Lemma 2 and Theorem 1,
+CHEN Theorem 2.6) need the network and gradients: ``rankbias theory RUN`` prints them.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .. import theory
+from ..api import Results
+from ..plots.select import label, ordered_keys
+from ..summary import varied_keys
+from ..theory import figures
+from .page import _table
+
+# check -> (heading, what it claims: trusted HTML)
+CHECKS = {
+    "gsgp_theorem_3_3": ("GSGP Theorem 3.3: rank bound over ε", "W<sub>T</sub>/‖W<sub>T</sub>‖ is within ε of a matrix of rank ≤ m<sub>l</sub>·B·log(2/ε)/(2μλ), assuming ‖W<sub>T−1</sub>‖/‖W<sub>T</sub>‖ → 1; measured: the ε-rank of the last record (Frobenius normalization, as GSGP Fig. 18). Asymptotic and for plain SGD: a failure at finite T or with momentum is a finding, not a bug."),
+    "gsgp_lemma_3_2": ("GSGP Lemma 3.2: distance to low rank after n steps", "For plain SGD, the distance of W<sub>T</sub>/‖W<sub>T</sub>‖ to rank ≤ m<sub>l</sub>·B·n is at most ∏(1 − μ<sub>t</sub>·weight_decay)·‖W<sub>T−n</sub>‖/‖W<sub>T</sub>‖, from the recorded step norms. An identity-based bound: a violation is a bug in the engine or the check."),
+    "gp_sgd_noise": ("GP Propositions 1–2: SGD noise", "With weight decay, the weights collapse towards zero or d(W<sub>t+1</sub>, W<sub>t</sub>) stays away from zero (above the same run without weight decay when the sweep has one); runs without weight decay are the baselines."),
+}
+PREDICTION = ("GSGP Prediction 4.1: pairs of runs", "The final average rank is lower with smaller B, larger μ or larger λ; without weight decay B and μ change it little. Every pair of finished runs that differ in one of them only.")
+MAX_ROWS = 300  # rows of a check's full table in the page (the CLI prints them all)
+WHY_PARTS = 3  # distinct reasons shown per run
+RESTATED = ("norm ratio",)  # note parts that restate a column shown on its own
+
+
+def theory_section(records: Results, render: Callable[[str, str, str, Callable[[], Figure]], str]) -> str | None:
+    """The section's HTML for ``records`` (runs with at least two records), or ``None`` when no
+    run has records to check. ``render(name, title, caption, draw)`` turns a figure into HTML."""
+    if records.scalars.empty or records.layers.empty:
+        return None
+    checks = theory.record_checks(records)
+    has_step_norms = len(records.step_norms) > 0
+    if not has_step_norms:  # its rows only say "not recorded": the intro says it once
+        checks = checks[checks["check"] != "gsgp_lemma_3_2"]
+    agreement = theory.prediction_4_1(records)
+    labels = _run_labels(records)
+    parts = [_intro(has_step_norms), _overview(checks, agreement)]
+    for check, (heading, claim) in CHECKS.items():
+        rows = checks[checks["check"] == check]
+        if rows.empty:
+            continue
+        parts.append(f'<h3 id="theory-{check}">{html.escape(heading)}</h3><p class="note">{claim}</p>')
+        parts.append(_verdict(rows) + _per_run(rows, labels))
+        figure = _figure(check, rows, records, labels, render)
+        if figure:
+            parts.append(figure)
+        parts.append(_all_rows(rows))
+    if len(agreement.table):
+        parts.append(_prediction(agreement, render))
+    return "\n".join(parts)
+
+
+def _intro(has_step_norms: bool) -> str:
+    missing = "" if has_step_norms else (
+        " GSGP Lemma 3.2 is not shown: no run recorded step norms (train with <code>record.step_norms: k</code>).")
+    return ('<p class="note">The papers\' record-based claims, checked on the runs with at least two records '
+            "(<code>rankbias.theory.record_checks</code>, <code>prediction_4_1</code>; docs/theory.md). "
+            "The gradient checks (GSGP Lemma 3.1, GP Lemma 2 and Theorem 1, CHEN Theorem 2.6) load the network: "
+            f"<code>rankbias theory RESULTS/RUN</code> prints them.{missing} "
+            "<em>holds</em>: the measured value is within the bound; <em>trivial</em>: the bound says nothing "
+            "(e.g. it exceeds the matrix's smaller dimension, or λ = 0); <em>no prediction</em>: the claim does not "
+            "apply (a baseline without weight decay, momentum for Lemma 3.2).</p>")
+
+
+def _counts(rows: pd.DataFrame) -> dict:
+    holds = rows["holds"]
+    return {"checked": len(rows), "holds": int(holds.eq(True).sum()), "fails": int(holds.eq(False).sum()),
+            "no prediction": int(holds.isna().sum()), "trivial": int(rows["trivial"].sum())}
+
+
+def _overview(checks: pd.DataFrame, agreement) -> str:
+    """One row per check: how many of its rows hold, fail, make no prediction, are trivial."""
+    rows = [{"check": check, "claim": CHECKS[check][0], **_counts(checks[checks["check"] == check])}
+            for check in CHECKS if (checks["check"] == check).any()]
+    if len(agreement.table):
+        agrees = agreement.table["agrees"]
+        rows.append({"check": "gsgp_prediction_4_1", "claim": PREDICTION[0], "checked": len(agrees), "holds": int(agrees.sum()),
+                     "fails": int((~agrees).sum()), "no prediction": 0, "trivial": 0})
+    return _table(pd.DataFrame(rows))
+
+
+def _verdict(rows: pd.DataFrame) -> str:
+    c = _counts(rows)
+    text = (f"Holds in {c['holds']} of {c['checked']} rows, fails in {c['fails']}, no prediction in {c['no prediction']}; "
+            f"{c['trivial']} trivial.")
+    return f"<p><strong>{html.escape(text)}</strong></p>"
+
+
+def _per_run(rows: pd.DataFrame, labels: dict) -> str:
+    """Per run: the counts, the epoch, the check's parameters and the most common reasons."""
+    table = []
+    for run_id, group in rows.groupby("run_id", sort=False):
+        row = {"run_id": run_id, "settings": labels.get(run_id, ""), "epoch": _span(group["epoch"]),
+               "param": _span(group["param"], numeric=False), **_counts(group)}
+        if len(group) == 1:
+            row |= {"measured": group["measured"].iloc[0], "bound": group["bound"].iloc[0]}
+        if "norm_ratio" in group and group["norm_ratio"].notna().any():
+            ratio = group["norm_ratio"].astype(float)
+            row["‖W_T−1‖/‖W_T‖"] = f"{ratio.min():.4g} – {ratio.max():.4g}" if ratio.min() != ratio.max() else f"{ratio.min():.4g}"
+        row["why"] = _why(group["note"])
+        table.append(row)
+    frame = pd.DataFrame(table)
+    return _table(frame.drop(columns=[c for c in ("settings",) if not frame[c].astype(bool).any()]), sortable=True)
+
+
+def _span(values: pd.Series, numeric: bool = True):
+    distinct = list(dict.fromkeys(values.dropna().tolist()))
+    if not distinct:
+        return ""
+    if len(distinct) == 1:
+        return distinct[0]
+    if numeric:
+        return f"{min(distinct)}–{max(distinct)}"
+    return f"{distinct[0]} … {distinct[-1]} ({len(distinct)})"
+
+
+def _why(notes: pd.Series) -> str:
+    """The distinct parts of the rows' notes, most common first (at most :data:`WHY_PARTS`)."""
+    parts = Counter(p for note in notes for p in str(note).split("; ") if p and not p.startswith(RESTATED))
+    common = [p for p, _ in parts.most_common()]
+    more = f" (+{len(common) - WHY_PARTS} more: see all rows)" if len(common) > WHY_PARTS else ""
+    return "; ".join(common[:WHY_PARTS]) + more
+
+
+def _all_rows(rows: pd.DataFrame) -> str:
+    """Every row of the check, folded (at most :data:`MAX_ROWS`)."""
+    keep = [c for c in rows.columns if c != "check" and rows[c].notna().any()
+            and not rows[c].map(lambda v: isinstance(v, (list, np.ndarray))).any()]
+    shown = rows[keep].head(MAX_ROWS)
+    cut = f" (the first {MAX_ROWS}; <code>rankbias theory</code> prints all)" if len(rows) > MAX_ROWS else ""
+    return f"<details><summary>All {len(rows)} rows{cut}</summary>{_table(shown.astype(object), sortable=True)}</details>"
+
+
+def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, render) -> str | None:
+    if check == "gsgp_theorem_3_3":
+        finite = rows.assign(bound=rows["bound"].astype(float), measured=rows["measured"].astype(float))
+        finite = finite[np.isfinite(finite["bound"])]
+        if finite.empty:
+            return '<p class="note">No figure: no run has weight decay, so every bound is infinite.</p>'
+        tightest = finite.groupby("run_id")["bound"].min().nsmallest(4).index
+        shown = finite[finite["run_id"].isin(tightest)]
+        caption = ("Mean over the counted matrices of the bound (solid) and of the measured ε-rank (dashed) against ε; "
+                   "dotted: the matrices' smaller dimension. GSGP Fig. 18. "
+                   f"Runs with weight decay{', the four with the tightest bounds' if len(tightest) < finite['run_id'].nunique() else ''}.")
+        return render("theory_theorem_3_3", "GSGP Theorem 3.3 (Fig. 18)", caption,
+                      lambda: figures.theorem_3_3_figure(shown, labels=labels))
+    if check == "gsgp_lemma_3_2":
+        teeth = (~rows["trivial"] & rows["holds"].notna()).groupby(rows["run_id"], sort=False).sum()
+        run_id = teeth.idxmax()  # the run where the bound says most (plain SGD, not trivial)
+        caption = (f"Run {html.escape(run_id)} ({html.escape(labels.get(run_id, ''))}), the run with the most non-trivial rows, "
+                   "last epoch with step norms: per matrix, the distance to rank ≤ m<sub>l</sub>·B·n (solid) and the bound "
+                   "(dashed) against n.")
+        return render("theory_lemma_3_2", "GSGP Lemma 3.2", caption, lambda: figures.lemma_3_2_figure(rows, run_id=run_id))
+    return None
+
+
+def _prediction(agreement, render) -> str:
+    table = agreement.table
+    heading, claim = PREDICTION
+    parts = [f'<h3 id="theory-gsgp_prediction_4_1">{html.escape(heading)}</h3><p class="note">{claim}</p>',
+             f"<p><strong>{agreement.share:.0%} of {len(table)} pairs agree.</strong></p>"]
+    left_out = table.attrs.get("left_out") or []
+    if left_out:
+        parts.append(f'<p class="note">Left out (not finished): {html.escape(", ".join(left_out))}.</p>')
+    shown = table.drop(columns=["knob"]).rename(columns={"symbol": "knob", "run_id": "run (predicted lower)", "other_run_id": "other run"})
+    parts.append(_table(shown.astype(object), sortable=True))
+    parts.append(render("theory_prediction_4_1", "GSGP Prediction 4.1", "Pairs of runs that agree with the prediction, per knob.",
+                        lambda: figures.prediction_figure(table)))
+    return "\n".join(parts)
+
+
+def _run_labels(records: Results) -> dict:
+    """run_id → the varied settings in the papers' symbols (``B = 16, λ = 0.005``)."""
+    runs = records.runs
+    keys = ordered_keys(varied_keys(runs))
+    nbsp = lambda text: text.replace(" = ", "\u00a0=\u00a0")  # noqa: E731  keeps "B = 16" on one line
+    return {row["run_id"]: ", ".join(nbsp(label(k, row[k])) for k in keys) for _, row in runs.iterrows()}
+
+
+__all__ = ["theory_section"]
