@@ -10,17 +10,23 @@ import tempfile
 from html.parser import HTMLParser
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from matplotlib.colors import to_hex
 from PIL import Image
 
 import rankbias as rb
 import rankbias.report as report
 from rankbias.cli import main
+from rankbias.compress import smallest
+from rankbias.compress_plot import compression_figure
 from rankbias.conventions import LAMBDA_NOTE
+from rankbias.plots.style import OKABE_ITO, STYLE
 from rankbias.report import choose_figures, write_report
+from rankbias.store.run_store import RunStore
 
-from .stored_sweeps import build_regression, build_with_problems
+from .stored_sweeps import build_regression, build_step_norms, build_with_problems
 
 
 class Page(HTMLParser):
@@ -65,6 +71,29 @@ def parse(text: str) -> Page:
     return page
 
 
+def section(text: str, anchor: str) -> str:
+    """The HTML of one section of the page (from its heading to the next one)."""
+    start = text.index(f'<h2 id="{anchor}">')
+    end = text.find("<h2 ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def decoded(page: Page) -> list:
+    """Every inlined image of the page, decoded (fails on one that is not a PNG)."""
+    pictures = []
+    for image in page.images:
+        assert image["src"].startswith("data:image/png;base64,")
+        picture = Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
+        picture.load()
+        assert picture.format == "PNG" and picture.size[0] > 200 and picture.size[1] > 100
+        pictures.append(picture)
+    return pictures
+
+
+def nav(text: str) -> str:
+    return text[text.index("<nav>") : text.index("</nav>")]
+
+
 def test_report_is_self_contained_and_has_every_chosen_figure(sweep, written):
     root, diverged, failed = sweep
     path, text = written
@@ -75,13 +104,9 @@ def test_report_is_self_contained_and_has_every_chosen_figure(sweep, written):
     drawable, skipped = report._drawable(rb.load(root))
     assert sorted(skipped) == sorted([diverged, failed]) and f"Not drawn (fewer than two records; see above): {', '.join(skipped)}" in text
     chosen = choose_figures(drawable)
-    assert len(page.images) == len(chosen) >= 8
+    assert len(parse(section(text, "figures")).images) == len(chosen) >= 8
     assert "could not be drawn" not in text
-    for image in page.images:
-        assert image["src"].startswith("data:image/png;base64,")
-        picture = Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
-        picture.load()
-        assert picture.size[0] > 200 and picture.size[1] > 100
+    assert decoded(page) and len(page.images) > len(chosen)  # + the theory checks' figures
     titles = [t for t in page.h3 if re.match(r"\d\. ", t)]
     assert titles == [c.title for c in chosen]
     assert {c.family for c in chosen} >= {"rank-vs-epoch", "heatmap", "layer-ranks", "layer-spectra", "convergence", "norm-ratio", "rank-vs-eps", "spectra-over-training"}
@@ -148,7 +173,10 @@ def test_report_command_writes_figure_files(sweep, tmp_path, monkeypatch):
         png, pdf = tmp_path / "rep" / "figures" / f"{chosen.name}.png", tmp_path / "rep" / "figures" / f"{chosen.name}.pdf"
         Image.open(png).load()
         assert pdf.read_bytes().startswith(b"%PDF")
-    assert len(list((tmp_path / "rep" / "figures").iterdir())) == 4
+    theory = ["theory_theorem_3_3", "theory_prediction_4_1"]  # the theory section's figures are written too
+    for name in theory:
+        Image.open(tmp_path / "rep" / "figures" / f"{name}.png").load()
+    assert len(list((tmp_path / "rep" / "figures").iterdir())) == 2 * (len(few) + len(theory))
 
 
 def test_figures_chosen_from_what_varied(sweep, tmp_path):
@@ -177,3 +205,105 @@ def test_report_renders_in_chromium(written, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,3000", path.resolve().as_uri()], capture_output=True, timeout=120)
     picture = np.asarray(Image.open(shot).convert("L"))
     assert picture.shape == (3000, 1200) and (picture < 128).mean() > 0.005  # text and figures drawn
+
+
+# -- theory checks and compression ---------------------------------------------------------------
+def overview_counts(theory_html: str, check: str) -> list[int]:
+    """checked, holds, fails, no prediction, trivial of ``check`` in the section's overview table."""
+    row = re.search(rf'<tr><td class="text">{check}</td><td class="text">[^<]*</td>((?:<td>\d+</td>){{5}})</tr>', theory_html)
+    assert row, check
+    return [int(v) for v in re.findall(r"<td>(\d+)</td>", row.group(1))]
+
+
+def test_theory_section_from_the_records(sweep, written):
+    root, diverged, failed = sweep
+    _, text = written
+    assert '<a href="#theory">Theory checks</a>' in nav(text)
+    theory = section(text, "theory")
+    drawable, _ = report._drawable(rb.load(root))
+    checks = rb.theory.record_checks(drawable)
+    for check in ("gsgp_theorem_3_3", "gp_sgd_noise"):
+        rows = checks[checks["check"] == check]
+        assert overview_counts(theory, check) == [len(rows), int(rows["holds"].eq(True).sum()), int(rows["holds"].eq(False).sum()),
+                                                  int(rows["holds"].isna().sum()), int(rows["trivial"].sum())]
+        assert f'id="theory-{check}"' in theory and f"<summary>All {len(rows)} rows</summary>" in theory
+    agreement = rb.theory.prediction_4_1(drawable)
+    assert len(agreement.table) == 4 and overview_counts(theory, "gsgp_prediction_4_1")[:2] == [4, int(agreement.table["agrees"].sum())]
+    assert f"{agreement.share:.0%} of 4 pairs agree" in theory
+    # Lemma 3.2 needs step norms, which this sweep did not record: said once, no table
+    assert "Lemma 3.2 is not shown" in theory and 'id="theory-gsgp_lemma_3_2"' not in theory
+    assert diverged not in theory and failed not in theory  # fewer than two records: nothing to check
+    images = parse(theory).images
+    assert [i["alt"] for i in images] == ["GSGP Theorem 3.3 (Fig. 18)", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 2
+    assert "B\u00a0=\u00a016, λ\u00a0=\u00a00.005" in theory  # runs named by their settings
+    # no compressed run: no compression section at all
+    assert 'id="compression"' not in text and "Compression" not in nav(text)
+
+
+def test_lemma_3_2_in_the_report_when_step_norms_were_recorded(tmp_path, monkeypatch):
+    root = build_step_norms(tmp_path / "steps")
+    monkeypatch.setattr(report, "choose_figures", lambda records: [])  # the theory section only: quick
+    text = write_report(root).read_text(encoding="utf-8")
+    theory = section(text, "theory")
+    lemma = rb.theory.lemma_3_2(rb.load(root))
+    assert 'id="theory-gsgp_lemma_3_2"' in theory and "Lemma 3.2 is not shown" not in theory
+    assert overview_counts(theory, "gsgp_lemma_3_2") == [len(lemma), len(lemma), 0, 0, int(lemma["trivial"].sum())]
+    assert lemma["holds"].all()  # an identity on plain SGD
+    # the figure shows the run where the bound has teeth: B = 8 has non-trivial rows, B = 32 none at n ≥ 1
+    small = rb.load(root).runs.set_index("train.batch_size").loc[8, "run_id"]
+    figure = theory[theory.index('id="theory_lemma_3_2"') :]
+    assert f"Run {small} (B\u00a0=\u00a08)" in figure[: figure.index("</figure>")]
+    alts = [i["alt"] for i in parse(theory).images]
+    assert alts == ["GSGP Theorem 3.3 (Fig. 18)", "GSGP Lemma 3.2", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 3
+
+
+def test_compression_section_when_runs_were_compressed(sweep, tmp_path, monkeypatch):
+    root, diverged, _ = sweep
+    copy = tmp_path / "compressed"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("report.html"))
+    with pytest.warns(UserWarning, match="no checkpoint.pt"):  # the run that failed before its first record
+        rb.compress_run(copy, eps=[1e-2, 0.3])
+    summary, _ = rb.read_compressed(copy)
+    monkeypatch.setattr(report, "choose_figures", lambda records: [])  # quick
+    text = write_report(copy).read_text(encoding="utf-8")
+    assert '<a href="#compression">Compression</a>' in nav(text)
+    assert "http://" not in text and "https://" not in text
+    compression = section(text, "compression")
+    (image,) = parse(compression).images
+    assert image["alt"] == "Compression: accuracy against size (fro norm)" and decoded(parse(compression))
+    # the smallest network of every finished run, as rankbias.compress.smallest says; the diverged run left out
+    done = summary[summary["run_id"] != diverged]
+    best = smallest(done, 0.01)
+    table = compression[compression.index("Smallest network") :]
+    assert table.count("<tr>") == 1 + len(best) == 1 + done["run_id"].nunique()
+    for row in best.itertuples():
+        assert re.search(rf'<td class="text">{row.run_id}</td>.*?<td>{row.params_after}</td>', table)
+    assert f"Left out (not done): {diverged}" in compression and diverged not in table
+    assert "μ" not in table  # μ differs only for the diverged run: not a setting of the runs shown
+
+
+def test_no_theory_section_without_records(tmp_path):
+    base = rb.RunConfig.from_dict({"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 64, "test_size": 32}})
+    store = RunStore(tmp_path, base.run_id())
+    store.write_config(base.to_dict())
+    store.set_status("failed", None, "RuntimeError: before the first record (written by the test)")
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    assert 'id="theory"' not in text and "Theory checks" not in text and 'id="compression"' not in text
+    assert "before the first record" in section(text, "problems")
+
+
+def test_theory_and_compression_figures_use_the_package_style(sweep, tmp_path):
+    records = rb.load(sweep[0])
+    figures_ = [rb.theory.figures.theorem_3_3_figure(rb.theory.theorem_3_3(records)),
+                rb.theory.figures.prediction_figure(rb.theory.prediction_4_1(records).table)]
+    table = pd.DataFrame({"run_id": ["a", "a"], "eps": [0.01, 0.3], "norm": "fro", "params_before": 100, "params_after": [90, 40],
+                          "test_acc_before": 0.9, "test_acc_after": [0.9, 0.5]})
+    figures_.append(compression_figure(table))
+    for figure in figures_:
+        assert figure.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+        ax = figure.axes[0]
+        assert ax.title.get_fontsize() == STYLE["axes.titlesize"] and ax.xaxis.label.get_fontsize() == STYLE["axes.labelsize"]
+        assert not ax.spines["top"].get_visible()
+        drawn = [to_hex(line.get_color()) for line in ax.get_lines() if line.get_label() and not line.get_label().startswith("_")]
+        drawn += [to_hex(patch.get_facecolor()) for patch in ax.patches]
+        assert drawn and set(drawn) <= {c.lower() for c in OKABE_ITO} | {"#999999"}

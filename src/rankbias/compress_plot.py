@@ -45,10 +45,10 @@ def compression_figure(table: pd.DataFrame, by: str | None = None) -> Figure:
         groups = [(label(by, value), rows) for value, rows in table.groupby(by, sort=True)]
     figure = new_figure(panel_size=(4.2, 3.0))
     ax = figure.add_subplot()
-    for i, (label, rows) in enumerate(groups):
+    for i, (name, rows) in enumerate(groups):
         curve = rows.groupby("eps")[columns].mean().sort_index()
         style = line_style(i, len(groups))
-        ax.plot(curve["params_after"], curve["test_acc_after"], label=label, **style)
+        ax.plot(curve["params_after"], curve["test_acc_after"], label=name, **style)
         ax.plot(curve["params_before"].iloc[0], curve["test_acc_before"].iloc[0], linestyle="none",
                 marker=style["marker"], markerfacecolor="none", markeredgecolor=style["color"], markersize=7)
     ax.set_xscale("log")
