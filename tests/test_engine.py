@@ -194,7 +194,7 @@ def test_bad_input_stops_before_training_and_touches_nothing(tmp_path):
     before = sorted(p.relative_to(results) for p in results.rglob("*"))
     with pytest.raises(rb.ConfigError, match="train.batch_size: 512 is larger than the training set"):
         rb.train([small_config(**{"train.seed": 3}), small_config(**{"train.batch_size": 512})], results)
-    with pytest.raises(rb.ConfigError, match="record.layers: no weight matrix named 'hidden.7'"):
+    with pytest.raises(rb.ConfigError, match="record.layers: no weight matrix matches 'hidden.7'"):
         rb.train(small_config(**{"record.layers": ["hidden.0", "hidden.7"]}), results)
     with pytest.raises(rb.DataError):
         rb.train(small_config(**{"data.name": "cifar10"}), results)

@@ -64,3 +64,33 @@ def test_a_few_epochs_lower_the_loss_and_records_cover_every_counted_matrix(fami
     assert scalars.loc[3, "batch_loss"] < scalars.loc[1, "batch_loss"]  # the mini-batch loss, in train mode
     counted = records.layers[(records.layers.epoch == 3) & records.layers.counted]
     assert len(counted) > 0 and (counted["m_l"] >= 1).all() and scalars.loc[3, "avg_rank"] > 0
+
+
+def test_record_layers_takes_names_and_glob_patterns(tmp_path):
+    config = rb.RunConfig.from_dict(
+        {
+            "model": {"name": "resnet18", "width": 4},
+            "data": {"name": "digits", "train_size": 64, "test_size": 16},
+            "train": {"batch_size": 32, "epochs": 1},
+            "record": {"layers": ["conv1", "layer4.*.conv?"]},
+        }
+    )
+    records = rb.load(rb.train(config, tmp_path).path)
+    counted = records.layers[(records.layers.epoch == 1) & records.layers.counted]
+    assert sorted(counted["layer"]) == ["conv1", "layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
+    assert records.scalars.set_index("epoch").loc[1, "avg_rank"] == pytest.approx(counted["eps_rank"].mean())
+    with pytest.raises(rb.ConfigError, match="record.layers: no weight matrix matches 'layer5.*'"):
+        rb.train(config.replace(**{"record.layers": ["conv1", "layer5.*"]}), tmp_path)
+
+
+def test_pad_and_resize_give_the_models_their_image_size():
+    from rankbias.data import load_dataset
+
+    plain = load_dataset(rb.RunConfig.from_dict({"data": {"name": "digits", "standardize": "none"}}).data)
+    padded = load_dataset(rb.RunConfig.from_dict({"data": {"name": "digits", "standardize": "none", "pad": 2}}).data)
+    assert padded.input_shape == (1, 12, 12)
+    assert padded.x_train[:, :, :2].abs().max() == 0 and padded.x_train[:, :, :, -2:].abs().max() == 0  # zero border
+    assert padded.x_train[:, :, 2:-2, 2:-2].equal(plain.x_train)
+    resized = load_dataset(rb.RunConfig.from_dict({"data": {"name": "digits", "resize": 32}}).data)
+    assert resized.input_shape == (1, 32, 32) and len(resized.x_train) == len(plain.x_train)
+    assert abs(float(resized.x_train.mean())) < 1e-4  # standardized after resizing

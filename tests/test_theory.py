@@ -200,6 +200,11 @@ def test_sgd_noise_compares_with_the_run_without_weight_decay(stored):
     assert table.at[with_decay, "holds"] == (table.at[with_decay, "measured"] > table.at[without, "measured"])
     assert pd.isna(table.at[large_batch, "twin_run_id"]) and "no run without weight decay" in table.at[large_batch, "note"]
     assert table.at[large_batch, "holds"]  # d stays far above 1e-3 × ‖W‖ after 3 epochs
+    # a run whose distance is NaN (only its initialization recorded) gets no prediction, not a failure
+    records = rb.load(stored["sweep"])
+    records.scalars.loc[records.scalars["run_id"] == with_decay, "distance"] = float("nan")
+    row = theory.sgd_noise(records).set_index("run_id").loc[with_decay]
+    assert pd.isna(row["holds"]) and "no prediction" in row["note"]
 
 
 # -- CHEN Theorem 2.6 -------------------------------------------------------------------------------

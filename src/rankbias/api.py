@@ -152,9 +152,9 @@ def _check_one(config: RunConfig, datasets: dict, data_root) -> None:
         with torch.device("meta"):
             model = build_model(config.model, 1, data.input_shape, max(data.num_classes, 1))
         known = counted_matrices(model, "all")
-        unknown = [n for n in config.record.layers if n not in known]
-        if unknown:
-            raise ConfigError("record.layers", f"no weight matrix named {unknown[0]!r}; this model has {', '.join(known)}")
+        unmatched = [p for p in config.record.layers if not counted_matrices(model, (p,))]
+        if unmatched:
+            raise ConfigError("record.layers", f"no weight matrix matches {unmatched[0]!r}; this model has {', '.join(known)}")
 
 
 def _data_key(config: RunConfig) -> str:

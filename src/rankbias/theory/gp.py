@@ -112,6 +112,9 @@ def sgd_noise(results, *, collapse: float = 1e-2, floor: float = 1e-3) -> pd.Dat
         if wd == 0:
             rows.append(row | {"note": "baseline without weight decay (Prop. 2: convergence is possible)"})
             continue
+        if not math.isfinite(d):
+            rows.append(row | {"note": "no distance recorded (a single record, or a diverged run): no prediction"})
+            continue
         twin = _twin(run_row(results, run_id), baselines, keys)
         if twin is not None and (results.scalars["run_id"] == twin).any():
             bound = float(results.scalars[results.scalars["run_id"] == twin].sort_values("epoch")["distance"].iloc[-1])
