@@ -120,3 +120,24 @@ def test_vectorized_rerank_equals_row_by_row(results, eps, norm):
     same = rb.rerank(loaded, None, None)
     assert same.layers["eps_rank"].tolist() == loaded.layers["eps_rank"].tolist()
     pd.testing.assert_series_equal(same.scalars["avg_rank"], loaded.scalars.drop(columns="avg_rank").merge(same.scalars[["run_id", "epoch", "avg_rank"]])["avg_rank"], check_names=False)
+
+
+def test_reading_while_another_sweep_merges_a_runs_files(tmp_path, monkeypatch):
+    """A run being written merges its per-epoch files into one (``compact``) at its end; a reader
+    that listed the parts just before lists again instead of failing."""
+    from rankbias.store import catalog
+
+    from .conftest import small_config
+
+    run = rb.train(small_config(), tmp_path / "results")
+    listed = catalog.table_files
+    calls = []
+
+    def list_a_vanished_part_first(dirs, name):
+        calls.append(name)
+        files = listed(dirs, name)
+        return files + [run.path / name / "e000002.parquet"] if calls.count(name) == 1 else files
+
+    monkeypatch.setattr(catalog, "table_files", list_a_vanished_part_first)
+    records = rb.load(tmp_path / "results")
+    assert records.scalars["epoch"].tolist() == [0, 1, 2, 3] and calls.count("scalars") == 2

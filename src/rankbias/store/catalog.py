@@ -8,6 +8,7 @@ schema check.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import duckdb
@@ -47,15 +48,28 @@ def read_tables(dirs: list[Path], names=TABLES) -> dict[str, pa.Table | None]:
     con = duckdb.connect()
     try:
         for name in names:
-            files = [str(f) for f in table_files(dirs, name)]
-            if not files:
-                out[name] = None
-                continue
-            check_files(con, files)
-            out[name] = con.sql("select * from read_parquet($files, union_by_name = true)", params={"files": files}).to_arrow_table()
+            out[name] = _read_table(con, dirs, name)
     finally:
         con.close()
     return out
+
+
+def _read_table(con: duckdb.DuckDBPyConnection, dirs: list[Path], name: str, attempts: int = 5) -> pa.Table | None:
+    """One table of ``dirs``. A run being written may merge its per-epoch files into one while
+    we read (``RunStore.compact``): a file that vanished between listing and reading means
+    "list again", not an error."""
+    for attempt in range(attempts):
+        files = [str(f) for f in table_files(dirs, name)]
+        if not files:
+            return None
+        try:
+            check_files(con, files)
+            return con.sql("select * from read_parquet($files, union_by_name = true)", params={"files": files}).to_arrow_table()
+        except duckdb.IOException:
+            if attempt == attempts - 1 or all(Path(f).exists() for f in files):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return None
 
 
 def check_files(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
