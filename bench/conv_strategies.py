@@ -58,47 +58,50 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), R = {args.members}, B = {args.batch}")
     print(f"{'model':<30} {'way':<7} {'median ms':>10} {'min ms':>8} {'× loop':>7}")
     for label, (model, shape) in CASES.items():
-        config = rb.RunConfig.from_dict({"model": model}).model
-        R, B = args.members, args.batch
-        cohort, member = build_model(config, R, shape, 10, strategy="folded"), build_model(config, R, shape, 10, strategy="loop")
-        for r in range(R):
-            cohort.reset_member(r, torch.Generator().manual_seed(r))
-        member.load_state_dict(cohort.state_dict())
-        plains = [cohort.member_module(r) for r in range(R)]
-        x, y = torch.randn(R, B, *shape), torch.randint(0, 10, (R, B))
+        measure(label, rb.RunConfig.from_dict({"model": model}).model, shape, args.members, args.batch, args.repeats)
 
-        def cohort_step():
-            out = cohort(x)
-            F.cross_entropy(out.reshape(R * B, -1), y.reshape(-1), reduction="sum").backward()
 
-        def member_step():
-            out = member(x)
-            F.cross_entropy(out.reshape(R * B, -1), y.reshape(-1), reduction="sum").backward()
+def measure(label: str, config, shape: tuple[int, ...], R: int, B: int, repeats: int) -> None:
+    """Time one step of each way for R networks of ``config`` and print a row per way."""
+    cohort, member = build_model(config, R, shape, 10, strategy="folded"), build_model(config, R, shape, 10, strategy="loop")
+    for r in range(R):
+        cohort.reset_member(r, torch.Generator().manual_seed(r))
+    member.load_state_dict(cohort.state_dict())
+    plains = [cohort.member_module(r) for r in range(R)]
+    x, y = torch.randn(R, B, *shape), torch.randint(0, 10, (R, B))
 
-        def loop_step():
-            for r, net in enumerate(plains):
-                F.cross_entropy(net(x[r]), y[r], reduction="sum").backward()
+    def cohort_step():
+        out = cohort(x)
+        F.cross_entropy(out.reshape(R * B, -1), y.reshape(-1), reduction="sum").backward()
 
-        base = copy.deepcopy(plains[0])
-        for m in base.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.track_running_stats, m.running_mean, m.running_var = False, None, None
-        params, buffers = stack_module_state(plains)
-        buffers = {k: v for k, v in buffers.items() if "running" not in k and "num_batches" not in k}
+    def member_step():
+        out = member(x)
+        F.cross_entropy(out.reshape(R * B, -1), y.reshape(-1), reduction="sum").backward()
 
-        def loss(p, b, xr, yr):
-            return F.cross_entropy(functional_call(base, (p, b), (xr,)), yr, reduction="sum")
+    def loop_step():
+        for r, net in enumerate(plains):
+            F.cross_entropy(net(x[r]), y[r], reduction="sum").backward()
 
-        vmapped = vmap(grad(loss), in_dims=(0, 0, 0, 0))
+    base = copy.deepcopy(plains[0])
+    for m in base.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats, m.running_mean, m.running_var = False, None, None
+    params, buffers = stack_module_state(plains)
+    buffers = {k: v for k, v in buffers.items() if "running" not in k and "num_batches" not in k}
 
-        def vmap_step():
-            vmapped(params, buffers, x, y)
+    def loss(p, b, xr, yr):
+        return F.cross_entropy(functional_call(base, (p, b), (xr,)), yr, reduction="sum")
 
-        results = {way: timed(step, args.repeats) for way, step in (("loop", loop_step), ("folded", cohort_step), ("member", member_step), ("vmap", vmap_step))}
-        loop_median = statistics.median(results["loop"])
-        for way, times in results.items():
-            median = statistics.median(times)
-            print(f"{label:<30} {way:<7} {median * 1e3:>10.1f} {min(times) * 1e3:>8.1f} {loop_median / median:>7.2f}")
+    vmapped = vmap(grad(loss), in_dims=(0, 0, 0, 0))
+
+    def vmap_step():
+        vmapped(params, buffers, x, y)
+
+    results = {way: timed(step, repeats) for way, step in (("loop", loop_step), ("folded", cohort_step), ("member", member_step), ("vmap", vmap_step))}
+    loop_median = statistics.median(results["loop"])
+    for way, times in results.items():
+        median = statistics.median(times)
+        print(f"{label:<30} {way:<7} {median * 1e3:>10.1f} {min(times) * 1e3:>8.1f} {loop_median / median:>7.2f}")
 
 
 if __name__ == "__main__":

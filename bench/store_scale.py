@@ -23,7 +23,7 @@ import rankbias as rb
 from rankbias.store.run_store import SCHEMA_KEY, SCHEMA_VERSION
 
 LAYERS = [("hidden.0", 16, 64, True), ("hidden.1", 16, 16, True), ("out", 10, 16, False)]
-EPOCHS = range(0, 11)
+EPOCHS = range(11)
 
 
 def write(table: pa.Table, path: Path) -> None:

@@ -17,7 +17,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 import rankbias as rb
-import rankbias.report as report
+from rankbias import report
 from rankbias.cli import main
 from rankbias.compress import smallest
 from rankbias.compress_plot import compression_figure

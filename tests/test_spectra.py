@@ -119,7 +119,7 @@ def test_spectra_splits_attention_and_lists_every_parameter_it_skips():
 
 
 def test_spectra_of_a_vit_member_matches_the_models_own_matrix_list():
-    from rankbias.models import plain_model, matrix_infos
+    from rankbias.models import matrix_infos, plain_model
 
     config = rb.RunConfig.from_dict({"model": {"name": "vit", "width": 16}}).model
     net = plain_model(config, (1, 8, 8), 10)

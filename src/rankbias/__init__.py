@@ -6,14 +6,16 @@
 >>> records = rb.load(run.path)            # doctest: +SKIP
 """
 
+from . import (
+    plots,  # rb.plots.rank_vs_epoch ...: one function per figure family (docs/report.md)
+    theory,  # rb.theory.lemma_3_2 ...: the papers' checks (docs/theory.md)
+)
 from .api import Results, RunResult, load, load_model, rerank, spectra, train
 from .compress import compress, compress_run, read_compressed
 from .config import RunConfig, expand, load_configs
 from .errors import ConfigError, DataError, RankbiasError
 from .models import list_models
 from .query import export, query
-from . import theory  # rb.theory.lemma_3_2 ...: the papers' checks (docs/theory.md)
-from . import plots  # rb.plots.rank_vs_epoch ...: one function per figure family (docs/report.md)
 
 __version__ = "0.1.0"
 
@@ -27,14 +29,16 @@ __all__ = [
     "compress",
     "compress_run",
     "expand",
-    "load",
-    "query",
     "export",
-    "load_model",
     "list_models",
+    "load",
     "load_configs",
+    "load_model",
+    "plots",
+    "query",
     "read_compressed",
     "rerank",
     "spectra",
+    "theory",
     "train",
 ]

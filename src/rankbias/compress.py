@@ -252,7 +252,7 @@ def _positions(module: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
 def _check_runs(module: nn.Module, input_shape: Sequence[int]) -> None:
     try:
         _run_once(module, input_shape)
-    except Exception as exc:  # noqa: BLE001 - re-raised with what it means
+    except Exception as exc:
         shape = tuple(input_shape)
         message = f"the compressed module fails on an input of shape {shape}: {type(exc).__name__}: {exc}"
         raise RuntimeError(message) from exc

@@ -11,6 +11,7 @@ Inputs of any shape are flattened. Linear layers carry no bias unless ``model.bi
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -18,8 +19,8 @@ from torch import nn
 
 from .registry import register
 
-_FC = dict(bias=False, activation="relu", bn_detach_var=False)
-_FC_PLAIN = dict(bias=False, activation="relu")
+_FC = {"bias": False, "activation": "relu", "bn_detach_var": False}
+_FC_PLAIN = {"bias": False, "activation": "relu"}
 
 
 def activation(name: str) -> nn.Module:
@@ -35,7 +36,7 @@ class MLP(nn.Module):
     def __init__(self, layers, spec, input_shape, n_out, bn: bool):
         super().__init__()
         dims = [math.prod(input_shape)] + [spec.width] * spec.depth
-        self.hidden = nn.ModuleList(layers.linear(a, b, spec.bias) for a, b in zip(dims[:-1], dims[1:]))
+        self.hidden = nn.ModuleList(layers.linear(a, b, spec.bias) for a, b in itertools.pairwise(dims))
         self.norms = nn.ModuleList(_norm(layers, spec, spec.width, bn) for _ in range(spec.depth))
         self.act = activation(spec.activation)
         self.out = layers.linear(spec.width, n_out, spec.bias)

@@ -95,7 +95,7 @@ def choose_figures(results: Results) -> list[Chosen]:
     keys = ordered_keys(varied_keys(runs))
     k = keys + [None, None, None]
     best = _best_run(results, runs)
-    names = lambda ks: " and ".join(symbol(x) for x in ks if x) or "nothing varied"  # noqa: E731
+    names = lambda ks: " and ".join(symbol(x) for x in ks if x) or "nothing varied"
     chosen: list[Chosen] = []
 
     def add(family: str, kwargs: dict, fixed: list, reason: str, about: str = "", **extra) -> None:

@@ -39,9 +39,13 @@ def compression_section(results: str | Path, runs: pd.DataFrame, render: Callabl
     left_out = sorted(set(summary["run_id"]) - done)
     summary = summary[summary["run_id"].isin(done)]
     note = f" Left out (not done): {html.escape(', '.join(left_out))}." if left_out else ""
-    parts = [f'<p class="note">{summary["run_id"].nunique()} run(s) compressed at their ε-ranks from their last checkpoint, no '
-             "retraining (<code>rankbias compress</code>; docs/compress.md). Each weight matrix is replaced by its truncated SVD "
-             f"at its ε-rank where that is smaller; the ε here are those of the compression, independent of the ranks above.{note}</p>"]
+    parts = [
+        (
+            f'<p class="note">{summary["run_id"].nunique()} run(s) compressed at their ε-ranks from their last checkpoint, no '
+            "retraining (<code>rankbias compress</code>; docs/compress.md). Each weight matrix is replaced by its truncated SVD "
+            f"at its ε-rank where that is smaller; the ε here are those of the compression, independent of the ranks above.{note}</p>"
+        )
+    ]
     if summary.empty:
         return "\n".join(parts)
     constant = [k for k in setting_keys(summary) if summary[k].astype(str).nunique() < 2]  # after leaving runs out

@@ -194,7 +194,7 @@ def _run_labels(records: Results) -> dict:
     """run_id → the varied settings in the papers' symbols (``B = 16, λ = 0.005``)."""
     runs = records.runs
     keys = ordered_keys(varied_keys(runs))
-    nbsp = lambda text: text.replace(" = ", "\u00a0=\u00a0")  # noqa: E731  keeps "B = 16" on one line
+    nbsp = lambda text: text.replace(" = ", "\u00a0=\u00a0")
     return {row["run_id"]: ", ".join(nbsp(label(k, row[k])) for k in keys) for _, row in runs.iterrows()}
 
 

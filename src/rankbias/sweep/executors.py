@@ -19,7 +19,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import RankbiasError
-
 from .worker import Outcome, Task, init_worker, train_cohort
 
 RAY_MAX_RETRIES = 3

@@ -129,12 +129,13 @@ def plan_sweep(
     max_cohort: int = 64,
     workers: int = 1,
     memory_cap: int | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
 ) -> Plan:
     """Group the runs of ``configs`` that still need training into sized cohorts.
 
     ``datasets`` maps ``repr(config.data)`` to its loaded :class:`~rankbias.data.Dataset`.
     """
+    device = device if device is not None else torch.device("cpu")
     cap = memory_cap if memory_cap is not None else default_memory_cap(device, workers)
     groups: dict[tuple, list[RunConfig]] = {}
     finished = []

@@ -28,6 +28,7 @@ from torch.func import functional_call, grad, vmap
 from ..training.losses import member_losses
 from ._common import resolve_device, table
 
+
 @dataclass(frozen=True)
 class WeightMatrix:
     """One weight matrix of a module, as :func:`rankbias.spectra.modules.weight_matrices` lists
