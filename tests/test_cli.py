@@ -70,3 +70,19 @@ def test_demo_config_shows_the_batch_size_effect(tmp_path):
     rank = {(c.train.batch_size, c.optimizer.weight_decay): last.at[c.run_id(), "avg_rank"] for c in configs}
     assert rank[(8, 5e-3)] < rank[(128, 5e-3)] - 5
     assert rank[(8, 5e-3)] < rank[(8, 0.0)] - 5  # and weight decay is what does it
+
+
+def test_status_of_runs_that_never_recorded(tmp_path):
+    """A run that failed before its first record has a config and a status but no records."""
+    import json
+
+    from .conftest import small_config
+
+    config = small_config()
+    run_dir = tmp_path / "results" / config.run_id()
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    (run_dir / "status.json").write_text(json.dumps({"state": "failed", "epoch": None, "message": "RuntimeError: boom"}))
+    out = CliRunner().invoke(main, ["status", str(tmp_path / "results")])
+    assert out.exit_code == 0, out.output
+    assert "failed: 1" in out.output and "boom" in out.output and config.run_id() in out.output

@@ -29,8 +29,8 @@ def final_summary(results: Results, run_ids: list[str] | None = None) -> pd.Data
     """One row per run: the varied settings, how it ended, and its last record."""
     runs = results.runs if run_ids is None else results.runs[results.runs["run_id"].isin(run_ids)]
     keys = varied_keys(runs) or ["model.name", "train.batch_size", "optimizer.lr", "optimizer.weight_decay"]
-    last = results.scalars.sort_values("epoch").groupby("run_id").tail(1)
-    table = runs[["run_id", *keys, "state"]].merge(
-        last[["run_id", "epoch", "train_acc", "test_acc", "avg_rank"]], on="run_id", how="left"
-    )
+    columns = ["run_id", "epoch", "train_acc", "test_acc", "avg_rank"]
+    scalars = results.scalars if not results.scalars.empty else pd.DataFrame(columns=columns)  # no run has a record yet
+    last = scalars.sort_values("epoch").groupby("run_id").tail(1)
+    table = runs[["run_id", *keys, "state"]].merge(last[columns], on="run_id", how="left")
     return table.sort_values(keys).reset_index(drop=True)
