@@ -341,3 +341,44 @@ def export_command(results, out, fmt) -> None:
         _fail(exc)
     for path in files:
         click.echo(str(path))
+
+
+@main.command("reproduce")
+@click.argument("preset", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the presets: id, paper figure, what varies, runs × epochs per scale.")
+@click.option("--scale", type=click.Choice(["quick", "paper"]), default="quick", show_default=True, help="quick: minutes on a CPU (digits/synthetic, small models); paper: the papers' settings.")
+@click.option("--results", default="results", show_default=True, type=click.Path(path_type=Path), help="Writes RESULTS/PRESET/SCALE/.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--reading", help="Another reading of an ambiguous text (e.g. code: the authors' released code).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
+@click.option("--dry-run", is_flag=True, help="Print the runs; train nothing.")
+@click.argument("overrides", nargs=-1)
+def reproduce_command(preset, list_, scale, results, jobs, reading, device, data_dir, dry_run, overrides) -> None:
+    """Reproduce a figure of the papers (GSGP, GP, CHEN): train, draw, check its claim.
+
+    OVERRIDES are dotted.key=value pairs that pin a key, e.g. train.epochs=5. See docs/reproduce.md.
+    """
+    from .reproduce import PRESETS, configs, reproduce
+
+    if list_ or not preset:
+        rows = []
+        for p in PRESETS.values():
+            sizes = {s: configs(p.id, s) for s in ("quick", "paper")}
+            rows.append({"id": p.id, "figure": p.paper, "model": p.model, "data": p.data, "varies": p.varies,
+                         **{s: f"{len(c)} × {c[0].train.epochs} ep" for s, c in sizes.items()}})
+        _print(pd.DataFrame(rows))
+        return
+    try:
+        result = reproduce(preset, scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device, data_root=data_dir)
+    except (RankbiasError, KeyError, ValueError) as exc:
+        _fail(exc)
+    if dry_run:
+        click.echo(f"{result.preset.paper} ({preset}, {scale}): {len(result.configs)} run(s); nothing trained")
+        _print(result.plan)
+        return
+    click.echo(f"{result.preset.paper}: {result.preset.claim.statement}")
+    if len(result.claim):
+        _print(result.claim)
+    share = "" if result.share != result.share else f" ({result.share:.0%} agree)"
+    click.echo(f"verdict: {result.verdict}{share}; figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")

@@ -1,0 +1,300 @@
+"""The papers' figures as data: one :class:`Preset` per figure id of EXPERIMENTS.md.
+
+Each preset holds the paper-scale config (rankbias config keys with a ``sweep`` block, the
+hyperparameters the papers give), a ``quick`` config (minutes on a CPU: bundled ``digits`` or
+``synthetic`` data, a small model of the same family, fewer epochs, milestones scaled with the
+epochs), the figure family of :mod:`rankbias.plots` that draws it, and its claim as data
+(:class:`Claim`, checked by :mod:`rankbias.reproduce.claims`). Where a paper is ambiguous the
+preset's ``readings`` say which reading the config takes and ``alternatives`` hold the
+overrides of the other reading (``reproduce(..., reading="code")``). See docs/reproduce.md.
+
+Papers: GSGP = Galanti et al., "SGD and Weight Decay Secretly Minimize the Rank of Your Neural
+Network" (figure numbers of seed 003); GP = Galanti & Poggio, "SGD Noise and Implicit Low-Rank
+Bias in Deep Neural Networks"; CHEN = "Towards Better Generalization: Weight Decay Induces
+Low-rank Bias for Neural Networks".
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+B, MU, WD = "train.batch_size", "optimizer.lr", "optimizer.weight_decay"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a figure shows, as a check of :mod:`rankbias.reproduce.claims`.
+
+    ``check``: ``trend`` (GSGP Prediction 4.1 on the pairs that differ in ``knob``; ``knob=None``:
+    every knob), ``norm_ratio`` (‖W_{T−1}‖/‖W_T‖ within ``tolerance`` of 1), ``theorem_3_3``
+    (GSGP Thm 3.3: measured ε-rank ≤ bound), ``sgd_noise`` (GP Props 1–2), ``bottleneck``
+    (GP Fig. 6), ``balanced`` (GP Fig. 7), ``stable_rank`` (CHEN: stable rank falls as λ grows).
+    ``min_share``: the share of agreeing pairs/runs needed for "holds".
+    """
+
+    statement: str
+    check: str
+    knob: str | None = None
+    tolerance: float = 0.05
+    min_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class Preset:
+    id: str
+    paper: str  # "GSGP Fig. 7"
+    model: str  # as the paper names it
+    data: str
+    varies: str
+    family: str  # rb.plots.FAMILIES key
+    roles: dict  # family arguments: vary / panel / x / y
+    claim: Claim
+    paper_config: dict
+    quick_config: dict
+    readings: dict = field(default_factory=dict)  # ambiguity -> the reading taken
+    alternatives: dict = field(default_factory=dict)  # reading name -> overrides (dotted keys)
+
+    def config(self, scale: str = "quick") -> dict:
+        if scale not in ("quick", "paper"):
+            raise ValueError(f"scale must be 'quick' or 'paper', got {scale!r}")
+        return copy.deepcopy(self.quick_config if scale == "quick" else self.paper_config)
+
+
+# -- building blocks ---------------------------------------------------------------------------
+# GSGP App. B: lr × 0.1 at epochs 60, 100, 200 of 500 (the authors' code: × 0.2)
+GSGP_SCHEDULE = {"kind": "multistep", "milestones": [60, 100, 200], "factor": 0.1}
+VIT_SCHEDULE = {"kind": "multistep", "milestones": [60, 100], "factor": 0.2}
+CIFAR = {"name": "cifar10"}
+QUICK_DATA = {"name": "digits", "train_size": 512, "test_size": 256}
+QUICK_EPOCHS = 20
+# 20 epochs leave most normalized singular values between 1e-3 and 1e-2: the quick scale counts
+# the rank at ε = 1e-2 (every singular value is stored: rb.load(path, eps=1e-3) gives the paper's)
+QUICK_EPS = 1e-2
+# the small model of the same family that the quick scale trains, on 8×8 digits
+SMALL = {
+    "resnet18": {"name": "resnet18", "width": 8},
+    "vgg16": {"name": "vgg16", "width": 4},
+    "vit": {"name": "vit", "width": 32, "mlp_dim": 64},
+    "mlp-bn-10-100": "mlp-bn-4-128",
+    "res-bn-5-500": "res-bn-2-128",
+    "mlp-5-2000": "mlp-3-128",
+    "mlp-5-500": "mlp-3-128",
+    "mlp-bn-2-10000": "mlp-bn-2-512",
+}
+GSGP_READINGS = {
+    "momentum": "0 (the authors' code and logged runs; the text states 0.9 only where given)",
+    "eps": "1e-3 (GSGP)",
+    "schedule factor": "0.1 (GSGP text; alternative 'code': 0.2 as in the released code)",
+}
+GSGP_ALTERNATIVES = {"code": {"schedule.factor": 0.2}}
+GP_READINGS = {
+    "momentum": "0.9 (GP text; alternative 'code': 0, as in the authors' logged runs)",
+    "eps": "1e-4 (GP text; alternative 'code': 1e-3)",
+}
+GP_ALTERNATIVES = {"code": {"optimizer.momentum": 0.0, "record.eps": 1e-3}}
+
+
+def _config(model, data, *, lr, wd, batch, epochs, sweep, momentum=0.0, schedule=None, eps=1e-3, every=10, loss="cross_entropy", **record):
+    return {
+        "model": model, "data": dict(data), "loss": loss,
+        "optimizer": {"lr": lr, "momentum": momentum, "weight_decay": wd},
+        "schedule": dict(schedule or {"kind": "constant"}),
+        "train": {"batch_size": batch, "epochs": epochs},
+        "record": {"eps": eps, "every": every, **record},
+        "sweep": sweep,
+    }  # fmt: skip
+
+
+def _quick(paper: dict, sweep: dict, *, model=None, data=None, epochs=QUICK_EPOCHS, **changes) -> dict:
+    """The quick scale of a paper config: small model of the same family, digits, fewer epochs.
+
+    Milestones scale with the epochs (60/100/200 of 500 → 2/4/8 of 20); records every epoch;
+    the rank is counted at :data:`QUICK_EPS`.
+    """
+    cfg = copy.deepcopy(paper)
+    name = cfg["model"] if isinstance(cfg["model"], str) else cfg["model"]["name"]
+    cfg["model"] = model or SMALL.get(name, name)
+    cfg["data"] = dict(data or QUICK_DATA)
+    ratio = epochs / cfg["train"]["epochs"]
+    if cfg["schedule"]["kind"] == "multistep":
+        cfg["schedule"]["milestones"] = sorted({max(1, round(m * ratio)) for m in cfg["schedule"]["milestones"]})
+    if cfg["schedule"]["kind"] == "step":
+        cfg["schedule"]["every"] = max(1, round(cfg["schedule"]["every"] * ratio))
+    cfg["train"]["epochs"] = epochs
+    cfg["record"]["every"] = 1
+    cfg["record"]["eps"] = QUICK_EPS
+    cfg["sweep"] = sweep
+    for key, value in changes.items():
+        section, _, leaf = key.partition("__")
+        cfg[section][leaf] = value
+    return cfg
+
+
+def _gsgp(id, fig, model, varies, family, roles, claim, *, lr, wd, batch, sweep, quick_sweep, epochs=500, data=CIFAR,
+          schedule=GSGP_SCHEDULE, momentum=0.0, eps=1e-3, quick=None, readings=None, **record) -> Preset:
+    paper = _config(model, data, lr=lr, wd=wd, batch=batch, epochs=epochs,
+                    sweep=sweep, momentum=momentum, schedule=schedule, eps=eps, **record)
+    quick_cfg = _quick(paper, quick_sweep, **(quick or {}))
+    return Preset(id, f"GSGP Fig. {fig}", model, data["name"], varies, family, roles, claim, paper, quick_cfg,
+                  {**GSGP_READINGS, **(readings or {})}, GSGP_ALTERNATIVES)
+
+
+def _gp(id, fig, model, varies, family, roles, claim, *, lr, wd, batch, sweep, quick_sweep, epochs=500, data=CIFAR,
+        schedule=GSGP_SCHEDULE, momentum=0.9, quick=None, readings=None, loss="cross_entropy") -> Preset:
+    paper = _config(model, data, lr=lr, wd=wd, batch=batch, epochs=epochs, sweep=sweep, momentum=momentum,
+                    schedule=schedule, eps=1e-4, loss=loss)
+    quick_cfg = _quick(paper, quick_sweep, **(quick or {}))
+    return Preset(id, f"GP Fig. {fig}", model, data["name"], varies, family, roles, claim, paper, quick_cfg,
+                  {**GP_READINGS, **(readings or {})}, GP_ALTERNATIVES)
+
+
+def trend(knob, statement) -> Claim:
+    return Claim(statement, "trend", knob)
+
+
+LOWER_B = trend(B, "the average rank decreases as B decreases (weight decay > 0)")
+HIGHER_MU = trend(MU, "the average rank decreases as μ increases")
+HIGHER_WD = trend(WD, "the average rank decreases as λ increases; with λ = 0 B barely matters")
+RANK_EPOCH = "rank-vs-epoch"
+LINES_B = {"vary": B, "panel": MU}
+LINES_WD = {"vary": WD, "panel": B}
+LINES_MU = {"vary": MU, "panel": B}
+QB = [8, 32, 128]  # quick batch sizes
+QWD = [0.0, 5e-3, 5e-2]  # quick weight decays
+
+PRESETS_LIST = [
+    _gsgp("gsgp-fig1", 1, "resnet18", "heatmaps of the final average rank over (μ, λ) at B = 8 and 16 ((c), (d): slices of the same grid)",
+          "heatmap", {"x": MU, "y": WD, "panel": B}, trend(None, "the final rank is lower at smaller B, larger μ, larger λ"),
+          lr=0.5, wd=6e-3, batch=8, sweep={B: [8, 16], MU: [0.05, 0.1, 0.5, 1.0], WD: [5e-4, 1e-3, 3e-3, 6e-3]},
+          quick_sweep={B: [8, 32], MU: [0.02, 0.1], WD: [1e-3, 1e-2]},
+          readings={"grid values": "not given in EXPERIMENTS.md: μ ∈ {0.05, 0.1, 0.5, 1}, λ ∈ {5e-4 … 6e-3} chosen to include (c) μ=0.5, (d) λ=6e-3"}),
+    _gsgp("gsgp-fig2", 2, "resnet18", "μ", RANK_EPOCH, LINES_MU, HIGHER_MU, lr=0.1, wd=5e-4, batch=8,
+          sweep={B: [4, 8, 16], MU: [0.01, 0.05, 0.1, 0.5, 1.0]}, quick_sweep={B: [8, 32], MU: [0.01, 0.05, 0.2]},
+          quick={"optimizer__weight_decay": 5e-3},
+          readings={"μ values": "not given in EXPERIMENTS.md: {0.01, 0.05, 0.1, 0.5, 1}"}),
+    _gsgp("gsgp-fig3", 3, "resnet18", "λ (including 0)", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=1.5, wd=5e-4, batch=8,
+          sweep={B: [8, 16, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: QWD},
+          quick={"optimizer__lr": 0.1}, readings={"λ values": "not given in EXPERIMENTS.md: {0, 1e-4, 5e-4, 1e-3, 5e-3}"}),
+    _gsgp("gsgp-fig4", 4, "resnet18", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B, lr=1e-3, wd=6e-3, batch=8,
+          sweep={B: [8, 16, 32, 64, 128], "zip": {MU: [1e-3, 5e-3, 1e-2], WD: [6e-3, 6e-3, 4e-4]}},
+          quick_sweep={B: QB, "zip": {MU: [0.01, 0.05], WD: [6e-3, 6e-3]}},
+          readings={"eps": "1e-3 (seed 003; seed 000: 1e-2 — rank at any ε is recomputed from the stored spectra)"}),
+    _gsgp("gsgp-fig5", 5, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=32, momentum=0.9,
+          sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [32, 128], WD: QWD},
+          readings={"momentum": "0.9 (stated for this figure)"}),
+    _gsgp("gsgp-fig6", 6, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=4,
+          sweep={B: [4, 8, 16], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [4, 16], WD: QWD}),
+    _gsgp("gsgp-fig7", 7, "mlp-bn-10-100", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
+          sweep={MU: [0.03, 0.1, 0.3], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: QB},
+          quick={"optimizer__weight_decay": 5e-3}),
+    _gsgp("gsgp-fig8", 8, "res-bn-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.05, wd=5e-4, batch=32,
+          sweep={MU: [0.025, 0.05, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.05, 0.1], B: QB},
+          quick={"optimizer__weight_decay": 5e-3}),
+    _gsgp("gsgp-fig9", 9, "vit", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.008, wd=5e-4, batch=32, epochs=200,
+          schedule=VIT_SCHEDULE, sweep={MU: [0.004, 0.008, 0.04], B: [16, 32, 64, 128]},
+          quick_sweep={MU: [0.008, 0.04], B: QB}, quick={"optimizer__weight_decay": 5e-3}),
+    _gsgp("gsgp-fig10", 10, "vit", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.04, wd=5e-4, batch=32, epochs=200,
+          schedule=VIT_SCHEDULE, sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]},
+          quick_sweep={B: [32, 128], WD: QWD}),
+    _gsgp("gsgp-fig11", 11, "resnet18", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.5, wd=5e-4, batch=16,
+          sweep={MU: [0.5, 1.0, 2.0], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.05, 0.1], B: QB},
+          quick={"optimizer__weight_decay": 5e-3}),
+    _gsgp("gsgp-fig12", 12, "vgg16", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B, lr=1e-3, wd=6e-3, batch=8,
+          sweep={B: [8, 16, 32, 64, 128], "zip": {MU: [1e-3, 5e-3, 1e-2], WD: [6e-3, 5e-4, 4e-4]}},
+          quick_sweep={B: QB, "zip": {MU: [0.01, 0.05], WD: [6e-3, 6e-3]}},
+          quick={"data": {**QUICK_DATA, "resize": 32}},
+          readings={"eps": "1e-3 (seed 003; seed 000: 4e-2 — recompute with --eps / rb.load(eps=))"}),
+    _gsgp("gsgp-fig13", 13, "resnet18", "μ on three data sets", RANK_EPOCH, {"vary": MU, "panel": "data.name"}, HIGHER_MU,
+          lr=0.1, wd=5e-4, batch=16, data={"name": "mnist", "pad": 2},
+          sweep={"data.name": ["mnist", "fashion-mnist", "svhn"], MU: [0.01, 0.05, 0.1, 0.5]},
+          quick_sweep={"data.name": ["digits"], MU: [0.01, 0.05, 0.2]},
+          quick={"data": QUICK_DATA, "optimizer__weight_decay": 5e-3},
+          readings={"padding": "every data set padded by 2 (MNIST 28→32 as the authors' code; SVHN 32→36)",
+                    "μ values": "not given in EXPERIMENTS.md: {0.01, 0.05, 0.1, 0.5}",
+                    "quick data": "digits only (MNIST-like); Fashion-MNIST and SVHN are not bundled"}),
+    _gsgp("gsgp-fig14", 14, "resnet18", "‖W_{T−1}‖/‖W_T‖ per layer over training", "norm-ratio", {"panel": MU},
+          Claim("the per-layer norm ratio ‖W_{T−1}‖/‖W_T‖ tends to 1 (GSGP Thm 3.3's assumption)", "norm_ratio"),
+          lr=0.1, wd=5e-4, batch=8, sweep={MU: [0.01, 0.1, 0.5, 1.0]}, quick_sweep={MU: [0.01, 0.1]}, step_norms=2,
+          readings={"ratio": "over one step at each record (record.step_norms: 2), else between records"}),
+    _gsgp("gsgp-fig15", 15, "vgg16", "same ratio, panels B", "norm-ratio", {"panel": B},
+          Claim("the per-layer norm ratio tends to 1", "norm_ratio"), lr=5e-3, wd=5e-4, batch=8,
+          sweep={B: [8, 16, 32, 64]}, quick_sweep={B: [8, 32]}, step_norms=2,
+          quick={"data": {**QUICK_DATA, "resize": 32}}),
+    _gsgp("gsgp-fig16", 16, "resnet18", "singular values of each layer vs B", "layer-spectra", {"vary": B}, LOWER_B,
+          lr=5e-3, wd=6e-3, batch=8, sweep={B: [8, 16, 32, 64, 128]}, quick_sweep={B: QB},
+          quick={"optimizer__lr": 0.05},
+          readings={"claim": "the large singular values shrink as B shrinks, read as: fewer above ε, the rank falls with B"}),
+    _gsgp("gsgp-fig17", 17, "vgg16", "singular values of the 12 layers vs B", "layer-spectra", {"vary": B}, LOWER_B,
+          lr=1e-2, wd=4e-4, batch=8, sweep={B: [8, 16, 32, 64, 128]}, quick_sweep={B: QB},
+          quick={"data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.05, "optimizer__weight_decay": 5e-3}),
+    _gsgp("gsgp-fig18", 18, "mlp-bn-2-10000", "Thm 3.3's bound m_l·B·log(2/ε)/(2μλ) vs the measured rank, over ε", "rank-vs-eps",
+          {}, Claim("the measured ε-rank is below Thm 3.3's bound (non-trivial for ε ≥ 0.3)", "theorem_3_3"),
+          lr=0.1, wd=8e-3, batch=6, sweep={}, quick_sweep={}, step_norms=2),
+    _gp("gp-fig1", 1, "mlp-5-2000", "λ; data MNIST / CIFAR-10; cross-entropy / squared loss", "convergence",
+        {"vary": WD, "panel": "data.name"},
+        Claim("with λ > 0 the weights collapse or d(W_{t+1}, W_t) stays away from 0 (SGD noise)", "sgd_noise", min_share=1.0),
+        lr=0.1, wd=1e-4, batch=128, epochs=2000, momentum=0.0, schedule={"kind": "constant"},
+        sweep={"data.name": ["mnist", "cifar10"], "loss": ["cross_entropy", "mse_onehot"], WD: [0.0, 1e-6, 1e-5, 1e-4, 1e-3]},
+        quick_sweep={"loss": ["cross_entropy", "mse_onehot"], WD: [0.0, 1e-4, 1e-2]}, quick={"data": QUICK_DATA},
+        readings={"momentum": "0 (stated for this figure)"}),
+    _gp("gp-fig2", 2, "mlp-bn-10-100", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
+        quick={"optimizer__weight_decay": 5e-3}),
+    _gp("gp-fig3", 3, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=32,
+        sweep={B: [16, 32, 64, 128], WD: [0.0, 1e-4, 2e-4, 4e-4, 8e-4, 6e-3]}, quick_sweep={B: [16, 128], WD: QWD}),
+    _gp("gp-fig4", 4, "res-bn-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
+        quick={"optimizer__weight_decay": 5e-3}),
+    _gp("gp-fig5", 5, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
+        quick={"optimizer__weight_decay": 5e-3}),
+    _gp("gp-fig6", 6, "mlp-bn-10-100", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
+        Claim("a bottleneck: middle layers have lower rank than the first and last counted ones", "bottleneck"),
+        lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
+        quick_sweep={B: [32, 128], MU: [0.05, 0.1]}, quick={"model": "mlp-bn-6-64", "optimizer__weight_decay": 5e-3}),
+    _gp("gp-fig7", 7, "res-bn-5-500", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
+        Claim("the residual blocks' ranks are balanced (within 50 % of each other)", "balanced", tolerance=0.5),
+        lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
+        quick_sweep={B: [32, 128], MU: [0.05, 0.1]}, quick={"optimizer__weight_decay": 5e-3},
+        readings={"model": "RES-BN-5-500 (GP also shows RES-5-500: set model.name=res-5-500)"}),
+]
+
+# CHEN (seed 002): TwoLayer ReLU network with bias, squared loss, lr × 0.95 every 200 epochs.
+CHEN_SCHEDULE = {"kind": "step", "every": 200, "factor": 0.95}
+CHEN_READINGS = {
+    "lost columns": "CHEN Table 2's two unlabelled columns are read as the learning rate and the batch size's "
+    "companion coefficient; the preset takes the first as lr (1e-4 California, 1e-6 MNIST)",
+    "batch size": "not given in EXPERIMENTS.md: 32",
+    "λ values": "not given in EXPERIMENTS.md: {1e-4, 1e-3, 1e-2, 1e-1}",
+    "momentum": "0 (plain mini-batch SGD)",
+}
+STABLE = Claim("the stable rank of V falls towards 1 as λ grows", "stable_rank")
+
+
+def _chen(id, model, data, width_quick, lr, epochs, quick_data, quick_lr) -> Preset:
+    paper = _config(model, data, lr=lr, wd=1e-3, batch=32, epochs=epochs, loss="mse_scalar", schedule=CHEN_SCHEDULE,
+                    sweep={WD: [1e-4, 1e-3, 1e-2, 1e-1]})
+    quick = _quick(paper, {WD: [1e-3, 1e-1, 1.0]}, model=f"twolayer-{width_quick}", data=quick_data, epochs=30,
+                   optimizer__lr=quick_lr)
+    return Preset(id, "CHEN Sec. 5", model, data["name"], "λ", "weight-decay", {}, STABLE, paper, quick, CHEN_READINGS)
+
+
+PRESETS_LIST += [
+    _chen("chen-california", "twolayer-8192", {"name": "california", "train_size": 1800, "test_size": 600}, 64, 1e-4, 5000,
+          {"name": "synthetic", "train_size": 512, "test_size": 256, "synthetic": {"classes": 0, "noise": 0.1}}, 0.05),
+    _chen("chen-mnist", "twolayer-32768", {"name": "mnist", "train_size": 9000, "test_size": 1000, "standardize": "none"}, 128,
+          1e-6, 2000, {**QUICK_DATA, "standardize": "none"}, 1e-2),
+]
+
+PRESETS: dict[str, Preset] = {p.id: p for p in PRESETS_LIST}
+
+
+def get(preset_id: str) -> Preset:
+    if preset_id not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(preset_id, list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(PRESETS)}"
+        raise KeyError(f"unknown preset {preset_id!r}{hint}")
+    return PRESETS[preset_id]

@@ -1,0 +1,110 @@
+"""``reproduce(preset_id)``: train a figure's sweep, draw the figure, check its claim.
+
+Writes ``<results>/<preset>/<scale>/``: ``runs/`` (the run store, one directory per run id, so
+running again reuses finished runs), ``figure.pdf`` and ``figure.png`` (``figure-<k>.*`` when
+the runs also differ in keys the figure's roles do not cover: one figure per combination),
+``claim.csv`` (the claim's table) and ``claim.json`` (statement, verdict, share).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import api, plots
+from ..config import RunConfig, expand
+from ..plots.select import subset
+from ..summary import varied_keys
+from . import catalog, claims
+
+# keys a family draws on its own axis, without a role: CHEN's figure has λ on the x-axis
+IMPLICIT = {"weight-decay": (catalog.WD,)}
+
+
+@dataclass
+class Reproduction:
+    """What :func:`reproduce` did: the runs, the figure files, the claim's table and verdict."""
+
+    preset: catalog.Preset
+    scale: str
+    out: Path
+    configs: list[RunConfig]
+    runs: list[api.RunResult] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    figure_error: str | None = None
+    claim: pd.DataFrame | None = None
+    verdict: str | None = None  # holds, fails, not enough runs; None for a dry run
+    share: float = float("nan")
+    plan: pd.DataFrame | None = None  # dry run: one row per run
+
+
+def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | None = None) -> list[RunConfig]:
+    """The preset's runs at ``scale``: its sweep expanded and validated (``rb.expand``).
+
+    ``reading`` picks one of the preset's ``alternatives`` (e.g. ``"code"``: the authors'
+    released code where the text differs); ``overrides`` are ``dotted.key=value`` strings that
+    pin a key (a swept key included), applied last.
+    """
+    preset = catalog.get(preset_id)
+    extra = []
+    if reading is not None:
+        if reading not in preset.alternatives:
+            raise ValueError(f"{preset_id} has no reading {reading!r}; it has: {', '.join(preset.alternatives) or 'none'}")
+        extra = [f"{key}={json.dumps(value)}" for key, value in preset.alternatives[reading].items()]
+    return expand(preset.config(scale), extra + list(overrides))
+
+
+def reproduce(preset_id: str, scale: str = "quick", results: str | Path = "results", jobs: int = 1, dry_run: bool = False, *,
+              overrides=(), reading: str | None = None, device: str = "auto", data_root=None, progress: bool = False) -> Reproduction:
+    """Train preset ``preset_id`` at ``scale`` (``quick`` or ``paper``) with ``rb.train``, draw its
+    figure with ``rb.plots``, check its claim (:mod:`.claims`); see the module docstring for
+    what is written. Every config and data set is checked before anything trains (a missing
+    data set raises :class:`~rankbias.errors.DataError`). ``dry_run``: only the plan of runs.
+    """
+    preset = catalog.get(preset_id)
+    out = Path(results) / preset.id / scale
+    runs_dir = out / "runs"
+    todo = configs(preset_id, scale, overrides, reading)
+    result = Reproduction(preset, scale, out, todo)
+    if dry_run:
+        from ..sweep import plan_table
+
+        plan = api.plan(todo, runs_dir, device=device, data_root=data_root, jobs=jobs)
+        result.plan = plan_table(plan, todo, runs_dir)
+        return result
+    result.runs = api.train(todo, runs_dir, jobs=jobs, device=device, data_root=data_root, progress=progress)
+    records = subset(api.load(runs_dir), {r.run_id for r in result.runs})
+    result.figures, result.figure_error = draw(preset, records, out)
+    verdict = claims.check(preset.claim, records)
+    result.claim, result.verdict, result.share = verdict.table, verdict.verdict, verdict.share
+    verdict.table.to_csv(out / "claim.csv", index=False)
+    summary = {"preset": preset.id, "paper": preset.paper, "scale": scale, "claim": preset.claim.statement,
+               "check": preset.claim.check, "knob": preset.claim.knob, "verdict": verdict.verdict,
+               "share": None if verdict.share != verdict.share else verdict.share, "runs": len(result.runs),
+               "figures": [str(p) for p in result.figures], "figure_error": result.figure_error}
+    (out / "claim.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return result
+
+
+def draw(preset: catalog.Preset, records, out: Path) -> tuple[list[Path], str | None]:
+    """The preset's figure family with its roles; one figure per combination of the keys that
+    vary but no role covers. Returns the files written (PDF and PNG) and the error of a figure
+    that could not be drawn (e.g. every run diverged before its first record)."""
+    function = plots.FAMILIES[preset.family][1]
+    drawn = records.runs[records.runs["run_id"].isin(set(records.scalars["run_id"]))]
+    covered = {*preset.roles.values(), *IMPLICIT.get(preset.family, ())}
+    extra = [k for k in varied_keys(drawn) if k not in covered]
+    slices = [((), drawn)] if not extra else list(drawn.groupby(extra))
+    paths = []
+    try:
+        for k, (values, _) in enumerate(slices):
+            where = dict(zip(extra, values if isinstance(values, tuple) else (values,)))
+            figure = function(records, where=where or None, **preset.roles)
+            stem = "figure" if len(slices) == 1 else f"figure-{k + 1}"
+            paths += [plots.save(figure, out / f"{stem}.{suffix}") for suffix in ("pdf", "png")]
+    except plots.PlotError as exc:
+        return paths, str(exc)
+    return paths, None
