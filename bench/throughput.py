@@ -12,7 +12,10 @@ architecture as a plain ``torch.nn`` module, ``torch.optim.SGD``, data indexed o
 the engine trains them as one cohort (one epoch of its training loop). Both do the same steps;
 neither evaluates or records.
 
-    python bench/throughput.py [--case mlp] [--steps 200] [--repeats 3] [--threads 2] [--device cpu]
+    python bench/throughput.py [--case mlp] [--steps 200] [--repeats 3] [--threads 2] [--device cpu] [--update auto]
+
+``--update``: ``fused`` (the cohort linear layers update their weights in their backward),
+``unfused`` (every update in ``CohortSGD.step``) or ``auto`` (the engine's default for the device).
 
 Prints the machine, threads, run-steps per second of both (min and median over repeats) and the
 ratio of the medians and of the best times.
@@ -33,7 +36,7 @@ import rankbias as rb
 from rankbias.data import load_dataset
 from rankbias.models import plain_model
 from rankbias.store import RunStore
-from rankbias.training.engine import CohortTrainer, Member
+from rankbias.training.engine import FUSED_UPDATE_DEVICES, CohortTrainer, Member
 
 BATCH = 16
 CASES = {
@@ -70,9 +73,9 @@ def reference_loop(runs: list[rb.RunConfig], data, device: torch.device) -> floa
     return time.perf_counter() - start
 
 
-def cohort_engine(runs: list[rb.RunConfig], data, device: torch.device, results: str) -> float:
+def cohort_engine(runs: list[rb.RunConfig], data, device: torch.device, results: str, fused: bool | None = None) -> float:
     """All runs as one cohort: one epoch of the engine's training loop. Returns seconds."""
-    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, device)
+    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, device, fused_update=fused)
     _sync(device)
     start = time.perf_counter()
     trainer._train_epoch()
@@ -92,10 +95,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--update", choices=["auto", "fused", "unfused"], default="auto", help="the engine's SGD update")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    fused = {"auto": device.type in FUSED_UPDATE_DEVICES, "fused": True, "unfused": False}[args.update]
     runs = configs(args.case, args.steps)
     data = load_dataset(runs[0].data).to(device)
     run_steps = len(runs) * (len(data.x_train) // BATCH)
@@ -103,10 +108,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as results:
         for _ in range(args.repeats):
             reference.append(reference_loop(runs, data, device))
-            engine.append(cohort_engine(runs, data, device, results))
+            engine.append(cohort_engine(runs, data, device, results, fused=fused))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{args.case}: {runs[0].model.name}, {len(runs)} runs x {len(data.x_train) // BATCH} steps, batch {BATCH}")
-    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}, update {'fused' if fused else 'unfused'}")
     for label, times in (("reference loop (torch.nn + torch.optim.SGD, one run after another)", reference), (f"cohort engine ({len(runs)} runs as one model)", engine)):
         print(f"{label:<70} median {run_steps / statistics.median(times):8.0f}  best {run_steps / min(times):8.0f} run-steps/s")
     print(f"ratio engine / reference: median {statistics.median(reference) / statistics.median(engine):.2f}x, best {min(reference) / min(engine):.2f}x")

@@ -127,7 +127,13 @@ class CohortLinear(nn.Module):
     Input ``(..., R·in)``, output ``(..., R·out)``. Forward and backward are written out
     (:class:`_CohortLinearFn`): three batched matmuls with the operand layouts the CPU BLAS
     takes without copies, the weight gradient in the parameter's own layout.
+
+    ``fused_step``: set by ``CohortSGD.fuse``; then the backward applies the optimizer's update to
+    ``weight`` itself (``fused_step(g, x)``, the gradient being ``gᵀx``) after computing the input
+    gradient with the old weight, and leaves ``weight.grad`` empty (issue 9's fused update).
     """
+
+    fused_step = None
 
     def __init__(self, members: int, in_features: int, out_features: int, bias: bool, init: str = "uniform"):
         super().__init__()
@@ -140,7 +146,7 @@ class CohortLinear(nn.Module):
         return self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _CohortLinearFn.apply(x, self.weight, self.bias)
+        return _CohortLinearFn.apply(x, self.weight, self.bias, self.fused_step)
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
         """``uniform``: ``nn.Linear``'s default, U(−1/√in, 1/√in) for weight and bias.
@@ -156,15 +162,17 @@ class CohortLinear(nn.Module):
 
 
 class _CohortLinearFn(torch.autograd.Function):
-    """``y_r = x_r W_rᵀ + b_r`` for x ``(..., R·in)``, W ``(R, out, in)``, b ``(R, out)`` or None."""
+    """``y_r = x_r W_rᵀ + b_r`` for x ``(..., R·in)``, W ``(R, out, in)``, b ``(R, out)`` or None.
+    With ``fused_step`` (see :class:`CohortLinear`) the backward updates W in place instead of
+    returning its gradient."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, fused_step=None):
         members, out_features, in_features = weight.shape
         lead = x.shape[:-1]
         xr = x.reshape(-1, members, in_features).transpose(0, 1)  # (R, N, in), a strided view
         ctx.save_for_backward(xr, weight)
-        ctx.has_bias, ctx.lead = bias is not None, lead
+        ctx.has_bias, ctx.lead, ctx.fused_step = bias is not None, lead, fused_step
         wt = weight.transpose(1, 2)  # (R, in, out)
         y = torch.bmm(xr, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), xr, wt)  # (R, N, out)
         return y.transpose(0, 1).reshape(*lead, members * out_features)
@@ -177,11 +185,14 @@ class _CohortLinearFn(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.bmm(g, weight).transpose(0, 1).reshape(*ctx.lead, members * in_features)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.bmm(g.transpose(1, 2), xr)  # (R, out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(1)
-        return grad_x, grad_w, grad_b
+        if ctx.needs_input_grad[1]:
+            if ctx.fused_step is not None:
+                ctx.fused_step(g, xr)  # W updated in place: after grad_x, which needs the old W
+            else:
+                grad_w = torch.bmm(g.transpose(1, 2), xr)  # (R, out, in)
+        return grad_x, grad_w, grad_b, None
 
 
 class CohortConv2d(nn.Module):

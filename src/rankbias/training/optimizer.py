@@ -8,9 +8,26 @@ The update is PyTorch's ``torch.optim.SGD`` (dampening 0), per member r::
     W  -= lr_r * d
 
 ``lr`` is set every epoch from the member's schedule (:meth:`set_lr`).
+
+**Fused update** (:meth:`fuse`, issue 9): a layer whose weight gradient is a batched product
+``G = gᵀx`` (``CohortLinear``) may apply the update above inside its backward, after it has
+computed its input gradient with the old ``W``, without ever materializing ``G``; per member::
+
+    plain SGD   W ← W − lr·wd·W + (−lr·g)ᵀx                     one baddbmm_, −lr folded into g
+    momentum    buf ← m·buf + wd·W + gᵀx                          baddbmm_ into the buffer
+                W ← W − lr·ν·wd·W − lr·(1 − ν + ν·m)·buf + (−lr·ν·g)ᵀx     ν = 1 for Nesterov
+
+which is the update above rearranged (for Nesterov d = G + wd·W + m·buf). The momentum buffers
+stay in :attr:`buffers` (the engine checkpoints them), the hyperparameters in this object, so
+:meth:`set_lr` and :meth:`select` apply to the fused weights too. :meth:`step` updates every
+other parameter, and a fused weight whose layer did not run the fused backward from its
+``.grad`` as before. A fused layer's backward *is* its optimizer step: call ``backward`` once
+per :meth:`step` (no gradient accumulation, no gradient inspection of fused weights).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -28,10 +45,55 @@ class CohortSGD:
         self.use_nesterov = bool((self.nesterov > 0).any())
         self.buffers = [torch.zeros_like(p) for p in self.params] if self.use_momentum else []
         self._shaped: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._fused_factors: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
+        self._fused_done: set[int] = set()  # fused weights already updated in this step's backward
 
     def set_lr(self, lr) -> None:
         self.lr.copy_(torch.as_tensor(lr, dtype=torch.float32))
         self._shaped.clear()
+        self._fused_factors.clear()
+
+    def fuse(self, modules) -> int:
+        """Let every module in ``modules`` with a ``fused_step`` attribute (``CohortLinear``) whose
+        weight is one of this optimizer's parameters update that weight in its backward
+        (see the module docstring). Returns the number of fused weights."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        fused = 0
+        for module in modules:
+            if hasattr(module, "fused_step") and id(module.weight) in index:
+                module.fused_step = functools.partial(self._fused_outer_step, index[id(module.weight)])
+                fused += 1
+        return fused
+
+    def _fused_factor_values(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """Per member, shaped ``(R, 1, 1)``, in the parameter's dtype: (−lr·ν·wd or −lr·wd without
+        momentum, momentum, weight decay, −lr·buf_coef, −lr·ν or −lr without momentum)."""
+        if dtype not in self._fused_factors:
+            lr, wd, mom, nesterov = (v.to(dtype).view(-1, 1, 1) for v in (self.lr, self.weight_decay, self.momentum, self.nesterov))
+            if not self.use_momentum:
+                factors = (-lr * wd, mom, wd, None, -lr)
+            else:
+                buf_coef = 1 - nesterov + nesterov * mom
+                factors = (-lr * nesterov * wd, mom, wd, -lr * buf_coef, -lr * nesterov)
+            self._fused_factors[dtype] = factors
+        return self._fused_factors[dtype]
+
+    @torch.no_grad()
+    def _fused_outer_step(self, i: int, g: torch.Tensor, x: torch.Tensor) -> None:
+        """Update parameter ``i`` (``(R, out, in)``) whose gradient is ``gᵀx`` for g ``(R, N, out)``,
+        x ``(R, N, in)``, without forming the gradient (module docstring)."""
+        p = self.params[i]
+        decay, mom, wd, buf_scale, g_scale = self._fused_factor_values(p.dtype)
+        if self.use_momentum:
+            buf = self.buffers[i].mul_(mom).addcmul_(p, wd).baddbmm_(g.transpose(1, 2), x)
+            if self.use_nesterov:
+                p.addcmul_(p, decay)
+                p.baddbmm_((g * g_scale).transpose(1, 2), x)
+            p.addcmul_(buf, buf_scale)
+        else:
+            p.addcmul_(p, decay)
+            p.baddbmm_((g * g_scale).transpose(1, 2), x)
+        self._fused_done.add(i)
 
     def _per_member(self, ndim: int) -> tuple[torch.Tensor, ...]:
         """Per-member factors, shaped to broadcast over a parameter of ``ndim`` dimensions:
@@ -46,6 +108,8 @@ class CohortSGD:
     @torch.no_grad()
     def step(self) -> None:
         for i, p in enumerate(self.params):
+            if i in self._fused_done:
+                continue
             neg_lr, wd, mom, nesterov, buf_coef = self._per_member(p.dim())
             g = p.grad.addcmul_(p, wd)  # in place: the gradient is dropped after the step
             if self.use_momentum:
@@ -54,6 +118,7 @@ class CohortSGD:
                 g = g.mul_(nesterov).addcmul_(buf, buf_coef) if self.use_nesterov else buf
             p.addcmul_(g, neg_lr)
             p.grad = None
+        self._fused_done.clear()
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members in index tensor ``keep`` (after ``CohortModel`` was sliced)."""
@@ -61,3 +126,4 @@ class CohortSGD:
         self.weight_decay, self.nesterov = self.weight_decay[keep], self.nesterov[keep]
         self.buffers = [b[keep] for b in self.buffers]
         self._shaped.clear()
+        self._fused_factors.clear()
