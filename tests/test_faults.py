@@ -130,6 +130,27 @@ def test_a_lock_of_a_dead_process_is_taken_over_a_live_one_is_not(tmp_path):
     assert not list(run_dir.glob("*.tmp"))
 
 
+def test_a_finished_runs_stale_lock_is_cleared_by_the_next_sweep(tmp_path):
+    """A sweep killed after a run finished but before it released the lock leaves a stale lock on
+    a done run; the next sweep over it removes that lock (and leaves a live one alone)."""
+    from .conftest import small_config
+
+    config = small_config(**{"train.epochs": 1})
+    results = tmp_path / "results"
+    rb.train(config, results)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_file = results / config.run_id() / "run.lock"
+    lock_file.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "time": 0}))
+    assert rb.train(config, results).reused and not lock_file.exists()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock_file.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "time": time.time()}))
+        assert rb.train(config, results).reused and lock_owner(results / config.run_id())["pid"] == live.pid
+    finally:
+        live.kill()
+
+
 class Boom(RuntimeError):
     pass
 

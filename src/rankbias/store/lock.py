@@ -82,6 +82,18 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # stale (or vanished meanwhile)
             return self._create()
 
+    def clear_stale(self) -> bool:
+        """Remove the lock if its owner is dead (e.g. killed after its run finished, before it
+        released the lock); a live owner's lock stays. Returns whether a lock was removed."""
+        if not self.path.exists():
+            return False
+        with _Guard(self.path.parent.parent / ".lock-guard"):
+            owner = lock_owner(self.path.parent)
+            if owner is None or not owner["stale"]:
+                return False
+            self.path.unlink(missing_ok=True)
+            return True
+
     def release(self) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ..config import RunConfig
-from ..store.lock import lock_owner
+from ..store.lock import RunLock, lock_owner
 from ..store.run_store import RunStore
 from .executors import run_inline, run_local, run_ray
 from .plan import Cohort, Plan, estimate_bytes, plan_sweep
@@ -66,6 +66,8 @@ def execute(
     todo, first = configs, True
     while todo:
         plan = plan_sweep(todo, results, datasets, force=force and first, max_cohort=max_cohort, workers=jobs, memory_cap=memory_cap, device=device)
+        for config in plan.finished:  # a sweep killed between finishing a run and releasing it
+            RunLock(results / config.run_id()).clear_stale()
         if display is None:
             display = SweepProgress(len(configs), enabled=progress and len(plan.cohorts) > 1)
         display.update(len(plan.finished))  # in later rounds: runs another sweep finished
