@@ -258,3 +258,26 @@ def test_step_norms_record_the_last_steps_of_each_recorded_epoch(tmp_path):
         assert last[layer] == pytest.approx(recorded[layer], rel=1e-6)
     # plain SGD with weight decay: the norm changes every step
     assert norms[norms.epoch == 3].groupby("layer")["fro_norm"].nunique().eq(4).all()
+
+
+def test_a_run_killed_after_its_first_checkpoint_joins_a_cohort_of_new_runs(tmp_path, monkeypatch):
+    """A sweep killed between two members' epoch-0 checkpoints leaves one run resumable at epoch 0
+    and one new: both group at epoch 0 and train together; the records equal uninterrupted ones."""
+    first, second = small_config(**{"train.seed": 5}), small_config(**{"train.seed": 6})
+    rb.train([first, second], tmp_path / "straight")
+    original = CohortTrainer._train_epoch
+
+    def dies_in_epoch_1(self, *args):
+        if self.epoch == 1:
+            raise Killed
+        return original(self, *args)
+
+    monkeypatch.setattr(CohortTrainer, "_train_epoch", dies_in_epoch_1)
+    with pytest.raises(Killed):
+        rb.train(first, tmp_path / "killed")
+    assert RunStore(tmp_path / "killed", first.run_id()).load_checkpoint()["epoch"] == 0
+    monkeypatch.setattr(CohortTrainer, "_train_epoch", original)
+    runs = rb.train([first, second], tmp_path / "killed")
+    assert [r.state for r in runs] == ["done", "done"]
+    for config in (first, second):
+        assert_same_records(tmp_path / "straight", tmp_path / "killed", config.run_id(), rtol=1e-4, atol=1e-5)

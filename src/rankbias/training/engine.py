@@ -297,14 +297,17 @@ class CohortTrainer:
 
     def _resume_or_start(self) -> None:
         states = [m.store.load_checkpoint() for m in self.members]
-        if any(s is None for s in states):
-            if any(s is not None for s in states):
-                raise RuntimeError("a cohort mixes new and resumed runs; group members by resume epoch")
+        if all(s is None or s["epoch"] == 0 for s in states):
+            # New runs, or runs killed just after their epoch-0 checkpoint: that checkpoint is the
+            # seeded initialization this trainer has just made again, so they all start afresh.
             for m in self.members:
+                m.store.drop_after(0)
                 m.store.write_config(m.config.to_dict())
                 m.store.set_status("running", 0)
             self._record(None, 0.0)
             return
+        if any(s is None for s in states):
+            raise RuntimeError("a cohort mixes new and resumed runs; group members by resume epoch")
         epochs = {s["epoch"] for s in states}
         if len(epochs) != 1:
             raise RuntimeError(f"cohort members resume from different epochs {sorted(epochs)}")
