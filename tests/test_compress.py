@@ -51,7 +51,7 @@ def test_rank_follows_eps_and_norm_as_the_records_define_it():
         assert rb.compress(layer, eps=eps)[1]["rank"].item() == rank
     assert rb.compress(layer, eps=0.00999, norm="spectral")[1]["rank"].item() == 3  # σ/σ_max = 0.01 > ε
     assert rb.compress(layer, eps=0.00999)[1]["rank"].item() == 2 and norm > 1  # σ/‖W‖_F = 0.00995 < ε
-    small, table = rb.compress(layer, eps=0.5)  # rank 1 of 4: 8 < 16 parameters
+    small, _table = rb.compress(layer, eps=0.5)  # rank 1 of 4: 8 < 16 parameters
     torch.testing.assert_close(small(torch.eye(4)), torch.diag(torch.tensor([1.0, 0, 0, 0])), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="norm must be one of"):
         rb.compress(layer, eps=1e-3, norm="nuclear")
@@ -199,7 +199,7 @@ def test_compressed_run_over_eps(trained):
     untouched = sweep[sweep["layers_compressed"] == 0]
     assert (untouched["test_acc_after"] == untouched["test_acc_before"]).all()
     summary, layers = rb.read_compressed(run.path)  # stored next to the run
-    assert sorted(p.name for p in (run.path / "compress").iterdir())[0].startswith("eps_")
+    assert min(p.name for p in (run.path / "compress").iterdir()).startswith("eps_")
     assert summary["params_after"].tolist() == sweep["params_after"].tolist()
     assert set(layers["name"]) == {"hidden.0", "hidden.1", "out"} and len(layers) == 18
 
@@ -209,7 +209,7 @@ def test_compressed_model_matches_its_table(trained):
     run = trained["runs"][0]
     row = trained["sweep"].sort_values("eps").iloc[-1]
     model = rb.load_model(run.path)
-    small, table = rb.compress(model, eps=row["eps"], input_shape=(64,))
+    small, _table = rb.compress(model, eps=row["eps"], input_shape=(64,))
     assert sum(p.numel() for p in small.parameters()) == row["params_after"]
     config = rb.RunConfig.from_dict(json.loads((run.path / "config.json").read_text()))
     data = load_dataset(config.data, trained["root"] / "data")

@@ -67,7 +67,7 @@ def test_counted_matrices_per_family_as_the_authors_count():
     counted = [i for i in resnet if i.counted]
     assert len(counted) == 17 and all(i.shape[1] % 9 == 0 for i in counted)  # stem + 16 block 3×3 convolutions
     assert {i.name for i in resnet if not i.counted} == {"fc", "layer2.0.shortcut.0", "layer3.0.shortcut.0", "layer4.0.shortcut.0"}
-    assert [i for i in resnet if i.name == "layer4.1.conv2"][0].m_l == 16  # 4×4 output positions
+    assert next(i for i in resnet if i.name == "layer4.1.conv2").m_l == 16  # 4×4 output positions
     vgg = matrix_infos(model_config("vgg16"), CIFAR, 10)
     assert sum(i.counted for i in vgg) == 13 and vgg[-1].name == "fc" and vgg[-1].classifier
     convnet = matrix_infos(model_config("convnet-3-64"), (1, 32, 32), 10)

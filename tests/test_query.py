@@ -32,7 +32,7 @@ def results(tmp_path_factory):
 
 
 def test_final_view_is_each_runs_last_record_with_its_settings(results):
-    path, configs = results
+    path, _configs = results
     loaded = rb.load(path)
     table = rb.query(path, 'select run_id, epoch, avg_rank, test_acc, "train.batch_size", "optimizer.weight_decay", state from final order by run_id')
     assert len(table) == 4 and (table["epoch"] == 2).all() and (table["state"] == "done").all()

@@ -202,7 +202,7 @@ def test_report_renders_in_chromium(written, tmp_path):
     shot = tmp_path / "shot.png"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tempfile.mkdtemp()}"]  # fmt: skip
-    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,3000", path.resolve().as_uri()], capture_output=True, timeout=120)
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,3000", path.resolve().as_uri()], capture_output=True, timeout=120, check=False)
     picture = np.asarray(Image.open(shot).convert("L"))
     assert picture.shape == (3000, 1200) and (picture < 128).mean() > 0.005  # text and figures drawn
 

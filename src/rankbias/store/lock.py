@@ -99,7 +99,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             self.held = False
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> RunLock:  # noqa: PYI034 (final in practice)
         return self
 
     def __exit__(self, *exc) -> None:
