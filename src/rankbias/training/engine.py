@@ -134,7 +134,7 @@ class CohortTrainer:
             losses.sum().backward()
             self.optimizer.step()
             total += losses.detach()
-            if s >= steps - norm_steps - 1:  # after the update, step count self.step + s + 1 ≥ T − k
+            if norm_steps and s >= steps - norm_steps - 1:  # after the update, step count self.step + s + 1 ≥ T − k
                 self.step_norms.append((self.step + s + 1, self._matrix_norms()))
         self.step += steps
         return total / steps
