@@ -133,18 +133,24 @@ class Killed(KeyboardInterrupt):
     pass
 
 
+def kill_in_epoch(monkeypatch, epoch: int):
+    """Make every trainer raise ``Killed`` when it starts ``epoch``; returns the original method."""
+    original = CohortTrainer._train_epoch
+
+    def dies(self, *args):
+        if self.epoch == epoch:
+            raise Killed
+        return original(self, *args)
+
+    monkeypatch.setattr(CohortTrainer, "_train_epoch", dies)
+    return original
+
+
 def test_killed_run_resumes_to_the_uninterrupted_records(tmp_path, monkeypatch):
     configs = [small_config(**{"train.epochs": 5}), small_config(**{"train.epochs": 5, "train.seed": 9})]
     rb.train(configs, tmp_path / "straight")
 
-    original = CohortTrainer._train_epoch
-
-    def dies_in_epoch_4(self, *args):
-        if self.epoch == 4:
-            raise Killed
-        return original(self, *args)
-
-    monkeypatch.setattr(CohortTrainer, "_train_epoch", dies_in_epoch_4)
+    original = kill_in_epoch(monkeypatch, 4)
     with pytest.raises(Killed):
         rb.train(configs, tmp_path / "killed")
     store = RunStore(tmp_path / "killed", configs[0].run_id())
@@ -265,14 +271,7 @@ def test_a_run_killed_after_its_first_checkpoint_joins_a_cohort_of_new_runs(tmp_
     and one new: both group at epoch 0 and train together; the records equal uninterrupted ones."""
     first, second = small_config(**{"train.seed": 5}), small_config(**{"train.seed": 6})
     rb.train([first, second], tmp_path / "straight")
-    original = CohortTrainer._train_epoch
-
-    def dies_in_epoch_1(self, *args):
-        if self.epoch == 1:
-            raise Killed
-        return original(self, *args)
-
-    monkeypatch.setattr(CohortTrainer, "_train_epoch", dies_in_epoch_1)
+    original = kill_in_epoch(monkeypatch, 1)
     with pytest.raises(Killed):
         rb.train(first, tmp_path / "killed")
     assert RunStore(tmp_path / "killed", first.run_id()).load_checkpoint()["epoch"] == 0
