@@ -12,10 +12,12 @@ architecture as a plain ``torch.nn`` module, ``torch.optim.SGD``, data indexed o
 the engine trains them as one cohort (one epoch of its training loop). Both do the same steps;
 neither evaluates or records.
 
-    python bench/throughput.py [--case mlp] [--steps 200] [--repeats 3] [--threads 2] [--device cpu] [--update auto]
+    python bench/throughput.py [--case mlp] [--runs N] [--steps 200] [--repeats 3] [--threads 2] [--device cpu] [--update auto]
 
 ``--update``: ``fused`` (the cohort linear layers update their weights in their backward),
 ``unfused`` (every update in ``CohortSGD.step``) or ``auto`` (the engine's default for the device).
+``--graph``: on a GPU, ``on``/``off`` replays the engine's step from a CUDA graph or not
+(``auto``: the engine's default, on where the step can be captured).
 
 Prints the machine, threads, run-steps per second of both (min and median over repeats) and the
 ratio of the medians and of the best times.
@@ -46,8 +48,10 @@ CASES = {
 }
 
 
-def configs(case: str, steps: int) -> list[rb.RunConfig]:
-    model, data, runs = CASES[case]
+def configs(case: str, steps: int, runs: int = 0) -> list[rb.RunConfig]:
+    """The case's first ``runs`` configurations (0: all of the case's)."""
+    model, data, count = CASES[case]
+    runs = runs or count
     size = steps * BATCH if data["name"] == "synthetic" else min(steps * BATCH, 1497)
     base = rb.RunConfig.from_dict({"model": model, "data": {**data, "train_size": size, "test_size": 16}, "train": {"batch_size": BATCH, "epochs": 1}})
     grid = [(lr, wd) for lr in (0.01, 0.03, 0.1, 0.3) for wd in (0.0, 1e-4, 5e-4, 2e-3)][:runs]
@@ -73,9 +77,11 @@ def reference_loop(runs: list[rb.RunConfig], data, device: torch.device) -> floa
     return time.perf_counter() - start
 
 
-def cohort_engine(runs: list[rb.RunConfig], data, device: torch.device, results: str, fused: bool | None = None) -> float:
-    """All runs as one cohort: one epoch of the engine's training loop. Returns seconds."""
-    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, device, fused_update=fused)
+def cohort_engine(runs: list[rb.RunConfig], data, device: torch.device, results: str, fused: bool | None = None, graph: bool | None = None) -> float:
+    """All runs as one cohort: one epoch of the engine's training loop (after one epoch of
+    warm-up, which also captures the CUDA graph). Returns seconds."""
+    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, device, fused_update=fused, cuda_graph=graph)
+    trainer._train_epoch()
     _sync(device)
     start = time.perf_counter()
     trainer._train_epoch()
@@ -96,22 +102,24 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--update", choices=["auto", "fused", "unfused"], default="auto", help="the engine's SGD update")
+    parser.add_argument("--graph", choices=["auto", "on", "off"], default="auto", help="the engine's CUDA graph (GPU only)")
+    parser.add_argument("--runs", type=int, choices=range(1, 17), metavar="N", default=0, help="the case's first N configurations (default: the case's count; 1 = a single run)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     fused = {"auto": device.type in FUSED_UPDATE_DEVICES, "fused": True, "unfused": False}[args.update]
-    runs = configs(args.case, args.steps)
+    runs = configs(args.case, args.steps, args.runs)
     data = load_dataset(runs[0].data).to(device)
     run_steps = len(runs) * (len(data.x_train) // BATCH)
     reference, engine = [], []
     with tempfile.TemporaryDirectory() as results:
         for _ in range(args.repeats):
             reference.append(reference_loop(runs, data, device))
-            engine.append(cohort_engine(runs, data, device, results, fused=fused))
+            engine.append(cohort_engine(runs, data, device, results, fused=fused, graph={"auto": None, "on": True, "off": False}[args.graph]))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{args.case}: {runs[0].model.name}, {len(runs)} runs x {len(data.x_train) // BATCH} steps, batch {BATCH}")
-    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}, update {'fused' if fused else 'unfused'}")
+    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}, update {'fused' if fused else 'unfused'}, cuda graph {args.graph}")
     for label, times in (("reference loop (torch.nn + torch.optim.SGD, one run after another)", reference), (f"cohort engine ({len(runs)} runs as one model)", engine)):
         print(f"{label:<70} median {run_steps / statistics.median(times):8.0f}  best {run_steps / min(times):8.0f} run-steps/s")
     print(f"ratio engine / reference: median {statistics.median(reference) / statistics.median(engine):.2f}x, best {min(reference) / min(engine):.2f}x")

@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..transfer import to_device
+
 
 def augment(x: torch.Tensor, generators: list[torch.Generator], config) -> torch.Tensor:
     """``x``: the members' batches ``(R, B, C, H, W)``; ``config``: an ``AugmentConfig``."""
@@ -25,13 +27,13 @@ def augment(x: torch.Tensor, generators: list[torch.Generator], config) -> torch
     draws = [_draw(g, batch, config) for g in generators]
     flat = x.flatten(0, 1)  # (R·B, C, H, W)
     if config.crop:
-        offsets = torch.cat([d["offsets"] for d in draws]).to(x.device)  # (R·B, 2)
+        offsets = to_device(torch.cat([d["offsets"] for d in draws]), x.device)  # (R·B, 2)
         flat = _crop(flat, offsets, config.crop)
     if config.flip:
-        flips = torch.cat([d["flips"] for d in draws]).to(x.device)  # (R·B,)
+        flips = to_device(torch.cat([d["flips"] for d in draws]), x.device)  # (R·B,)
         flat = torch.where(flips[:, None, None, None], flat.flip(-1), flat)
     if config.rotate:
-        angles = torch.cat([d["angles"] for d in draws]).to(x.device)  # (R·B,) degrees
+        angles = to_device(torch.cat([d["angles"] for d in draws]), x.device)  # (R·B,) degrees
         flat = rotate(flat, angles)
     return flat.view(members, batch, channels, height, width)
 

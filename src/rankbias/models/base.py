@@ -146,6 +146,10 @@ class CohortModel(nn.Module):
             if hasattr(module, "reset_member"):
                 module.reset_member(r, generator)
 
+    def draws_in_forward(self) -> bool:
+        """Whether a training forward draws random numbers (dropout with p > 0)."""
+        return any(isinstance(m, (CohortDropout, nn.Dropout)) and m.p > 0 for m in self.net.modules())
+
     def set_generators(self, generators: list[torch.Generator]) -> None:
         """The members' generators, from which dropout draws each member's masks."""
         self._generators = generators

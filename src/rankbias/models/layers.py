@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..transfer import to_device
+
 
 class PlainLayers:
     """The factory of ordinary ``torch.nn`` layers: one network."""
@@ -105,7 +107,7 @@ class Dropout(nn.Dropout):
         if self.generator is None or not self.training or self.p == 0:
             return super().forward(x)
         keep = torch.rand(x.shape, generator=self.generator) >= self.p
-        return x * keep.to(x.device, x.dtype) / (1 - self.p)
+        return x * to_device(keep, x.device).to(x.dtype) / (1 - self.p)
 
 
 class Tensor(nn.Module):
@@ -293,7 +295,7 @@ class CohortDropout(nn.Module):
         shape = (*x.shape[:-1], x.shape[-1] // members) if x.dim() != 4 else (x.shape[0], x.shape[1] // members, *x.shape[2:])
         keep = torch.stack([torch.rand(shape, generator=g) >= self.p for g in self.generators], dim=-2 if x.dim() != 4 else 1)
         mask = keep.flatten(-2) if x.dim() != 4 else keep.flatten(1, 2)
-        return x * mask.to(x.device, x.dtype) / (1 - self.p)
+        return x * to_device(mask, x.device).to(x.dtype) / (1 - self.p)
 
 
 class CohortTensor(nn.Module):

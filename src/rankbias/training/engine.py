@@ -26,6 +26,7 @@ from ..data.augment import augment
 from ..models import CohortModel, build_model
 from ..spectra.measures import rank_measures, singular_values
 from ..store.run_store import RunStore
+from .cuda_graph import GraphedStep
 from .losses import member_correct, member_losses, output_size
 from .optimizer import CohortSGD
 
@@ -56,13 +57,30 @@ FUSED_UPDATE_DEVICES = ("cpu",)
 class CohortTrainer:
     """``fused_update``: the cohort linear layers apply their weights' SGD update inside their
     backward (``CohortSGD.fuse``, same update, faster on a CPU); ``None``: on the device types in
-    :data:`FUSED_UPDATE_DEVICES`; ``False`` keeps every update in ``CohortSGD.step``."""
+    :data:`FUSED_UPDATE_DEVICES`; ``False`` keeps every update in ``CohortSGD.step``.
 
-    def __init__(self, members: list[Member], data: Dataset, device: torch.device, progress: bool = False, fused_update: bool | None = None):
+    ``cuda_graph``: on a GPU, replay the training step from a CUDA graph (``cuda_graph.py``);
+    ``None``: whenever the step can be captured (a CUDA device, no dropout, no augmentation).
+    ``tf32``: let float32 matrix products and convolutions on a GPU use TensorFloat-32 (faster,
+    10-bit mantissa: singular values below ~1e-3 of the largest are then noise); off by default.
+    """
+
+    def __init__(
+        self,
+        members: list[Member],
+        data: Dataset,
+        device: torch.device,
+        progress: bool = False,
+        fused_update: bool | None = None,
+        cuda_graph: bool | None = None,
+        tf32: bool = False,
+    ):
         self.members = list(members)
+        self.device = device = torch.device(device)
         self.data = data.to(device)
-        self.device = device
         self.progress = progress
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         cfg = self.config = members[0].config
         self.n_out = output_size(cfg.loss, data.num_classes)
         self.model = build_model(cfg.model, len(members), data.input_shape, self.n_out).to(device)
@@ -79,8 +97,12 @@ class CohortTrainer:
             weight_decay=[o.weight_decay for o in opts],
             nesterov=[o.nesterov for o in opts],
         )
-        if torch.device(device).type in FUSED_UPDATE_DEVICES if fused_update is None else fused_update:
+        if device.type in FUSED_UPDATE_DEVICES if fused_update is None else fused_update:
             self.optimizer.fuse(self.model.modules())
+        capturable = device.type == "cuda" and not cfg.augment.enabled and not self.model.draws_in_forward()
+        if cuda_graph and not capturable:
+            raise ValueError("cuda_graph needs a CUDA device and a training step without dropout or augmentation")
+        self.graphed = GraphedStep(self._train_step) if (capturable if cuda_graph is None else cuda_graph) else None
         self.infos = self.model.matrix_infos()
         self.counted = set(counted_matrices(self.model, cfg.record.layers))
         self.epoch = 0
@@ -118,26 +140,34 @@ class CohortTrainer:
         epoch's last (before the epoch's first step when k ≥ its steps), for ``record.step_norms``.
         """
         cfg = self.config
-        x, y = self.data.x_train, self.data.y_train
-        n, batch = len(x), cfg.train.batch_size
+        n, batch = len(self.data.x_train), cfg.train.batch_size
         steps = n // batch if cfg.train.drop_last else math.ceil(n / batch)
         order = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(self.device)  # (R, n)
-        total = torch.zeros(len(self.members), device=self.device)
+        members = len(self.members)
+        total = torch.zeros(members, device=self.device)
         self.step_norms = [(self.step, self._matrix_norms())] if norm_steps >= steps else []
         self.model.train()
+        graph_key = (members, self.optimizer.version)
         for s in range(steps):
-            index = order[:, s * batch : (s + 1) * batch]  # (R, B): each member's own samples
-            xb = x[index]  # (R, B, *input_shape)
-            if cfg.augment.enabled:
-                xb = augment(xb, self.generators, cfg.augment)
-            losses = member_losses(cfg.loss, self.model(xb), y[index])  # (R,)
-            losses.sum().backward()
-            self.optimizer.step()
-            total += losses.detach()
+            index = order[:, s * batch : (s + 1) * batch].reshape(-1)  # (R·B,): each member's own samples
+            total += self._train_step(index) if self.graphed is None else self.graphed(index, graph_key)
             if norm_steps and s >= steps - norm_steps - 1:  # after the update, step count self.step + s + 1 ≥ T − k
                 self.step_norms.append((self.step + s + 1, self._matrix_norms()))
         self.step += steps
         return total / steps
+
+    def _train_step(self, index: torch.Tensor) -> torch.Tensor:
+        """One SGD step of every member on its samples ``index`` ``(R·B,)``; returns the members'
+        mini-batch losses ``(R,)``. No host synchronization (a CUDA graph may capture it)."""
+        cfg, members = self.config, len(self.members)
+        x, y = self.data.x_train, self.data.y_train
+        xb = x.index_select(0, index).view(members, -1, *x.shape[1:])  # (R, B, *input_shape)
+        if cfg.augment.enabled:
+            xb = augment(xb, self.generators, cfg.augment)
+        losses = member_losses(cfg.loss, self.model(xb), y.index_select(0, index).view(members, -1))  # (R,)
+        losses.sum().backward()
+        self.optimizer.step()
+        return losses.detach()
 
     @torch.no_grad()
     def _matrix_norms(self) -> torch.Tensor:

@@ -23,6 +23,10 @@ stay in :attr:`buffers` (the engine checkpoints them), the hyperparameters in th
 other parameter, and a fused weight whose layer did not run the fused backward from its
 ``.grad`` as before. A fused layer's backward *is* its optimizer step: call ``backward`` once
 per :meth:`step` (no gradient accumulation, no gradient inspection of fused weights).
+
+:attr:`version` counts the changes of the per-member factors (:meth:`set_lr` with new values,
+:meth:`select`): a CUDA graph that captured :meth:`step` holds the factors' tensors of its
+version and must be captured again after a change.
 """
 
 from __future__ import annotations
@@ -47,11 +51,19 @@ class CohortSGD:
         self._shaped: dict[int, tuple[torch.Tensor, ...]] = {}
         self._fused_factors: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
         self._fused_done: set[int] = set()  # fused weights already updated in this step's backward
+        self.version = 0
 
     def set_lr(self, lr) -> None:
-        self.lr.copy_(torch.as_tensor(lr, dtype=torch.float32))
+        lr = torch.as_tensor(lr, dtype=torch.float32)
+        if torch.equal(lr, self.lr.cpu()):
+            return
+        self.lr.copy_(lr)
+        self._changed()
+
+    def _changed(self) -> None:
         self._shaped.clear()
         self._fused_factors.clear()
+        self.version += 1
 
     def fuse(self, modules) -> int:
         """Let every module in ``modules`` with a ``fused_step`` attribute (``CohortLinear``) whose
@@ -125,5 +137,4 @@ class CohortSGD:
         self.lr, self.momentum = self.lr[keep], self.momentum[keep]
         self.weight_decay, self.nesterov = self.weight_decay[keep], self.nesterov[keep]
         self.buffers = [b[keep] for b in self.buffers]
-        self._shaped.clear()
-        self._fused_factors.clear()
+        self._changed()
