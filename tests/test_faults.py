@@ -228,9 +228,10 @@ def test_records_of_another_schema_version_are_refused_with_a_clear_message(tmp_
 def test_provenance_says_how_each_run_was_made(reference):
     ref_results, configs = reference
     record = json.loads((ref_results / configs[0].run_id() / "provenance.json").read_text())
-    for key in ("rankbias_version", "git_commit", "schema_version", "python_version", "torch_version", "numpy_version", "device", "device_name", "torch_threads", "hostname", "start_time", "end_time"):
+    for key in ("rankbias_version", "git_commit", "schema_version", "python_version", "torch_version", "numpy_version", "device", "device_name", "torch_threads", "tf32", "hostname", "start_time", "end_time"):
         assert key in record, key
     assert record["rankbias_version"] == rb.__version__ and record["device"] == "cpu" and record["torch_threads"] == 1
+    assert record["tf32"] is False  # TensorFloat-32 only ever on a GPU, and only when asked
     assert record["hostname"] == socket.gethostname() and record["start_time"] <= record["end_time"]
     assert record["git_commit"] is None or len(record["git_commit"]) >= 40
     assert all(not isinstance(v, (dict, list)) for v in record.values())  # flat

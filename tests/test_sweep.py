@@ -95,9 +95,10 @@ def four_runs():
     return [small_config(**{"train.seed": s, "train.batch_size": b, "train.epochs": 2}) for s in (0, 1) for b in (32, 64)]
 
 
-def test_two_worker_processes_give_the_records_of_one(tmp_path, four_runs):
+def test_two_worker_processes_give_the_records_of_one(tmp_path, four_runs, monkeypatch):
+    monkeypatch.setattr("rankbias.sweep.cores", lambda: 8)  # workers still default to one thread (not cores ÷ workers)
     one = rb.train(four_runs, tmp_path / "one", jobs=1, threads=1)
-    two = rb.train(four_runs, tmp_path / "two", jobs=2, threads=1)
+    two = rb.train(four_runs, tmp_path / "two", jobs=2)
     assert [r.state for r in two] == ["done"] * 4 and not any(r.reused for r in two)
     assert [r.run_id for r in one] == [r.run_id for r in two]
     for config in four_runs:

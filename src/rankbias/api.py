@@ -51,6 +51,7 @@ def train(
     threads: int | None = None,
     fail_fast: bool = False,
     memory_cap: int | None = None,
+    tf32: bool = False,
 ) -> RunResult | list[RunResult]:
     """Train one run or many, grouping runs that can share a model into cohorts.
 
@@ -62,16 +63,24 @@ def train(
 
     Sweeps (``docs/sweeps.md``): cohorts are cut to fit ``memory_cap`` bytes (default: free GPU
     memory, or a share of RAM per worker) and at most ``max_cohort`` runs, and trained by
-    ``jobs`` worker processes with ``threads`` torch threads each (``executor="local"``) or as
-    Ray tasks (``executor="ray"``, cluster at ``address`` or ``$RAY_ADDRESS``, else a local
-    one). A failing cohort is recorded as failed and the others go on, unless ``fail_fast``.
-    Each run has one writer at a time (a lock file), so concurrent sweeps may share ``results``.
+    ``jobs`` worker processes (``executor="local"``; with one, in this process) or as Ray tasks
+    (``executor="ray"``, cluster at ``address`` or ``$RAY_ADDRESS``, else a local one), each
+    with ``threads`` torch threads (default 1, see ``sweep.default_threads``; this process's own
+    setting is restored afterwards). A failing cohort is recorded as failed and the others go
+    on, unless ``fail_fast``. Each run has one writer at a time (a lock file), so concurrent
+    sweeps may share ``results``.
+
+    On a GPU each training step is replayed from a CUDA graph where it can be (no dropout, no
+    augmentation), and float32 matrix products stay float32 unless ``tf32`` (TensorFloat-32:
+    faster, but singular values below ~1e-3 of the largest become noise); ``provenance.json``
+    records the choice.
 
     >>> import rankbias as rb
     >>> run = rb.train(rb.RunConfig.from_dict({"train": {"epochs": 2}}), "results")  # doctest: +SKIP
     """
-    from .sweep import execute
+    from .sweep import default_threads, execute
 
+    default_threads(threads)  # a bad thread count stops here, before anything is written
     single = isinstance(configs, RunConfig)
     configs = [configs] if single else list(configs)
     unique = list({c.run_id(): c for c in configs}.values())
@@ -82,7 +91,7 @@ def train(
     trained = execute(
         unique, results, datasets, device=torch_device, data_root=data_root, force=force, max_cohort=max_cohort,
         jobs=jobs, executor=executor, address=address, threads=threads, fail_fast=fail_fast,
-        memory_cap=memory_cap, progress=progress,
+        memory_cap=memory_cap, progress=progress, tf32=tf32,
     )  # fmt: skip
     out = [_result(results, c, reused=c.run_id() not in trained) for c in configs]
     return out[0] if single else out

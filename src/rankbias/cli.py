@@ -39,14 +39,15 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the sweep's progress (a bar on a terminal, log lines otherwise).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker (default: cores / workers).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads of each training process, this one included (default 1: see docs/sweeps.md).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Worker processes on this machine, or Ray tasks.")
 @click.option("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray).")
 @click.option("--max-cohort", type=click.IntRange(min=1), default=64, show_default=True, help="Most runs trained together as one model.")
 @click.option("--memory-cap", type=click.FloatRange(min=0, min_open=True), help="MiB one cohort may use (default: free GPU memory, or half the RAM shared by the workers).")
 @click.option("--dry-run", is_flag=True, help="Print the runs and their cohorts; train nothing.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed cohort.")
-def run(config, overrides, results, force, device, data_dir, progress, jobs, threads, executor, address, max_cohort, memory_cap, dry_run, fail_fast) -> None:
+@click.option("--tf32", is_flag=True, help="On a GPU, let float32 matrix products use TensorFloat-32 (faster; small singular values become noise).")
+def run(config, overrides, results, force, device, data_dir, progress, jobs, threads, executor, address, max_cohort, memory_cap, dry_run, fail_fast, tf32) -> None:
     """Train the run(s) of CONFIG (a YAML file, optionally with a sweep block).
 
     OVERRIDES are dotted.key=value pairs, e.g. optimizer.lr=0.05 train.batch_size=8.
@@ -65,7 +66,7 @@ def run(config, overrides, results, force, device, data_dir, progress, jobs, thr
         click.echo(f"{len(configs)} run(s) -> {results}/", err=True)
         outcome = api.train(
             configs, results, force=force, device=device, data_root=data_dir, progress=progress, jobs=jobs,
-            threads=threads, executor=executor, address=address, max_cohort=max_cohort, memory_cap=cap, fail_fast=fail_fast,
+            threads=threads, executor=executor, address=address, max_cohort=max_cohort, memory_cap=cap, fail_fast=fail_fast, tf32=tf32,
         )  # fmt: skip
     except RankbiasError as exc:
         _fail(exc)

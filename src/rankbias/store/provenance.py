@@ -49,7 +49,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict:
+def environment(device: torch.device, tf32: bool = False) -> dict:
     from .. import __version__
 
     if device.type == "cuda":
@@ -66,13 +66,14 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": name,
         "torch_threads": torch.get_num_threads(),
+        "tf32": tf32 and device.type == "cuda",
         "hostname": socket.gethostname(),
     }
 
 
-def start(run_dir: Path, device: torch.device) -> None:
+def start(run_dir: Path, device: torch.device, tf32: bool = False) -> None:
     old = read(run_dir) or {}
-    record = environment(device) | {
+    record = environment(device, tf32) | {
         "start_time": old.get("start_time", time.time()),
         "session_start_time": time.time(),
         "end_time": None,

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from ..config import RunConfig
+from ..errors import ConfigError
 from ..store.lock import RunLock, lock_owner
 from ..store.run_store import RunStore
 from .executors import run_inline, run_local, run_ray
@@ -23,7 +24,7 @@ from .worker import StoreError, Task
 
 EXECUTORS = ("local", "ray")
 
-__all__ = ["EXECUTORS", "Cohort", "Plan", "StoreError", "cores", "estimate_bytes", "execute", "plan_sweep", "plan_table"]
+__all__ = ["EXECUTORS", "Cohort", "Plan", "StoreError", "cores", "default_threads", "estimate_bytes", "execute", "plan_sweep", "plan_table"]
 
 
 def cores() -> int:
@@ -34,6 +35,26 @@ def cores() -> int:
 def default_jobs() -> int:
     """Worker processes when none is asked: one per core, one thread each (see docs/sweeps.md)."""
     return cores()
+
+
+def default_threads(threads: int | None = None) -> int:
+    """Torch threads of every process that trains: ``threads`` when given, else one.
+
+    The one place of the thread policy, for cohorts trained in the calling process (one worker:
+    a single run, ``jobs=1``, a one-cohort sweep), in worker processes and in Ray tasks alike.
+    One thread per process, because the cohort engine's small matrix products do not survive
+    sharing the cores: with two torch threads on two cores, one other busy process turns a run
+    of seconds into minutes (each operation waits at a barrier for a descheduled thread), while a
+    single-threaded process only slows down in proportion (measurements in docs/sweeps.md,
+    ``bench/sweep_jobs.py``). Parallelism comes from processes (``jobs``, one per core by default
+    on the command line); ask for more threads (``--threads``) on an idle machine or for large
+    convolutions, where intra-op parallelism may pay.
+    """
+    if threads is None:
+        return 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError("threads", f"must be a whole number of at least 1, got {threads!r}")
+    return threads
 
 
 def execute(
@@ -52,6 +73,7 @@ def execute(
     fail_fast: bool = False,
     memory_cap: int | None = None,
     progress: bool = False,
+    tf32: bool = False,
 ) -> set[str]:
     """Train every run of ``configs`` not finished under ``results``; returns the ids trained.
 
@@ -61,6 +83,7 @@ def execute(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    per_job = default_threads(threads)
     trained: set[str] = set()
     display = None
     todo, first = configs, True
@@ -75,13 +98,15 @@ def execute(
             break
         workers = max(1, min(jobs, len(plan.cohorts)))
         inline = executor == "local" and workers == 1
-        per_job = threads or max(1, cores() // workers)
         tasks = [
-            Task([c.to_dict() for c in cohort.configs], str(results.resolve()), str(device), None if data_root is None else str(data_root), force and first, progress=progress and inline and len(plan.cohorts) == 1)
+            Task([c.to_dict() for c in cohort.configs], str(results.resolve()), str(device), None if data_root is None else str(data_root), force and first, progress=progress and inline and len(plan.cohorts) == 1, tf32=tf32)
             for cohort in plan.cohorts
         ]
+        if progress:
+            where = "in this process" if inline else f"on {workers} {'Ray task' if executor == 'ray' else 'worker process'}(es) at once"
+            print(f"training {len(plan.cohorts)} cohort(s) {where}, {per_job} torch thread(s) each", file=sys.stderr, flush=True)
         if inline:
-            stream = _with_threads(run_inline(tasks, datasets), threads)
+            stream = _with_threads(run_inline(tasks, datasets), per_job)
         elif executor == "local":
             stream = run_local(tasks, workers, per_job)
         else:
@@ -107,11 +132,10 @@ def execute(
     return trained
 
 
-def _with_threads(stream, threads: int | None):
-    """Run an inline stream with ``threads`` torch threads (restored afterwards)."""
+def _with_threads(stream, threads: int):
+    """Run an inline stream with ``threads`` torch threads; the caller's count is restored afterwards."""
     before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         yield from stream
     finally:

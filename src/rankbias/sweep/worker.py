@@ -43,6 +43,7 @@ class Task:
     data_root: str | None = None
     force: bool = False
     progress: bool = False
+    tf32: bool = False  # TensorFloat-32 matrix products on a GPU (CohortTrainer)
 
 
 @dataclass
@@ -84,7 +85,7 @@ def train_cohort(task: Task, datasets: dict | None = None) -> list[Outcome]:
                 continue
             groups.setdefault(checkpoint_epoch(store), []).append(Member(config, store))
         for members in groups.values():
-            _train(members, cache[key], device, task.progress)
+            _train(members, cache[key], device, task.progress, task.tf32)
             for m in members:
                 status = m.store.status() or {}
                 outcomes[m.store.run_id] = Outcome(m.store.run_id, status.get("state", "failed"), status.get("message"))
@@ -101,11 +102,11 @@ def _acquire(lock: RunLock, store: RunStore) -> bool:
         raise _store_error(exc, store.dir) from exc
 
 
-def _train(members: list[Member], data, device: torch.device, progress: bool) -> None:
+def _train(members: list[Member], data, device: torch.device, progress: bool, tf32: bool = False) -> None:
     for m in members:
-        _guard_io(lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, device)), m.store.dir)
+        _guard_io(lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, device, tf32)), m.store.dir)
     try:
-        CohortTrainer(members, data, device, progress=progress).run()
+        CohortTrainer(members, data, device, progress=progress, tf32=tf32).run()
     except (KeyboardInterrupt, SystemExit):
         raise
     except OSError as exc:
