@@ -280,3 +280,29 @@ def test_a_run_killed_after_its_first_checkpoint_joins_a_cohort_of_new_runs(tmp_
     assert [r.state for r in runs] == ["done", "done"]
     for config in (first, second):
         assert_same_records(tmp_path / "straight", tmp_path / "killed", config.run_id(), rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graph_is_refused_where_the_step_cannot_be_captured(tmp_path):
+    config = small_config()
+    data = load_dataset(config.data)
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
+        CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, torch.device("cpu"), cuda_graph=True)
+    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, torch.device("cpu"))
+    assert trainer.graphed is None  # auto: eager on a CPU
+    assert not list(tmp_path.iterdir())  # nothing written before run()
+
+
+def test_optimizer_version_changes_only_with_its_factors():
+    """A captured CUDA graph holds the optimizer's per-member factors: the engine captures again
+    when ``CohortSGD.version`` changes, so it must change with new learning rates or members
+    and only then (an unchanged lr every epoch must not force a capture)."""
+    from rankbias.training.optimizer import CohortSGD
+
+    params = [torch.zeros(3, 4, requires_grad=True)]
+    sgd = CohortSGD(params, lr=[0.1, 0.2, 0.3], momentum=[0.9] * 3, weight_decay=[0.0] * 3, nesterov=[False] * 3)
+    sgd.set_lr([0.1, 0.2, 0.3])
+    assert sgd.version == 0
+    sgd.set_lr([0.01, 0.2, 0.3])
+    assert sgd.version == 1 and sgd.lr.tolist() == pytest.approx([0.01, 0.2, 0.3])
+    sgd.select(torch.tensor([0, 2]))
+    assert sgd.version == 2 and sgd.lr.tolist() == pytest.approx([0.01, 0.3])
