@@ -38,7 +38,7 @@ import rankbias as rb
 from rankbias.data import load_dataset
 from rankbias.models import plain_model
 from rankbias.store import RunStore
-from rankbias.training.engine import FUSED_UPDATE_DEVICES, CohortTrainer, Member
+from rankbias.training.engine import CohortTrainer, Member
 
 BATCH = 16
 CASES = {
@@ -77,10 +77,14 @@ def reference_loop(runs: list[rb.RunConfig], data, device: torch.device) -> floa
     return time.perf_counter() - start
 
 
+SETTING: dict[str, bool] = {}  # what the engine chose: fused update, CUDA graph
+
+
 def cohort_engine(runs: list[rb.RunConfig], data, device: torch.device, results: str, fused: bool | None = None, graph: bool | None = None) -> float:
     """All runs as one cohort: one epoch of the engine's training loop (after one epoch of
     warm-up, which also captures the CUDA graph). Returns seconds."""
     trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, device, fused_update=fused, cuda_graph=graph)
+    SETTING.update(fused_update=trainer.fused_update, cuda_graph=trainer.graphed is not None)
     trainer._train_epoch()
     _sync(device)
     start = time.perf_counter()
@@ -108,7 +112,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    fused = {"auto": device.type in FUSED_UPDATE_DEVICES, "fused": True, "unfused": False}[args.update]
+    fused = {"auto": None, "fused": True, "unfused": False}[args.update]
     runs = configs(args.case, args.steps, args.runs)
     data = load_dataset(runs[0].data).to(device)
     run_steps = len(runs) * (len(data.x_train) // BATCH)
@@ -119,7 +123,7 @@ def main() -> None:
             engine.append(cohort_engine(runs, data, device, results, fused=fused, graph={"auto": None, "on": True, "off": False}[args.graph]))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{args.case}: {runs[0].model.name}, {len(runs)} runs x {len(data.x_train) // BATCH} steps, batch {BATCH}")
-    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}, update {'fused' if fused else 'unfused'}, cuda graph {args.graph}")
+    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}, update {'fused' if SETTING['fused_update'] else 'unfused'}, cuda graph {'on' if SETTING['cuda_graph'] else 'off'}")
     for label, times in (("reference loop (torch.nn + torch.optim.SGD, one run after another)", reference), (f"cohort engine ({len(runs)} runs as one model)", engine)):
         print(f"{label:<70} median {run_steps / statistics.median(times):8.0f}  best {run_steps / min(times):8.0f} run-steps/s")
     print(f"ratio engine / reference: median {statistics.median(reference) / statistics.median(engine):.2f}x, best {min(reference) / min(engine):.2f}x")

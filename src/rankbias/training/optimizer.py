@@ -46,6 +46,7 @@ class CohortSGD:
         self.weight_decay = as_vec(weight_decay)
         self.nesterov = as_vec([float(v) for v in nesterov])
         self.use_momentum = bool((self.momentum > 0).any())
+        self.use_decay = bool((self.weight_decay != 0).any())  # False: the decay terms are skipped
         self.use_nesterov = bool((self.nesterov > 0).any())
         self.buffers = [torch.zeros_like(p) for p in self.params] if self.use_momentum else []
         self._shaped: dict[int, tuple[torch.Tensor, ...]] = {}
@@ -97,13 +98,18 @@ class CohortSGD:
         p = self.params[i]
         decay, mom, wd, buf_scale, g_scale = self._fused_factor_values(p.dtype)
         if self.use_momentum:
-            buf = self.buffers[i].mul_(mom).addcmul_(p, wd).baddbmm_(g.transpose(1, 2), x)
+            buf = self.buffers[i].mul_(mom)
+            if self.use_decay:
+                buf.addcmul_(p, wd)
+            buf.baddbmm_(g.transpose(1, 2), x)
             if self.use_nesterov:
-                p.addcmul_(p, decay)
+                if self.use_decay:
+                    p.addcmul_(p, decay)
                 p.baddbmm_((g * g_scale).transpose(1, 2), x)
             p.addcmul_(buf, buf_scale)
         else:
-            p.addcmul_(p, decay)
+            if self.use_decay:
+                p.addcmul_(p, decay)
             p.baddbmm_((g * g_scale).transpose(1, 2), x)
         self._fused_done.add(i)
 
@@ -119,18 +125,30 @@ class CohortSGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        for i, p in enumerate(self.params):
-            if i in self._fused_done:
-                continue
-            neg_lr, wd, mom, nesterov, buf_coef = self._per_member(p.dim())
-            g = p.grad.addcmul_(p, wd)  # in place: the gradient is dropped after the step
-            if self.use_momentum:
-                buf = self.buffers[i].mul_(mom).add_(g)
-                # nesterov members: g + momentum*buf; the others: buf
-                g = g.mul_(nesterov).addcmul_(buf, buf_coef) if self.use_nesterov else buf
-            p.addcmul_(g, neg_lr)
-            p.grad = None
+        """The update of every parameter not fused (module docstring), as ``torch._foreach_*``
+        ops over all of them: one call per term instead of one per parameter."""
+        todo = [i for i in range(len(self.params)) if i not in self._fused_done]
         self._fused_done.clear()
+        if not todo:
+            return
+        params = [self.params[i] for i in todo]
+        grads = [p.grad for p in params]
+        neg_lr, wd, mom, nesterov, buf_coef = zip(*(self._per_member(p.dim()) for p in params))
+        if self.use_decay:
+            torch._foreach_addcmul_(grads, params, wd)  # in place: the gradients are dropped below
+        step = grads
+        if self.use_momentum:
+            bufs = [self.buffers[i] for i in todo]
+            torch._foreach_mul_(bufs, mom)
+            torch._foreach_add_(bufs, grads)
+            step = bufs
+            if self.use_nesterov:  # nesterov members: g + momentum*buf; the others: buf
+                torch._foreach_mul_(grads, nesterov)
+                torch._foreach_addcmul_(grads, bufs, buf_coef)
+                step = grads
+        torch._foreach_addcmul_(params, step, neg_lr)
+        for p in params:
+            p.grad = None
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members in index tensor ``keep`` (after ``CohortModel`` was sliced)."""
