@@ -105,6 +105,9 @@ def test_cohort_forward_equals_each_members_plain_module(name, strategy):
         for r in range(3):
             plain = getattr(model.member_module(r), mode)()
             torch.testing.assert_close(out[r], plain(x[r]), rtol=1e-4, atol=1e-4)
+    shared = model(x[0], shared=True)  # (B, ...) for every member: the first layer runs once for all (eval mode)
+    for r in range(3):
+        torch.testing.assert_close(shared[r], model.member_module(r).eval()(x[0]), rtol=1e-4, atol=1e-4)
     first = model.matrix_infos()[0].name
     assert not torch.equal(model.weight_matrix(first)[0], model.weight_matrix(first)[1])  # different seeds
     assert all(p.shape[0] == 3 for p in model.parameters()) and all(b.shape[0] == 3 for b in model.buffers())

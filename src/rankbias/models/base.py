@@ -70,15 +70,21 @@ class CohortModel(nn.Module):
             return self.family.loop_on_cpu and device.type == "cpu" and self.members > 1
         return self.strategy == "loop"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """``x``: the members' inputs ``(R, B, *input_shape)``, or with ``shared`` one input
+        ``(B, *input_shape)`` for every member (evaluation: the first layer then runs once for
+        all members, see ``layers.py``). Returns ``(R, B, n_out)``."""
         if self.uses_loop(x.device):
-            return self._loop_forward(x)
-        members, batch = x.shape[:2]
-        folded = x.transpose(0, 1).flatten(1, 2)  # (R, B, C, ...) -> (B, R·C, ...)
+            return self._loop_forward(x, shared)
+        if shared:
+            members, batch, folded = self.members, x.shape[0], x
+        else:
+            members, batch = x.shape[:2]
+            folded = x.transpose(0, 1).flatten(1, 2)  # (R, B, C, ...) -> (B, R·C, ...)
         out = self.net(folded)  # (B, R·n_out)
         return out.view(batch, members, -1).transpose(0, 1)  # (R, B, n_out)
 
-    def _loop_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _loop_forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
         """Each member's plain network on its own slice of the stacked parameters and buffers
         (``unbind`` views: gradients land in the stacked ``.grad`` in one stack per parameter,
         batch norm updates the stacked running statistics in place)."""
@@ -88,10 +94,10 @@ class CohortModel(nn.Module):
         dropouts = [m for m in plain.modules() if isinstance(m, Dropout)]
         tensors = {n: t.unbind(0) for n, t in [*self.net.named_parameters(), *self.net.named_buffers()]}
         outputs = []
-        for r in range(len(x)):
+        for r in range(self.members):
             for dropout in dropouts:
                 dropout.generator = self._generators[r] if self._generators else None
-            outputs.append(functional_call(plain, {n: t[r] for n, t in tensors.items()}, (x[r],)))
+            outputs.append(functional_call(plain, {n: t[r] for n, t in tensors.items()}, (x if shared else x[r],)))
         return torch.stack(outputs)  # (R, B, n_out)
 
     def plain(self) -> nn.Module:

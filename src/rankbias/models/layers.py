@@ -11,6 +11,11 @@ channel dimension**:
 
 so ReLU, pooling, residual additions, flattening and attention heads (a member's heads are just
 more heads) need no change, and batch norm over ``R·C`` channels *is* per-member batch norm.
+
+A cohort linear or convolution layer also takes an input **shared by all members** in the plain
+layout (``(..., in)``, ``(B, in, H, W)``: an evaluation set): then it is one plain product with
+the members' stacked weights, ``(R·out, in)``, whose output is the cohort layout, and the input
+is never copied R times (``CohortModel.forward(x, shared=True)``).
 Only the layers that hold parameters differ; a cohort layer's parameters have the member as
 their first dimension and otherwise the plain layer's shape (``(R, out, in, k, k)`` for a
 convolution), so member ``r`` of a cohort is ``state[r]`` loaded into the plain network.
@@ -148,9 +153,11 @@ class CohortLinear(nn.Module):
         return self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_step is None and self.weight.shape[0] == 1:  # one member: the plain layer's op
-            bias = None if self.bias is None else self.bias.view(-1)
-            return F.linear(x, self.weight.view(self.out_features, self.in_features), bias)
+        members = self.weight.shape[0]
+        if x.shape[-1] == self.in_features and (members > 1 or self.fused_step is None):
+            # an input shared by all members, or one member: one plain product, (..., R·out)
+            bias = None if self.bias is None else self.bias.flatten()
+            return F.linear(x, self.weight.view(members * self.out_features, self.in_features), bias)
         return _CohortLinearFn.apply(x, self.weight, self.bias, self.fused_step)
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
@@ -222,7 +229,8 @@ class CohortConv2d(nn.Module):
         members = self.weight.shape[0]
         weight = self.weight.flatten(0, 1)  # (R·out, in, k, k): group r is member r
         bias = None if self.bias is None else self.bias.flatten()
-        return F.conv2d(x, weight, bias, self.stride, self.padding, groups=members)
+        groups = 1 if x.shape[1] == self.in_channels else members  # 1: an input shared by all members
+        return F.conv2d(x, weight, bias, self.stride, self.padding, groups=groups)
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:
         """``nn.Conv2d``'s default: U(−1/√fan_in, 1/√fan_in), fan_in = in·k·k."""

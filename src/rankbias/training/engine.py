@@ -218,7 +218,7 @@ class CohortTrainer:
         self.model.eval()
         for s in range(0, n, chunk):
             xb, yb = x[s : s + chunk], y[s : s + chunk]
-            out = self.model(xb.expand(members, *xb.shape))
+            out = self.model(xb, shared=True)  # (R, B, n_out)
             yb = yb.expand(members, *yb.shape)
             loss_sum += member_losses(self.config.loss, out, yb) * len(xb)
             correct += member_correct(self.config.loss, out, yb, self.data.num_classes)
