@@ -234,6 +234,16 @@ def test_results_directory_and_figure(trained):
         compression_figure(table, by="optimizer.lr")
 
 
+def test_regression_compression_figure_draws_the_test_loss(trained):
+    """A run without classes has no accuracy: its curve is the test loss (it was drawn empty)."""
+    table = trained["sweep"].copy()
+    table[["test_acc_before", "test_acc_after"]] = float("nan")
+    axes = compression_figure(table).axes[0]
+    assert axes.get_ylabel() == "test loss"
+    curve = axes.get_lines()[0]
+    assert list(curve.get_ydata()) == table.sort_values("eps")["test_loss_after"].tolist()
+
+
 def test_cli_compress(trained):
     results, data = trained["root"] / "results", str(trained["root"] / "data")
     run = trained["runs"][1].path

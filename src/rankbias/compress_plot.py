@@ -1,4 +1,4 @@
-"""The figure of compression: test accuracy against parameter count over ε.
+"""The figure of compression: test accuracy (test loss for regression) against parameter count over ε.
 
 Each point is one ε of :func:`rankbias.compress.compress_run` (a larger ε gives fewer
 parameters); the hollow marker at the right end of a curve is the uncompressed network. The
@@ -26,6 +26,7 @@ def compression_figure(table: pd.DataFrame, by: str | None = None) -> Figure:
     """Test accuracy after compression against the number of parameters, one curve per run
     (labelled by the settings that differ) or, with ``by`` (a config key such as
     ``train.batch_size``), one curve per value of it: the mean over its runs at each ε.
+    Runs without classes (regression: no accuracy) are drawn by their test loss.
 
     ``table``: the summary of :func:`rankbias.compress.compress_run` or
     :func:`rankbias.compress.read_compressed` (columns run_id, eps, params_before, params_after,
@@ -36,7 +37,8 @@ def compression_figure(table: pd.DataFrame, by: str | None = None) -> Figure:
     if by is not None and by not in table.columns:
         keys = ", ".join(setting_keys(table)) or "none (a single run)"
         raise ValueError(f"{by!r} is not a setting that differs between these runs; these do: {keys}")
-    columns = ["params_before", "params_after", "test_acc_before", "test_acc_after"]
+    metric = "test_acc" if table["test_acc_after"].notna().any() else "test_loss"
+    columns = ["params_before", "params_after", f"{metric}_before", f"{metric}_after"]
     if by is None:
         keys = setting_keys(table)
         groups = [(_label(rows, keys), rows) for _, rows in table.groupby("run_id", sort=False)]
@@ -48,12 +50,12 @@ def compression_figure(table: pd.DataFrame, by: str | None = None) -> Figure:
     for i, (name, rows) in enumerate(groups):
         curve = rows.groupby("eps")[columns].mean().sort_index()
         style = line_style(i, len(groups))
-        ax.plot(curve["params_after"], curve["test_acc_after"], label=name, **style)
-        ax.plot(curve["params_before"].iloc[0], curve["test_acc_before"].iloc[0], linestyle="none",
+        ax.plot(curve["params_after"], curve[f"{metric}_after"], label=name, **style)
+        ax.plot(curve["params_before"].iloc[0], curve[f"{metric}_before"].iloc[0], linestyle="none",
                 marker=style["marker"], markerfacecolor="none", markeredgecolor=style["color"], markersize=7)
     ax.set_xscale("log")
     ax.set_xlabel("parameters after compression")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy" if metric == "test_acc" else "test loss")
     norms = ", ".join(sorted(table["norm"].astype(str).unique()))
     eps = table["eps"]
     ax.set_title(f"ε from {eps.min():.2g} to {eps.max():.2g} ({norms} norm); hollow: uncompressed")
