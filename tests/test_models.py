@@ -202,3 +202,20 @@ def test_a_member_in_a_cohort_trains_exactly_as_alone_in_float64(name, strategy)
     for (param_name, a), b in zip(pair.named_parameters(), alone.parameters()):
         torch.testing.assert_close(a[0], b[0], rtol=1e-10, atol=1e-12, msg=param_name)
     assert not torch.equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("name", ["mlp-bn-2-8", "res-bn-2-8", "twolayer-16"])
+def test_a_members_arithmetic_does_not_depend_on_its_cohort(name):
+    """Bit for bit: a run resumed alone (or in another cohort) must replay the records of its
+    uninterrupted cohort, so member 0's outputs on its own inputs and on an input shared by the
+    cohort (evaluation) are the same in a cohort of 3 as alone."""
+    options, shape = TINY[name]
+    trio, alone = cohort(name, input_shape=shape, **options), cohort(name, members=1, input_shape=shape, **options)
+    with torch.no_grad():
+        for (_, a), (_, b) in zip(alone.state_dict().items(), trio.state_dict().items()):
+            a.copy_(b[:1])
+    x = torch.randn(3, 6, *shape)
+    for mode in ("train", "eval"):
+        trio.train(mode == "train"), alone.train(mode == "train")
+        assert torch.equal(trio(x)[0], alone(x[:1])[0]), mode
+        assert torch.equal(trio(x[0], shared=True)[0], alone(x[0], shared=True)[0]), mode

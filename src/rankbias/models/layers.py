@@ -13,9 +13,11 @@ so ReLU, pooling, residual additions, flattening and attention heads (a member's
 more heads) need no change, and batch norm over ``R·C`` channels *is* per-member batch norm.
 
 A cohort linear or convolution layer also takes an input **shared by all members** in the plain
-layout (``(..., in)``, ``(B, in, H, W)``: an evaluation set): then it is one plain product with
-the members' stacked weights, ``(R·out, in)``, whose output is the cohort layout, and the input
-is never copied R times (``CohortModel.forward(x, shared=True)``).
+layout (``(..., in)``, ``(B, in, H, W)``: an evaluation set), which is never copied R times
+(``CohortModel.forward(x, shared=True)``): a linear layer reads it through a stride-0 view, with
+each member's product the same as on its own input (a member's records do not depend on its
+cohort, to the bit), a convolution is one plain convolution with the stacked ``(R·out, in, k, k)``
+kernels.
 Only the layers that hold parameters differ; a cohort layer's parameters have the member as
 their first dimension and otherwise the plain layer's shape (``(R, out, in, k, k)`` for a
 convolution), so member ``r`` of a cohort is ``state[r]`` loaded into the plain network.
@@ -154,10 +156,11 @@ class CohortLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members = self.weight.shape[0]
-        if x.shape[-1] == self.in_features and (members > 1 or self.fused_step is None):
-            # an input shared by all members, or one member: one plain product, (..., R·out)
-            bias = None if self.bias is None else self.bias.flatten()
-            return F.linear(x, self.weight.view(members * self.out_features, self.in_features), bias)
+        if members > 1 and x.shape[-1] == self.in_features:  # an input shared by all members
+            xr = x.reshape(1, -1, self.in_features).expand(members, -1, -1)  # (R, N, in), not copied
+            wt = self.weight.transpose(1, 2)
+            y = torch.bmm(xr, wt) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), xr, wt)  # (R, N, out)
+            return y.transpose(0, 1).reshape(*x.shape[:-1], members * self.out_features)
         return _CohortLinearFn.apply(x, self.weight, self.bias, self.fused_step)
 
     def reset_member(self, r: int, generator: torch.Generator) -> None:

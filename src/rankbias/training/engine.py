@@ -56,9 +56,9 @@ FUSED_UPDATE_DEVICES = ("cpu",)
 
 class CohortTrainer:
     """``fused_update``: the cohort linear layers apply their weights' SGD update inside their
-    backward (``CohortSGD.fuse``, same update, faster on a CPU); ``None``: for cohorts of several
-    members on the device types in :data:`FUSED_UPDATE_DEVICES` (a single run's linear layers are
-    the plain ``F.linear``, faster alone); ``False`` keeps every update in ``CohortSGD.step``.
+    backward (``CohortSGD.fuse``, same update, faster on a CPU); ``None``: on the device types in
+    :data:`FUSED_UPDATE_DEVICES` — for every cohort size, so that a run does the same arithmetic
+    alone as in a cohort (it may resume alone); ``False`` keeps every update in ``CohortSGD.step``.
 
     ``cuda_graph``: on a GPU, replay the training step from a CUDA graph (``cuda_graph.py``);
     ``None``: whenever the step can be captured (a CUDA device, no dropout, no augmentation).
@@ -98,7 +98,7 @@ class CohortTrainer:
             weight_decay=[o.weight_decay for o in opts],
             nesterov=[o.nesterov for o in opts],
         )
-        self.fused_update = device.type in FUSED_UPDATE_DEVICES and len(members) > 1 if fused_update is None else fused_update
+        self.fused_update = device.type in FUSED_UPDATE_DEVICES if fused_update is None else fused_update
         if self.fused_update:
             self.optimizer.fuse(self.model.modules())
         capturable = device.type == "cuda" and not cfg.augment.enabled and not self.model.draws_in_forward()
