@@ -54,7 +54,7 @@ def theorem_3_3_figure(table: pd.DataFrame, run_id: str | None = None, counted_o
     ax.set_xlabel("ε")
     ax.set_ylabel("rank (mean over matrices)")
     ax.set_title("GSGP Thm 3.3 (Fig. 18): solid bound m_l·B·log(2/ε)/(2μλ),\ndashed measured ε-rank, dotted matrix size")
-    if groups:  # no rows: no run has weight decay, nothing to bound
+    if ax.get_legend_handles_labels()[0]:  # a single run with nothing varied has no label
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
 
