@@ -72,8 +72,8 @@ class CohortModel(nn.Module):
 
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
         """``x``: the members' inputs ``(R, B, *input_shape)``, or with ``shared`` one input
-        ``(B, *input_shape)`` for every member (evaluation: the first layer then runs once for
-        all members, see ``layers.py``). Returns ``(R, B, n_out)``."""
+        ``(B, *input_shape)`` for every member (evaluation: not copied per member, see
+        ``layers.py``). Returns ``(R, B, n_out)``."""
         if self.uses_loop(x.device):
             return self._loop_forward(x, shared)
         if shared:

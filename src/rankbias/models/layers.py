@@ -11,16 +11,16 @@ channel dimension**:
 
 so ReLU, pooling, residual additions, flattening and attention heads (a member's heads are just
 more heads) need no change, and batch norm over ``R·C`` channels *is* per-member batch norm.
-
-A cohort linear or convolution layer also takes an input **shared by all members** in the plain
-layout (``(..., in)``, ``(B, in, H, W)``: an evaluation set), which is never copied R times
-(``CohortModel.forward(x, shared=True)``): a linear layer reads it through a stride-0 view, with
-each member's product the same as on its own input (a member's records do not depend on its
-cohort, to the bit), a convolution is one plain convolution with the stacked ``(R·out, in, k, k)``
-kernels.
 Only the layers that hold parameters differ; a cohort layer's parameters have the member as
 their first dimension and otherwise the plain layer's shape (``(R, out, in, k, k)`` for a
 convolution), so member ``r`` of a cohort is ``state[r]`` loaded into the plain network.
+
+A cohort linear or convolution layer also takes an input **shared by all members** in the plain
+layout (``(..., in)``, ``(B, in, H, W)``: an evaluation set), which is never copied R times
+(``CohortModel.forward(x, shared=True)``): a linear layer reads it through a stride-0 view, each
+member's product the same as on its own input (at one thread a member's records do not depend on
+its cohort, to the bit); a convolution is one plain convolution with the stacked
+``(R·out, in, k, k)`` kernels.
 """
 
 from __future__ import annotations
