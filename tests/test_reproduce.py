@@ -12,7 +12,7 @@ import rankbias as rb
 from rankbias.cli import main
 from rankbias.models import matrix_infos
 from rankbias.plots import FAMILIES
-from rankbias.reproduce import PRESETS, configs, reproduce
+from rankbias.reproduce import PRESETS, configs, reproduce, select
 from rankbias.reproduce.claims import CHECKS
 
 # the figure ids of EXPERIMENTS.md's tables (GSGP seed-003 numbering, GP), and CHEN's two data sets
@@ -147,3 +147,43 @@ def test_keys_no_role_covers_give_one_figure_each(tmp_path):
     assert sorted(p.name for p in result.figures) == ["figure-1.pdf", "figure-1.png", "figure-2.pdf", "figure-2.png"]
     assert set(result.claim["check"]) == {"gp_sgd_noise"}
     assert len(result.claim) == 4  # the runs with λ > 0 (2 λ × 2 losses); λ = 0 is the baseline (holds NA)
+
+
+def test_select_takes_ids_patterns_and_all():
+    assert select(["gp-fig[2-3]", "chen-*"]) == ["gp-fig2", "gp-fig3", "chen-california", "chen-mnist"]
+    assert select(["all"]) == EXPECTED_IDS and select(["gsgp-fig7", "gsgp-fig7"]) == ["gsgp-fig7"]
+    with pytest.raises(KeyError, match="no preset matches 'vgg"):
+        select(["vgg*"])
+
+
+def test_quick_scale_of_convolution_and_attention_trends_gives_weight_decay_time():
+    """ResNet-18, VGG-16 and ViT keep their initialization's full rank through 20 epochs at the
+    papers' μλ (docs/reproduce.md, calibration): their trend presets train at least 60 epochs at a
+    constant lr (no scaled milestones), and at the smallest B the largest μλ·steps is ≥ 7."""
+    deep = [p for p in EXPECTED_IDS if PRESETS[p].model in ("resnet18", "vgg16", "vit") and PRESETS[p].claim.check == "trend"]
+    assert len(deep) == 11
+    for preset_id in deep:
+        quick = configs(preset_id, "quick")
+        assert all(c.schedule.kind == "constant" and c.train.epochs >= 60 for c in quick), preset_id
+        smallest = min(c.train.batch_size for c in quick)
+        decay_times = [c.optimizer.lr * c.optimizer.weight_decay * c.train.epochs * (c.data.train_size // smallest) for c in quick if c.train.batch_size == smallest]
+        assert max(decay_times) >= 7, preset_id
+    paper = configs("gsgp-fig11", "paper")[0]  # the paper scale keeps its schedule
+    assert paper.schedule.kind == "multistep" and tuple(paper.schedule.milestones) == (60, 100, 200)
+
+
+def test_several_presets_in_one_command_and_their_page(tmp_path):
+    tiny = ["train.epochs=3", "data.train_size=256", "data.test_size=64"]
+    result = CliRunner().invoke(main, ["reproduce", "gp-fig2", "chen-*", "--results", str(tmp_path), "--device", "cpu", *tiny])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("verdict: ") == 3 and "reproduce-quick.html" in result.output
+    table = pd.read_csv(tmp_path / "reproduce-quick.csv")
+    assert list(table["preset"]) == ["gp-fig2", "chen-california", "chen-mnist"]
+    for row in table.itertuples():
+        claim = json.loads((tmp_path / row.preset / "quick" / "claim.json").read_text())
+        assert row.verdict == claim["verdict"] and row.runs == claim["runs"] and claim["seconds"] > 0
+    page = (tmp_path / "reproduce-quick.html").read_text()
+    assert page.count('<h2 id="chen-') == 2 and '<h2 id="gp-fig2">' in page
+    pngs = len(list(tmp_path.glob("*/quick/figure*.png")))
+    assert pngs >= 3 and page.count("data:image/png;base64,") == pngs  # every figure drawn is on the page
+    assert "http://" not in page and "https://" not in page  # self-contained

@@ -16,7 +16,8 @@ from .summary import epoch_table, final_summary
 
 
 def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
+    click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
 
@@ -345,24 +346,26 @@ def export_command(results, out, fmt) -> None:
 
 
 @main.command("reproduce")
-@click.argument("preset", required=False)
 @click.option("--list", "list_", is_flag=True, help="List the presets: id, paper figure, what varies, runs × epochs per scale.")
 @click.option("--scale", type=click.Choice(["quick", "paper"]), default="quick", show_default=True, help="quick: minutes on a CPU (digits/synthetic, small models); paper: the papers' settings.")
-@click.option("--results", default="results", show_default=True, type=click.Path(path_type=Path), help="Writes RESULTS/PRESET/SCALE/.")
+@click.option("--results", default="results", show_default=True, type=click.Path(path_type=Path), help="Writes RESULTS/PRESET/SCALE/ and RESULTS/reproduce-SCALE.html.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--reading", help="Another reading of an ambiguous text (e.g. code: the authors' released code).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
 @click.option("--dry-run", is_flag=True, help="Print the runs; train nothing.")
-@click.argument("overrides", nargs=-1)
-def reproduce_command(preset, list_, scale, results, jobs, reading, device, data_dir, dry_run, overrides) -> None:
-    """Reproduce a figure of the papers (GSGP, GP, CHEN): train, draw, check its claim.
+@click.argument("args", nargs=-1, metavar="[PRESET]... [OVERRIDES]...")
+def reproduce_command(args, list_, scale, results, jobs, reading, device, data_dir, dry_run) -> None:
+    """Reproduce figures of the papers (GSGP, GP, CHEN): train, draw, check each claim.
 
-    OVERRIDES are dotted.key=value pairs that pin a key, e.g. train.epochs=5. See docs/reproduce.md.
+    PRESET: an id (gsgp-fig7), a shell pattern ('gsgp-*') or all. OVERRIDES are dotted.key=value
+    pairs that pin a key in every preset, e.g. train.epochs=5. Writes one folder per preset and a
+    page of all reproductions at the scale, RESULTS/reproduce-SCALE.html. See docs/reproduce.md.
     """
-    from .reproduce import PRESETS, configs, reproduce
+    from .reproduce import PRESETS, configs, page, reproduce, select
 
-    if list_ or not preset:
+    patterns, overrides = [a for a in args if "=" not in a], [a for a in args if "=" in a]
+    if list_ or not patterns:
         rows = []
         for p in PRESETS.values():
             sizes = {s: configs(p.id, s) for s in ("quick", "paper")}
@@ -371,15 +374,24 @@ def reproduce_command(preset, list_, scale, results, jobs, reading, device, data
         _print(pd.DataFrame(rows))
         return
     try:
-        result = reproduce(preset, scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device, data_root=data_dir)
+        ids = select(patterns)
+        for preset_id in ids:  # every preset checked before any trains
+            configs(preset_id, scale, overrides, reading)
     except (RankbiasError, KeyError, ValueError) as exc:
         _fail(exc)
-    if dry_run:
-        click.echo(f"{result.preset.paper} ({preset}, {scale}): {len(result.configs)} run(s); nothing trained")
-        _print(result.plan)
-        return
-    click.echo(f"{result.preset.paper}: {result.preset.claim.statement}")
-    if len(result.claim):
-        _print(result.claim)
-    share = "" if result.share != result.share else f" ({result.share:.0%} agree)"
-    click.echo(f"verdict: {result.verdict}{share}; figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")
+    for preset_id in ids:
+        try:
+            result = reproduce(preset_id, scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device, data_root=data_dir)
+        except (RankbiasError, KeyError, ValueError) as exc:
+            _fail(exc)
+        if dry_run:
+            click.echo(f"{result.preset.paper} ({preset_id}, {scale}): {len(result.configs)} run(s); nothing trained")
+            _print(result.plan)
+            continue
+        click.echo(f"{preset_id} — {result.preset.paper}: {result.preset.claim.statement}")
+        if len(ids) == 1 and len(result.claim):
+            _print(result.claim)
+        share = "" if result.share != result.share else f" ({result.share:.0%} agree)"
+        click.echo(f"verdict: {result.verdict}{share} in {result.seconds:.0f} s; figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")
+    if not dry_run:
+        click.echo(f"page of every {scale} reproduction under {results}: {page.write(results, scale)}")

@@ -20,7 +20,7 @@ from ..compress import read_compressed, smallest
 from ..compress_plot import compression_figure, setting_keys
 from ..conventions import symbol
 from ..plots.select import fmt
-from .page import _table
+from .page import table_html
 
 MAX_DROP = 0.01  # the accuracy a smaller network may lose and still count as "equal accuracy"
 MAX_CURVES = 8  # past this many runs, one curve per value of the first varied setting
@@ -63,7 +63,7 @@ def compression_section(results: str | Path, runs: pd.DataFrame, render: Callabl
                  f"whose test accuracy is within {MAX_DROP:g} of the uncompressed network's (test loss within {MAX_DROP:.0%} for "
                  "regression), smallest first (<code>rankbias.compress.smallest</code>).</p>")
     best = pd.concat([smallest(rows, MAX_DROP) for _, rows in summary.groupby("norm", sort=True)], ignore_index=True)
-    parts.append(_table(_smallest_table(best, keys), sortable=True) if len(best) else "<p>No ε keeps the accuracy of any run.</p>")
+    parts.append(table_html(_smallest_table(best, keys), sortable=True) if len(best) else "<p>No ε keeps the accuracy of any run.</p>")
     return "\n".join(parts)
 
 

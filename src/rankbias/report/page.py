@@ -66,7 +66,7 @@ def png_base64(figure: Figure, dpi: int = 110) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _table(frame: pd.DataFrame, sortable: bool = False, row_classes: list[str] | None = None) -> str:
+def table_html(frame: pd.DataFrame, sortable: bool = False, row_classes: list[str] | None = None) -> str:
     """A DataFrame as an HTML table, numbers to 4 significant digits, everything escaped."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
@@ -100,12 +100,12 @@ def configuration(results: Results) -> str:
     parts = []
     if varied:
         table = pd.DataFrame({"setting": [_header(k) for k in varied], "values": [", ".join(fmt(v) for v in order_values(runs[k])) for k in varied]})
-        parts.append("<h3>What varied</h3>" + _table(table))
+        parts.append("<h3>What varied</h3>" + table_html(table))
     else:
         parts.append("<p>Nothing varied: one setting.</p>")
     same = [k for k in keys if k not in varied]
     table = pd.DataFrame({"setting": [_header(k) for k in same], "value": [fmt(runs[k].iloc[0]) for k in same]})
-    parts.append(f"<details><summary>Settings every run shares ({len(same)})</summary>{_table(table)}</details>")
+    parts.append(f"<details><summary>Settings every run shares ({len(same)})</summary>{table_html(table)}</details>")
     return "\n".join(parts)
 
 
@@ -118,7 +118,7 @@ def run_table(results: Results) -> str:
         table = final_summary(results).merge(last, on="run_id", how="left")
         table = table[[c for c in table.columns if c not in ("train_acc", "test_acc", "avg_rank")] + ["train_acc", "test_acc", "avg_rank"]].rename(columns={c: symbol(c) for c in table.columns if "." in c})
     classes = [s if s in ("diverged", "failed") else "" for s in table["state"]]
-    return _table(table, sortable=True, row_classes=classes)
+    return table_html(table, sortable=True, row_classes=classes)
 
 
 def problems(results: Results) -> str:
@@ -129,7 +129,7 @@ def problems(results: Results) -> str:
         return "<p>None: every run is done.</p>"
     table = bad[["run_id", *varied_keys(runs), "state", "state_epoch", "message"]].rename(columns={"state_epoch": "epoch"})
     table = table.rename(columns={c: symbol(c) for c in table.columns if "." in c})
-    return _table(table, row_classes=[s if s in ("diverged", "failed") else "" for s in table["state"]])
+    return table_html(table, row_classes=[s if s in ("diverged", "failed") else "" for s in table["state"]])
 
 
 def provenance(run_dirs: list[Path]) -> str:
@@ -151,9 +151,9 @@ def provenance(run_dirs: list[Path]) -> str:
     differ = [c for c in columns if c not in same]
     parts = [f"<p>{len(rows)} of {len(run_dirs)} run(s) have a provenance.json.</p>"]
     if same:
-        parts.append("<h3>Shared by these runs</h3>" + _table(pd.DataFrame({"field": same, "value": [table[c].iloc[0] for c in same]})))
+        parts.append("<h3>Shared by these runs</h3>" + table_html(pd.DataFrame({"field": same, "value": [table[c].iloc[0] for c in same]})))
     if differ:
-        parts.append("<h3>Per run</h3>" + _table(table[["run_id", *differ]], sortable=True))
+        parts.append("<h3>Per run</h3>" + table_html(table[["run_id", *differ]], sortable=True))
     return "\n".join(parts)
 
 

@@ -30,7 +30,7 @@ from ..api import Results
 from ..plots.select import label, ordered_keys
 from ..summary import varied_keys
 from ..theory import figures
-from .page import _table
+from .page import table_html
 
 # check -> (heading, what it claims: trusted HTML)
 CHECKS = {
@@ -97,7 +97,7 @@ def _overview(checks: pd.DataFrame, agreement) -> str:
         agrees = agreement.table["agrees"]
         rows.append({"check": "gsgp_prediction_4_1", "claim": PREDICTION[0], "checked": len(agrees), "holds": int(agrees.sum()),
                      "fails": int((~agrees).sum()), "no prediction": 0, "trivial": 0})
-    return _table(pd.DataFrame(rows))
+    return table_html(pd.DataFrame(rows))
 
 
 def _verdict(rows: pd.DataFrame) -> str:
@@ -121,7 +121,7 @@ def _per_run(rows: pd.DataFrame, labels: dict) -> str:
         row["why"] = _why(group["note"])
         table.append(row)
     frame = pd.DataFrame(table)
-    return _table(frame.drop(columns=[c for c in ("settings",) if not frame[c].astype(bool).any()]), sortable=True)
+    return table_html(frame.drop(columns=[c for c in ("settings",) if not frame[c].astype(bool).any()]), sortable=True)
 
 
 def _span(values: pd.Series, numeric: bool = True):
@@ -149,7 +149,7 @@ def _all_rows(rows: pd.DataFrame) -> str:
             and not rows[c].map(lambda v: isinstance(v, (list, np.ndarray))).any()]
     shown = rows[keep].head(MAX_ROWS)
     cut = f" (the first {MAX_ROWS}; <code>rankbias theory</code> prints all)" if len(rows) > MAX_ROWS else ""
-    return f"<details><summary>All {len(rows)} rows{cut}</summary>{_table(shown.astype(object), sortable=True)}</details>"
+    return f"<details><summary>All {len(rows)} rows{cut}</summary>{table_html(shown.astype(object), sortable=True)}</details>"
 
 
 def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, render) -> str | None:
@@ -184,7 +184,7 @@ def _prediction(agreement, render) -> str:
     if left_out:
         parts.append(f'<p class="note">Left out (not finished): {html.escape(", ".join(left_out))}.</p>')
     shown = table.drop(columns=["knob"]).rename(columns={"symbol": "knob", "run_id": "run (predicted lower)", "other_run_id": "other run"})
-    parts.append(_table(shown.astype(object), sortable=True))
+    parts.append(table_html(shown.astype(object), sortable=True))
     parts.append(render("theory_prediction_4_1", "GSGP Prediction 4.1", "Pairs of runs that agree with the prediction, per knob.",
                         lambda: figures.prediction_figure(table)))
     return "\n".join(parts)

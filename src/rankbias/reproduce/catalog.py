@@ -17,6 +17,7 @@ Low-rank Bias for Neural Networks".
 from __future__ import annotations
 
 import copy
+import fnmatch
 from dataclasses import dataclass, field
 
 B, MU, WD = "train.batch_size", "optimizer.lr", "optimizer.weight_decay"
@@ -71,6 +72,13 @@ QUICK_EPOCHS = 20
 # 20 epochs leave most normalized singular values between 1e-3 and 1e-2: the quick scale counts
 # the rank at ε = 1e-2 (every singular value is stored: rb.load(path, eps=1e-3) gives the paper's)
 QUICK_EPS = 1e-2
+# Convolutional and attention networks need many more steps: at the papers' μλ their small
+# matrices keep the full rank of their initialization through 20 epochs on 512 digits, and the
+# scaled milestones (2/4/8 of 20) stop them early. Their quick scale trains 60 epochs (VGG-16:
+# 100) at a constant lr with μλ of 2e-3 to 8e-3, some 8 to 30 decay times (μλ·steps) at B = 8; the values
+# come from a calibration grid (bench/calibrate_quick.py, docs/reproduce.md).
+DEEP_QUICK = {"epochs": 60, "schedule": {"kind": "constant"}}
+DEEP_READING = {"quick scale": "60 epochs (VGG-16: 100) at a constant lr, μ and λ larger than the paper's (calibrated: docs/reproduce.md)"}
 # the small model of the same family that the quick scale trains, on 8×8 digits
 SMALL = {
     "resnet18": {"name": "resnet18", "width": 8},
@@ -106,13 +114,15 @@ def _config(model, data, *, lr, wd, batch, epochs, sweep, momentum=0.0, schedule
     }  # fmt: skip
 
 
-def _quick(paper: dict, sweep: dict, *, model=None, data=None, epochs=QUICK_EPOCHS, **changes) -> dict:
+def _quick(paper: dict, sweep: dict, *, model=None, data=None, epochs=QUICK_EPOCHS, schedule=None, **changes) -> dict:
     """The quick scale of a paper config: small model of the same family, digits, fewer epochs.
 
-    Milestones scale with the epochs (60/100/200 of 500 → 2/4/8 of 20); records every epoch;
-    the rank is counted at :data:`QUICK_EPS`.
+    Milestones scale with the epochs (60/100/200 of 500 → 2/4/8 of 20) unless ``schedule``
+    replaces the paper's; records every epoch; the rank is counted at :data:`QUICK_EPS`.
     """
     cfg = copy.deepcopy(paper)
+    if schedule is not None:
+        cfg["schedule"] = dict(schedule)
     name = cfg["model"] if isinstance(cfg["model"], str) else cfg["model"]["name"]
     cfg["model"] = model or SMALL.get(name, name)
     cfg["data"] = dict(data or QUICK_DATA)
@@ -167,19 +177,21 @@ PRESETS_LIST = [
     _gsgp("gsgp-fig1", 1, "resnet18", "heatmaps of the final average rank over (μ, λ) at B = 8 and 16 ((c), (d): slices of the same grid)",
           "heatmap", {"x": MU, "y": WD, "panel": B}, trend(None, "the final rank is lower at smaller B, larger μ, larger λ"),
           lr=0.5, wd=6e-3, batch=8, sweep={B: [8, 16], MU: [0.05, 0.1, 0.5, 1.0], WD: [5e-4, 1e-3, 3e-3, 6e-3]},
-          quick_sweep={B: [8, 32], MU: [0.02, 0.1], WD: [1e-3, 1e-2]},
-          readings={"grid values": "not given in EXPERIMENTS.md: μ ∈ {0.05, 0.1, 0.5, 1}, λ ∈ {5e-4 … 6e-3} chosen to include (c) μ=0.5, (d) λ=6e-3"}),
+          quick_sweep={B: [8, 32], MU: [0.1, 0.4], WD: [5e-3, 2e-2]}, quick=DEEP_QUICK,
+          readings={"grid values": "not given in EXPERIMENTS.md: μ ∈ {0.05, 0.1, 0.5, 1}, λ ∈ {5e-4 … 6e-3} chosen to include (c) μ=0.5, (d) λ=6e-3",
+                    **DEEP_READING}),
     _gsgp("gsgp-fig2", 2, "resnet18", "μ", RANK_EPOCH, LINES_MU, HIGHER_MU, lr=0.1, wd=5e-4, batch=8,
-          sweep={B: [4, 8, 16], MU: [0.01, 0.05, 0.1, 0.5, 1.0]}, quick_sweep={B: [8, 32], MU: [0.01, 0.05, 0.2]},
-          quick={"optimizer__weight_decay": 5e-3},
-          readings={"μ values": "not given in EXPERIMENTS.md: {0.01, 0.05, 0.1, 0.5, 1}"}),
+          sweep={B: [4, 8, 16], MU: [0.01, 0.05, 0.1, 0.5, 1.0]}, quick_sweep={B: [8, 32], MU: [0.1, 0.2, 0.4]},
+          quick={**DEEP_QUICK, "optimizer__weight_decay": 2e-2},
+          readings={"μ values": "not given in EXPERIMENTS.md: {0.01, 0.05, 0.1, 0.5, 1}", **DEEP_READING}),
     _gsgp("gsgp-fig3", 3, "resnet18", "λ (including 0)", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=1.5, wd=5e-4, batch=8,
-          sweep={B: [8, 16, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: QWD},
-          quick={"optimizer__lr": 0.1}, readings={"λ values": "not given in EXPERIMENTS.md: {0, 1e-4, 5e-4, 1e-3, 5e-3}"}),
+          sweep={B: [8, 16, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
+          quick={**DEEP_QUICK, "optimizer__lr": 0.1},
+          readings={"λ values": "not given in EXPERIMENTS.md: {0, 1e-4, 5e-4, 1e-3, 5e-3}", **DEEP_READING}),
     _gsgp("gsgp-fig4", 4, "resnet18", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B, lr=1e-3, wd=6e-3, batch=8,
           sweep={B: [8, 16, 32, 64, 128], "zip": {MU: [1e-3, 5e-3, 1e-2], WD: [6e-3, 6e-3, 4e-4]}},
-          quick_sweep={B: QB, "zip": {MU: [0.01, 0.05], WD: [6e-3, 6e-3]}},
-          readings={"eps": "1e-3 (seed 003; seed 000: 1e-2 — rank at any ε is recomputed from the stored spectra)"}),
+          quick_sweep={B: QB, "zip": {MU: [0.1, 0.4], WD: [5e-2, 2e-2]}}, quick=DEEP_QUICK,
+          readings={"eps": "1e-3 (seed 003; seed 000: 1e-2 — rank at any ε is recomputed from the stored spectra)", **DEEP_READING}),
     _gsgp("gsgp-fig5", 5, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=32, momentum=0.9,
           sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [32, 128], WD: QWD},
           readings={"momentum": "0.9 (stated for this figure)"}),
@@ -193,26 +205,25 @@ PRESETS_LIST = [
           quick={"optimizer__weight_decay": 5e-3}),
     _gsgp("gsgp-fig9", 9, "vit", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.008, wd=5e-4, batch=32, epochs=200,
           schedule=VIT_SCHEDULE, sweep={MU: [0.004, 0.008, 0.04], B: [16, 32, 64, 128]},
-          quick_sweep={MU: [0.008, 0.04], B: QB}, quick={"optimizer__weight_decay": 5e-3}),
+          quick_sweep={MU: [0.1, 0.4], B: QB}, quick={**DEEP_QUICK, "optimizer__weight_decay": 5e-3}, readings=DEEP_READING),
     _gsgp("gsgp-fig10", 10, "vit", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.04, wd=5e-4, batch=32, epochs=200,
           schedule=VIT_SCHEDULE, sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]},
-          quick_sweep={B: [32, 128], WD: QWD}),
+          quick_sweep={B: [8, 32], WD: [0.0, 5e-3, 2e-2]}, quick={**DEEP_QUICK, "optimizer__lr": 0.1}, readings=DEEP_READING),
     _gsgp("gsgp-fig11", 11, "resnet18", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.5, wd=5e-4, batch=16,
-          sweep={MU: [0.5, 1.0, 2.0], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.05, 0.1], B: QB},
-          quick={"optimizer__weight_decay": 5e-3}),
+          sweep={MU: [0.5, 1.0, 2.0], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.4], B: QB},
+          quick={**DEEP_QUICK, "optimizer__weight_decay": 2e-2}, readings=DEEP_READING),
     _gsgp("gsgp-fig12", 12, "vgg16", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B, lr=1e-3, wd=6e-3, batch=8,
           sweep={B: [8, 16, 32, 64, 128], "zip": {MU: [1e-3, 5e-3, 1e-2], WD: [6e-3, 5e-4, 4e-4]}},
-          quick_sweep={B: QB, "zip": {MU: [0.01, 0.05], WD: [6e-3, 6e-3]}},
-          quick={"data": {**QUICK_DATA, "resize": 32}},
-          readings={"eps": "1e-3 (seed 003; seed 000: 4e-2 — recompute with --eps / rb.load(eps=))"}),
+          quick_sweep={B: QB, "zip": {MU: [0.1, 0.4], WD: [5e-2, 5e-3]}}, quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}},
+          readings={"eps": "1e-3 (seed 003; seed 000: 4e-2 — recompute with --eps / rb.load(eps=))", **DEEP_READING}),
     _gsgp("gsgp-fig13", 13, "resnet18", "μ on three data sets", RANK_EPOCH, {"vary": MU, "panel": "data.name"}, HIGHER_MU,
           lr=0.1, wd=5e-4, batch=16, data={"name": "mnist", "pad": 2},
           sweep={"data.name": ["mnist", "fashion-mnist", "svhn"], MU: [0.01, 0.05, 0.1, 0.5]},
-          quick_sweep={"data.name": ["digits"], MU: [0.01, 0.05, 0.2]},
-          quick={"data": QUICK_DATA, "optimizer__weight_decay": 5e-3},
+          quick_sweep={"data.name": ["digits"], MU: [0.1, 0.2, 0.4]},
+          quick={**DEEP_QUICK, "data": QUICK_DATA, "optimizer__weight_decay": 2e-2},
           readings={"padding": "every data set padded by 2 (MNIST 28→32 as the authors' code; SVHN 32→36)",
                     "μ values": "not given in EXPERIMENTS.md: {0.01, 0.05, 0.1, 0.5}",
-                    "quick data": "digits only (MNIST-like); Fashion-MNIST and SVHN are not bundled"}),
+                    "quick data": "digits only (MNIST-like); Fashion-MNIST and SVHN are not bundled", **DEEP_READING}),
     _gsgp("gsgp-fig14", 14, "resnet18", "‖W_{T−1}‖/‖W_T‖ per layer over training", "norm-ratio", {"panel": MU},
           Claim("the per-layer norm ratio ‖W_{T−1}‖/‖W_T‖ tends to 1 (GSGP Thm 3.3's assumption)", "norm_ratio"),
           lr=0.1, wd=5e-4, batch=8, sweep={MU: [0.01, 0.1, 0.5, 1.0]}, quick_sweep={MU: [0.01, 0.1]}, step_norms=2,
@@ -223,11 +234,12 @@ PRESETS_LIST = [
           quick={"data": {**QUICK_DATA, "resize": 32}}),
     _gsgp("gsgp-fig16", 16, "resnet18", "singular values of each layer vs B", "layer-spectra", {"vary": B}, LOWER_B,
           lr=5e-3, wd=6e-3, batch=8, sweep={B: [8, 16, 32, 64, 128]}, quick_sweep={B: QB},
-          quick={"optimizer__lr": 0.05},
-          readings={"claim": "the large singular values shrink as B shrinks, read as: fewer above ε, the rank falls with B"}),
+          quick={**DEEP_QUICK, "optimizer__lr": 0.4, "optimizer__weight_decay": 2e-2},
+          readings={"claim": "the large singular values shrink as B shrinks, read as: fewer above ε, the rank falls with B", **DEEP_READING}),
     _gsgp("gsgp-fig17", 17, "vgg16", "singular values of the 12 layers vs B", "layer-spectra", {"vary": B}, LOWER_B,
           lr=1e-2, wd=4e-4, batch=8, sweep={B: [8, 16, 32, 64, 128]}, quick_sweep={B: QB},
-          quick={"data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.05, "optimizer__weight_decay": 5e-3}),
+          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1, "optimizer__weight_decay": 5e-2},
+          readings=DEEP_READING),
     _gsgp("gsgp-fig18", 18, "mlp-bn-2-10000", "Thm 3.3's bound m_l·B·log(2/ε)/(2μλ) vs the measured rank, over ε", "rank-vs-eps",
           {}, Claim("the measured ε-rank is below Thm 3.3's bound (non-trivial for ε ≥ 0.3)", "theorem_3_3"),
           lr=0.1, wd=8e-3, batch=6, sweep={}, quick_sweep={}, step_norms=2),
@@ -236,8 +248,11 @@ PRESETS_LIST = [
         Claim("with λ > 0 the weights collapse or d(W_{t+1}, W_t) stays away from 0 (SGD noise)", "sgd_noise", min_share=1.0),
         lr=0.1, wd=1e-4, batch=128, epochs=2000, momentum=0.0, schedule={"kind": "constant"},
         sweep={"data.name": ["mnist", "cifar10"], "loss": ["cross_entropy", "mse_onehot"], WD: [0.0, 1e-6, 1e-5, 1e-4, 1e-3]},
-        quick_sweep={"loss": ["cross_entropy", "mse_onehot"], WD: [0.0, 1e-4, 1e-2]}, quick={"data": QUICK_DATA},
-        readings={"momentum": "0 (stated for this figure)"}),
+        quick_sweep={"loss": ["cross_entropy", "mse_onehot"], WD: [0.0, 1e-2, 1e-1]},
+        quick={"data": QUICK_DATA, "epochs": 200, "record__every": 10},
+        readings={"momentum": "0 (stated for this figure)",
+                  "quick scale": "200 epochs (800 steps at B = 128: the runs without λ must come near convergence), "
+                                 "λ ∈ {0, 1e-2, 1e-1} (λ ≤ 1e-4 cannot act in 800 steps: μλ·steps < 0.01)"}),
     _gp("gp-fig2", 2, "mlp-bn-10-100", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
         sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
         quick={"optimizer__weight_decay": 5e-3}),
@@ -288,6 +303,23 @@ PRESETS_LIST += [
 ]
 
 PRESETS: dict[str, Preset] = {p.id: p for p in PRESETS_LIST}
+
+
+def select(patterns) -> list[str]:
+    """The preset ids matching ``patterns`` in catalog order: an id, a shell pattern
+    (``gsgp-*``, ``gp-fig[2-5]``) or ``all``. A pattern matching nothing raises ``KeyError``."""
+    chosen = set()
+    for pattern in patterns:
+        if pattern == "all":
+            matched = list(PRESETS)
+        elif any(c in pattern for c in "*?["):
+            matched = fnmatch.filter(PRESETS, pattern)
+        else:
+            matched = [get(pattern).id]
+        if not matched:
+            raise KeyError(f"no preset matches {pattern!r}; known: {', '.join(PRESETS)}")
+        chosen.update(matched)
+    return [p for p in PRESETS if p in chosen]
 
 
 def get(preset_id: str) -> Preset:

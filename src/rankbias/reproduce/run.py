@@ -9,6 +9,7 @@ the runs also differ in keys the figure's roles do not cover: one figure per com
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Reproduction:
     verdict: str | None = None  # holds, fails, not enough runs; None for a dry run
     share: float = float("nan")
     plan: pd.DataFrame | None = None  # dry run: one row per run
+    seconds: float = float("nan")  # wall time of this call (reused runs cost nothing)
 
 
 def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | None = None) -> list[RunConfig]:
@@ -64,6 +66,7 @@ def reproduce(preset_id: str, scale: str = "quick", results: str | Path = "resul
     what is written. Every config and data set is checked before anything trains (a missing
     data set raises :class:`~rankbias.errors.DataError`). ``dry_run``: only the plan of runs.
     """
+    start = time.perf_counter()
     preset = catalog.get(preset_id)
     out = Path(results) / preset.id / scale
     runs_dir = out / "runs"
@@ -80,11 +83,12 @@ def reproduce(preset_id: str, scale: str = "quick", results: str | Path = "resul
     result.figures, result.figure_error = draw(preset, records, out)
     verdict = claims.check(preset.claim, records)
     result.claim, result.verdict, result.share = verdict.table, verdict.verdict, verdict.share
+    result.seconds = time.perf_counter() - start
     verdict.table.to_csv(out / "claim.csv", index=False)
     summary = {"preset": preset.id, "paper": preset.paper, "scale": scale, "claim": preset.claim.statement,
                "check": preset.claim.check, "knob": preset.claim.knob, "verdict": verdict.verdict,
                "share": None if verdict.share != verdict.share else verdict.share, "runs": len(result.runs),
-               "figures": [str(p) for p in result.figures], "figure_error": result.figure_error}
+               "seconds": round(result.seconds, 1), "figures": [str(p) for p in result.figures], "figure_error": result.figure_error}
     (out / "claim.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return result
 
