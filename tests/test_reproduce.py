@@ -15,8 +15,10 @@ from rankbias.plots import FAMILIES
 from rankbias.reproduce import PRESETS, configs, reproduce, select
 from rankbias.reproduce.claims import CHECKS
 
-# the figure ids of EXPERIMENTS.md's tables (GSGP seed-003 numbering, GP), and CHEN's two data sets
-EXPECTED_IDS = [f"gsgp-fig{i}" for i in range(1, 19)] + [f"gp-fig{i}" for i in range(1, 8)] + ["chen-california", "chen-mnist"]
+# the figure ids of EXPERIMENTS.md's tables (GSGP seed-003 numbering, GP), GSGP seed 000's extra
+# experiments (its App. B figures), and CHEN's two data sets
+SEED000 = ["gsgp000-fig11", "gsgp000-fig12", "gsgp000-fig15", "gsgp000-fig16", "gsgp000-fig17"]
+EXPECTED_IDS = [f"gsgp-fig{i}" for i in range(1, 19)] + SEED000 + [f"gp-fig{i}" for i in range(1, 8)] + ["chen-california", "chen-mnist"]
 # a few settings EXPERIMENTS.md states, as the paper-scale configs must carry them
 STATED = {
     "gsgp-fig5": {"optimizer.momentum": 0.9, "optimizer.lr": 0.1, "model.name": "mlp-bn-10-100"},
@@ -24,6 +26,9 @@ STATED = {
     "gp-fig1": {"train.batch_size": 128, "train.epochs": 2000, "optimizer.momentum": 0.0, "schedule.kind": "constant"},
     "gsgp-fig9": {"schedule.factor": 0.2, "train.epochs": 200, "model.name": "vit"},
     "gp-fig3": {"record.eps": 1e-4, "optimizer.momentum": 0.9},
+    "gsgp000-fig12": {"optimizer.lr": 0.025, "model.name": "mlp-5-500", "record.eps": 1e-3},
+    "gsgp000-fig15": {"optimizer.lr": 0.1, "model.name": "vgg16", "record.eps": 1e-2},
+    "gsgp000-fig17": {"optimizer.lr": 0.04, "model.name": "vit", "record.eps": 1e-2},
 }
 TINY = ["optimizer.lr=0.1", "train.epochs=3", "data.train_size=256", "data.test_size=64"]
 
@@ -161,7 +166,7 @@ def test_quick_scale_of_convolution_and_attention_trends_gives_weight_decay_time
     papers' μλ (docs/reproduce.md, calibration): their trend presets train at least 60 epochs at a
     constant lr (no scaled milestones), and at the smallest B the largest μλ·steps is ≥ 7."""
     deep = [p for p in EXPECTED_IDS if PRESETS[p].model in ("resnet18", "vgg16", "vit") and PRESETS[p].claim.check == "trend"]
-    assert len(deep) == 11
+    assert len(deep) == 14  # gsgp-fig1–4, 9–13, 16, 17 and seed 000's Figs. 15–17
     for preset_id in deep:
         quick = configs(preset_id, "quick")
         assert all(c.schedule.kind == "constant" and c.train.epochs >= 60 for c in quick), preset_id

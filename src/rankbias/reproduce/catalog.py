@@ -142,11 +142,12 @@ def _quick(paper: dict, sweep: dict, *, model=None, data=None, epochs=QUICK_EPOC
 
 
 def _gsgp(id, fig, model, varies, family, roles, claim, *, lr, wd, batch, sweep, quick_sweep, epochs=500, data=CIFAR,
-          schedule=GSGP_SCHEDULE, momentum=0.0, eps=1e-3, quick=None, readings=None, **record) -> Preset:
+          schedule=GSGP_SCHEDULE, momentum=0.0, eps=1e-3, quick=None, readings=None, seed000=False, **record) -> Preset:
     paper = _config(model, data, lr=lr, wd=wd, batch=batch, epochs=epochs,
                     sweep=sweep, momentum=momentum, schedule=schedule, eps=eps, **record)
     quick_cfg = _quick(paper, quick_sweep, **(quick or {}))
-    return Preset(id, f"GSGP Fig. {fig}", model, data["name"], varies, family, roles, claim, paper, quick_cfg,
+    label = f"GSGP (seed 000) Fig. {fig}" if seed000 else f"GSGP Fig. {fig}"
+    return Preset(id, label, model, data["name"], varies, family, roles, claim, paper, quick_cfg,
                   {**GSGP_READINGS, **(readings or {})}, GSGP_ALTERNATIVES)
 
 
@@ -243,6 +244,28 @@ PRESETS_LIST = [
     _gsgp("gsgp-fig18", 18, "mlp-bn-2-10000", "Thm 3.3's bound m_l·B·log(2/ε)/(2μλ) vs the measured rank, over ε", "rank-vs-eps",
           {}, Claim("the measured ε-rank is below Thm 3.3's bound (non-trivial for ε ≥ 0.3)", "theorem_3_3"),
           lr=0.1, wd=8e-3, batch=6, sweep={}, quick_sweep={}, step_norms=2),
+    # GSGP's earlier version (seed 000), App. B: the experiments seed 003 dropped (EXPERIMENTS.md)
+    _gsgp("gsgp000-fig11", 11, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32, seed000=True,
+          sweep={MU: [0.025, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
+          quick={"optimizer__weight_decay": 5e-3}, readings={"μ values": "not given in EXPERIMENTS.md: {0.025, 0.1}"}),
+    _gsgp("gsgp000-fig12", 12, "mlp-5-500", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.025, wd=5e-4, batch=32, seed000=True,
+          sweep={B: [8, 32, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: QWD},
+          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}"}),
+    _gsgp("gsgp000-fig15", 15, "vgg16", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=8, eps=1e-2, seed000=True,
+          sweep={B: [8, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
+          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1},
+          readings={"eps": "1e-2 (stated)", "B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
+                    **DEEP_READING}),
+    _gsgp("gsgp000-fig16", 16, "vgg16", "μ", RANK_EPOCH, LINES_MU, HIGHER_MU, lr=0.1, wd=5e-4, batch=8, seed000=True,
+          sweep={B: [8, 32], MU: [0.01, 0.05, 0.1, 0.5]}, quick_sweep={B: [8, 32], MU: [0.025, 0.05, 0.1]},
+          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__weight_decay": 5e-2},
+          readings={"λ": "5e-4: the caption's 'µ = 5e−4' read as λ (μ is what varies)",
+                    "B and μ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, μ ∈ {0.01, 0.05, 0.1, 0.5}", **DEEP_READING}),
+    _gsgp("gsgp000-fig17", 17, "vit", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.04, wd=5e-4, batch=32, epochs=200, eps=1e-2,
+          schedule=VIT_SCHEDULE, seed000=True, sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]},
+          quick_sweep={B: [8, 32], WD: [0.0, 5e-3, 2e-2]}, quick={**DEEP_QUICK, "optimizer__lr": 0.1},
+          readings={"eps": "1e-2 (stated; seed 003's Fig. 10 is the same experiment at 1e-3)",
+                    "B and λ values": "those of seed 003's Fig. 10", **DEEP_READING}),
     _gp("gp-fig1", 1, "mlp-5-2000", "λ; data MNIST / CIFAR-10; cross-entropy / squared loss", "convergence",
         {"vary": WD, "panel": "data.name"},
         Claim("with λ > 0 the weights collapse or d(W_{t+1}, W_t) stays away from 0 (SGD noise)", "sgd_noise", min_share=1.0),
