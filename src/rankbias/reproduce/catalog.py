@@ -78,6 +78,8 @@ QUICK_EPS = 1e-2
 # 100) at a constant lr with μλ of 2e-3 to 8e-3, some 8 to 30 decay times (μλ·steps) at B = 8; the values
 # come from a calibration grid (bench/calibrate_quick.py, docs/reproduce.md).
 DEEP_QUICK = {"epochs": 60, "schedule": {"kind": "constant"}}
+PLAIN_MLP_READING = {"quick scale": "60 epochs at a constant lr: without batch norm or momentum, 20 epochs with the scaled "
+                                    "milestones (2/4/8) leave mlp-3-128 at full rank (gsgp000-fig11, 12: 0 % agree)"}
 DEEP_READING = {"quick scale": "60 epochs (VGG-16: 100) at a constant lr, μ and λ larger than the paper's (calibrated: docs/reproduce.md)"}
 # the small model of the same family that the quick scale trains, on 8×8 digits
 SMALL = {
@@ -247,10 +249,11 @@ PRESETS_LIST = [
     # GSGP's earlier version (seed 000), App. B: the experiments seed 003 dropped (EXPERIMENTS.md)
     _gsgp("gsgp000-fig11", 11, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32, seed000=True,
           sweep={MU: [0.025, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
-          quick={"optimizer__weight_decay": 5e-3}, readings={"μ values": "not given in EXPERIMENTS.md: {0.025, 0.1}"}),
+          quick={**DEEP_QUICK, "optimizer__weight_decay": 5e-3},
+          readings={"μ values": "not given in EXPERIMENTS.md: {0.025, 0.1}", **PLAIN_MLP_READING}),
     _gsgp("gsgp000-fig12", 12, "mlp-5-500", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.025, wd=5e-4, batch=32, seed000=True,
-          sweep={B: [8, 32, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: QWD},
-          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}"}),
+          sweep={B: [8, 32, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: QWD}, quick=DEEP_QUICK,
+          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}", **PLAIN_MLP_READING}),
     _gsgp("gsgp000-fig15", 15, "vgg16", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=8, eps=1e-2, seed000=True,
           sweep={B: [8, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
           quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1},
