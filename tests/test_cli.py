@@ -1,5 +1,7 @@
 """The command line: run with overrides, show, status, errors; and the demo config's claim."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -86,3 +88,14 @@ def test_status_of_runs_that_never_recorded(tmp_path):
     out = CliRunner().invoke(main, ["status", str(tmp_path / "results")])
     assert out.exit_code == 0, out.output
     assert "failed: 1" in out.output and "boom" in out.output and config.run_id() in out.output
+
+
+def test_training_processes_and_the_cli_start_without_matplotlib():
+    # every worker process and every CLI call imports these; the figures (matplotlib) load on first use
+    code = (
+        "import sys, rankbias as rb, rankbias.cli, rankbias.sweep.worker\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported at start'\n"
+        "assert callable(rb.plots.rank_vs_epoch) and callable(rb.theory.lemma_3_2) and 'plots' in dir(rb)\n"
+        "assert 'matplotlib' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,10 +6,8 @@
 >>> records = rb.load(run.path)            # doctest: +SKIP
 """
 
-from . import (
-    plots,  # rb.plots.rank_vs_epoch ...: one function per figure family (docs/report.md)
-    theory,  # rb.theory.lemma_3_2 ...: the papers' checks (docs/theory.md)
-)
+import importlib
+
 from .api import Results, RunResult, load, load_model, rerank, spectra, train
 from .compress import compress, compress_run, read_compressed
 from .config import RunConfig, expand, load_configs
@@ -18,6 +16,23 @@ from .models import list_models
 from .query import export, query
 
 __version__ = "0.1.0"
+
+# imported on first use (they import matplotlib): a training process or a CLI call that draws
+# nothing does not pay for it
+LAZY = {
+    "plots": "rb.plots.rank_vs_epoch ...: one function per figure family (docs/report.md)",
+    "theory": "rb.theory.lemma_3_2 ...: the papers' checks (docs/theory.md)",
+}
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *LAZY})
 
 __all__ = [
     "ConfigError",

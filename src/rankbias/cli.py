@@ -11,7 +11,6 @@ import pandas as pd
 from . import api
 from .config import load_configs
 from .errors import RankbiasError
-from .report import write_report
 from .summary import epoch_table, final_summary
 
 
@@ -145,6 +144,8 @@ def report(results, out, eps, norm) -> None:
     The figures are chosen from what varied (docs/report.md); ranks at --eps/--norm are
     recomputed from the stored singular values.
     """
+    from .report import write_report  # matplotlib: imported by the commands that draw
+
     try:
         path = write_report(results, out, eps, norm)
     except (RankbiasError, FileNotFoundError, ValueError) as exc:
@@ -261,7 +262,16 @@ def _plot_help() -> str:
     )
 
 
-@main.command(help=_plot_help())
+class _PlotCommand(click.Command):
+    """Its help lists the figure families, built when asked for: the figures import matplotlib,
+    which no other command needs at start."""
+
+    def format_help(self, ctx, formatter):
+        self.help = _plot_help()
+        super().format_help(ctx, formatter)
+
+
+@main.command(cls=_PlotCommand, short_help="Draw one figure family of RESULTS and save it to --out (.pdf, .png, .svg).")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("family")
 @click.option("--vary", help="One line per value of this key.")
