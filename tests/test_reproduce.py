@@ -12,7 +12,7 @@ import rankbias as rb
 from rankbias.cli import main
 from rankbias.models import matrix_infos
 from rankbias.plots import FAMILIES
-from rankbias.reproduce import PRESETS, configs, reproduce, select
+from rankbias.reproduce import PRESETS, configs, reproduce, reproduce_many, select
 from rankbias.reproduce.claims import CHECKS
 
 # the figure ids of EXPERIMENTS.md's tables (GSGP seed-003 numbering, GP), GSGP seed 000's extra
@@ -138,7 +138,7 @@ def test_quick_preset_rerun_reuses_its_runs(quick_run):
 
 
 def test_claim_without_finished_runs_is_not_enough(quick_run):
-    records = rb.load(quick_run.out / "runs")
+    records = rb.load(quick_run.out.parents[1] / "runs")
     records.runs["state"] = "failed"
     from rankbias.reproduce import check
 
@@ -186,9 +186,23 @@ def test_several_presets_in_one_command_and_their_page(tmp_path):
     assert list(table["preset"]) == ["gp-fig2", "chen-california", "chen-mnist"]
     for row in table.itertuples():
         claim = json.loads((tmp_path / row.preset / "quick" / "claim.json").read_text())
-        assert row.verdict == claim["verdict"] and row.runs == claim["runs"] and row.seconds_last_call == claim["seconds"] > 0
+        assert row.verdict == claim["verdict"] and row.runs == len(claim["run_ids"]) == claim["runs"]
     page = (tmp_path / "reproduce-quick.html").read_text()
     assert page.count('<h2 id="chen-') == 2 and '<h2 id="gp-fig2">' in page
     pngs = len(list(tmp_path.glob("*/quick/figure*.png")))
     assert pngs >= 3 and page.count("data:image/png;base64,") == pngs  # every figure drawn is on the page
     assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_presets_of_one_command_share_their_runs(quick_run):
+    # gp-fig2 and gp-fig3 at TINY share the run B = 128, μ = 0.1, λ = 5e-3: it trains once
+    results = quick_run.out.parents[1]
+    done = reproduce_many(["gp-fig2", "gp-fig3"], "quick", results, overrides=TINY, device="cpu")
+    fig2, fig3 = ({r.run_id for r in d.runs} for d in done)
+    assert len(fig2) == 3 and len(fig3) == 6 and len(fig2 & fig3) == 1
+    assert all(r.reused for r in done[0].runs)  # gp-fig2's runs: trained by the fixture
+    assert sum(not r.reused for r in done[1].runs) == 5
+    assert {p.name for p in (results / "runs").iterdir()} == fig2 | fig3
+    for d in done:
+        claim = json.loads((d.out / "claim.json").read_text())
+        assert set(claim["run_ids"]) == {r.run_id for r in d.runs} and claim["verdict"] == d.verdict

@@ -207,8 +207,8 @@ class Results:
     step_norms: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
-def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: str | None = None) -> Results:
-    """Read a run directory or a results directory of many runs.
+def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: str | None = None, runs: Iterable[str] | None = None) -> Results:
+    """Read a run directory or a results directory of many runs (``runs``: only these run ids).
 
     With ``eps`` or ``norm``, the ranks (``layers.eps_rank`` and ``scalars.avg_rank``) are
     recomputed from the stored singular values at that threshold, without retraining. Records
@@ -217,6 +217,9 @@ def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: 
     from .store.catalog import read_tables, run_dirs, runs_table
 
     dirs = run_dirs(path)
+    if runs is not None:
+        wanted = set(runs)
+        dirs = [d for d in dirs if d.name in wanted]
     tables = read_tables(dirs)
     frames = {name: table.to_pandas() if table is not None else pd.DataFrame() for name, table in tables.items()}
     results = Results(runs_table(dirs), frames["scalars"], frames["layers"], frames["spectra"], frames["step_norms"])

@@ -364,15 +364,16 @@ def export_command(results, out, fmt) -> None:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
 @click.option("--dry-run", is_flag=True, help="Print the runs; train nothing.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the sweep's progress (a bar on a terminal, log lines otherwise).")
 @click.argument("args", nargs=-1, metavar="[PRESET]... [OVERRIDES]...")
-def reproduce_command(args, list_, scale, results, jobs, reading, device, data_dir, dry_run) -> None:
+def reproduce_command(args, list_, scale, results, jobs, reading, device, data_dir, dry_run, progress) -> None:
     """Reproduce figures of the papers (GSGP, GP, CHEN): train, draw, check each claim.
 
     PRESET: an id (gsgp-fig7), a shell pattern ('gsgp-*') or all. OVERRIDES are dotted.key=value
     pairs that pin a key in every preset, e.g. train.epochs=5. Writes one folder per preset and a
     page of all reproductions at the scale, RESULTS/reproduce-SCALE.html. See docs/reproduce.md.
     """
-    from .reproduce import PRESETS, configs, page, reproduce, select
+    from .reproduce import PRESETS, configs, page, reproduce_many, select
 
     patterns, overrides = [a for a in args if "=" not in a], [a for a in args if "=" in a]
     if list_ or not patterns:
@@ -384,24 +385,21 @@ def reproduce_command(args, list_, scale, results, jobs, reading, device, data_d
         _print(pd.DataFrame(rows))
         return
     try:
-        ids = select(patterns)
-        for preset_id in ids:  # every preset checked before any trains
-            configs(preset_id, scale, overrides, reading)
+        done = reproduce_many(select(patterns), scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device,
+                              data_root=data_dir, progress=progress)  # fmt: skip
     except (RankbiasError, KeyError, ValueError) as exc:
         _fail(exc)
-    for preset_id in ids:
-        try:
-            result = reproduce(preset_id, scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device, data_root=data_dir)
-        except (RankbiasError, KeyError, ValueError) as exc:
-            _fail(exc)
+    for result in done:
         if dry_run:
-            click.echo(f"{result.preset.paper} ({preset_id}, {scale}): {len(result.configs)} run(s); nothing trained")
+            click.echo(f"{result.preset.paper} ({result.preset.id}, {scale}): {len(result.configs)} run(s); nothing trained")
             _print(result.plan)
             continue
-        click.echo(f"{preset_id} — {result.preset.paper}: {result.preset.claim.statement}")
-        if len(ids) == 1 and len(result.claim):
+        click.echo(f"{result.preset.id} — {result.preset.paper}: {result.preset.claim.statement}")
+        if len(done) == 1 and len(result.claim):
             _print(result.claim)
         share = "" if result.share != result.share else f" ({result.share:.0%} agree)"
-        click.echo(f"verdict: {result.verdict}{share} in {result.seconds:.0f} s; figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")
+        click.echo(f"verdict: {result.verdict}{share}; figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")
     if not dry_run:
+        runs = {r.run_id: r.reused for result in done for r in result.runs}
+        click.echo(f"{len(runs)} run(s) in {results / 'runs'} ({sum(runs.values())} reused), trained in {done[0].seconds:.0f} s")
         click.echo(f"page of every {scale} reproduction under {results}: {page.write(results, scale)}")

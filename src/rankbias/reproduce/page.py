@@ -3,7 +3,7 @@
 Read from what :func:`~rankbias.reproduce.run.reproduce` wrote (``<id>/<scale>/claim.json``,
 ``claim.csv``, ``figure*.png``), so nothing is retrained and presets reproduced by earlier
 commands are included: a summary table (preset, paper figure, claim, verdict, share of agreeing
-rows, runs, seconds of the last call), then per preset its figures, its claim table and the readings it takes.
+rows, runs), then per preset its figures, its claim table and the readings it takes.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ def collect(results: str | Path, scale: str) -> pd.DataFrame:
         if path.exists():
             summary = json.loads(path.read_text())
             rows.append({"preset": preset.id, "figure": preset.paper, "model": preset.model, "claim": summary["claim"],
-                         "verdict": summary["verdict"], "share": summary["share"], "runs": summary["runs"],
-                         "seconds_last_call": summary.get("seconds")})  # fmt: skip
-    columns = ["preset", "figure", "model", "claim", "verdict", "share", "runs", "seconds_last_call"]
+                         "verdict": summary["verdict"], "share": summary["share"], "runs": summary["runs"]})  # fmt: skip
+    columns = ["preset", "figure", "model", "claim", "verdict", "share", "runs"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -1,9 +1,11 @@
 """``reproduce(preset_id)``: train a figure's sweep, draw the figure, check its claim.
 
-Writes ``<results>/<preset>/<scale>/``: ``runs/`` (the run store, one directory per run id, so
-running again reuses finished runs), ``figure.pdf`` and ``figure.png`` (``figure-<k>.*`` when
-the runs also differ in keys the figure's roles do not cover: one figure per combination),
-``claim.csv`` (the claim's table) and ``claim.json`` (statement, verdict, share).
+The runs go to ``<results>/runs/``, one run store for every preset and scale (a directory per
+run id: a run that several figures share trains once, and running again reuses finished runs).
+Each preset writes ``<results>/<preset>/<scale>/``: ``figure.pdf`` and ``figure.png``
+(``figure-<k>.*`` when the runs also differ in keys the figure's roles do not cover: one figure
+per combination), ``claim.csv`` (the claim's table) and ``claim.json`` (statement, verdict,
+share, its run ids).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..plots.select import subset
 from ..summary import varied_keys
 from . import catalog, claims
 
+RUNS = "runs"  # the run store under a results folder, shared by every preset and scale
 # keys a family draws on its own axis, without a role: CHEN's figure has λ on the x-axis
 IMPLICIT = {"weight-decay": (catalog.WD,)}
 
@@ -40,7 +43,7 @@ class Reproduction:
     verdict: str | None = None  # holds, fails, not enough runs; None for a dry run
     share: float = float("nan")
     plan: pd.DataFrame | None = None  # dry run: one row per run
-    seconds: float = float("nan")  # wall time of this call (reused runs cost nothing)
+    seconds: float = float("nan")  # training time of the call's sweep (shared by the presets it trained)
 
 
 def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | None = None) -> list[RunConfig]:
@@ -66,31 +69,53 @@ def reproduce(preset_id: str, scale: str = "quick", results: str | Path = "resul
     what is written. Every config and data set is checked before anything trains (a missing
     data set raises :class:`~rankbias.errors.DataError`). ``dry_run``: only the plan of runs.
     """
-    start = time.perf_counter()
-    preset = catalog.get(preset_id)
-    out = Path(results) / preset.id / scale
-    runs_dir = out / "runs"
-    todo = configs(preset_id, scale, overrides, reading)
-    result = Reproduction(preset, scale, out, todo)
+    return reproduce_many([preset_id], scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device,
+                          data_root=data_root, progress=progress)[0]  # fmt: skip
+
+
+def reproduce_many(preset_ids, scale: str = "quick", results: str | Path = "results", jobs: int = 1, dry_run: bool = False, *,
+                   overrides=(), reading: str | None = None, device: str = "auto", data_root=None, progress: bool = False) -> list[Reproduction]:
+    """:func:`reproduce` for several presets, their runs trained as one sweep: a run that several
+    presets share trains once, and the cohorts of all presets share the ``jobs`` workers.
+    Every preset's configs are expanded and checked before anything trains."""
+    results = Path(results)
+    runs_dir = results / RUNS
+    todo = {preset_id: configs(preset_id, scale, overrides, reading) for preset_id in preset_ids}
+    done = [Reproduction(catalog.get(p), scale, results / p / scale, cfgs) for p, cfgs in todo.items()]
+    unique = list({c.run_id(): c for cfgs in todo.values() for c in cfgs}.values())
     if dry_run:
         from ..sweep import plan_table
 
-        plan = api.plan(todo, runs_dir, device=device, data_root=data_root, jobs=jobs)
-        result.plan = plan_table(plan, todo, runs_dir)
-        return result
-    result.runs = api.train(todo, runs_dir, jobs=jobs, device=device, data_root=data_root, progress=progress)
-    records = subset(api.load(runs_dir), {r.run_id for r in result.runs})
+        table = plan_table(api.plan(unique, runs_dir, device=device, data_root=data_root, jobs=jobs), unique, runs_dir)
+        for result in done:
+            ids = {c.run_id() for c in result.configs}
+            result.plan = table[table["run_id"].isin(ids)].dropna(axis=1, how="all").reset_index(drop=True)
+        return done
+    start = time.perf_counter()
+    trained = {r.run_id: r for r in api.train(unique, runs_dir, jobs=jobs, device=device, data_root=data_root, progress=progress)}
+    seconds = time.perf_counter() - start
+    records = api.load(runs_dir, runs=trained)
+    for result in done:
+        result.runs = [trained[c.run_id()] for c in result.configs]
+        result.seconds = seconds
+        _conclude(result, subset(records, {r.run_id for r in result.runs}))
+    return done
+
+
+def _conclude(result: Reproduction, records) -> None:
+    """Draw the figure, check the claim, write ``claim.csv`` and ``claim.json``."""
+    preset, out = result.preset, result.out
+    out.mkdir(parents=True, exist_ok=True)
     result.figures, result.figure_error = draw(preset, records, out)
     verdict = claims.check(preset.claim, records)
     result.claim, result.verdict, result.share = verdict.table, verdict.verdict, verdict.share
-    result.seconds = time.perf_counter() - start
     verdict.table.to_csv(out / "claim.csv", index=False)
-    summary = {"preset": preset.id, "paper": preset.paper, "scale": scale, "claim": preset.claim.statement,
+    summary = {"preset": preset.id, "paper": preset.paper, "scale": result.scale, "claim": preset.claim.statement,
                "check": preset.claim.check, "knob": preset.claim.knob, "verdict": verdict.verdict,
                "share": None if verdict.share != verdict.share else verdict.share, "runs": len(result.runs),
-               "seconds": round(result.seconds, 1), "figures": [str(p) for p in result.figures], "figure_error": result.figure_error}
+               "run_ids": [r.run_id for r in result.runs], "figures": [str(p) for p in result.figures],
+               "figure_error": result.figure_error}  # fmt: skip
     (out / "claim.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    return result
 
 
 def draw(preset: catalog.Preset, records, out: Path) -> tuple[list[Path], str | None]:
