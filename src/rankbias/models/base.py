@@ -67,7 +67,7 @@ class CohortModel(nn.Module):
 
     def uses_loop(self, device: torch.device) -> bool:
         if self.strategy == "auto":
-            return self.family.loop_on_cpu and device.type == "cpu" and self.members > 1
+            return self.family.loop_on_cpu and device.type == "cpu"  # one member too: a run's arithmetic is its cohort's
         return self.strategy == "loop"
 
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:

@@ -86,7 +86,7 @@ class VGG(nn.Module):
 
 @register(
     "vgg16", "vgg16", r"vgg16", "Simonyan & Zisserman 2015 (configuration D); GSGP App. B.1",
-    classifier="fc", width=64, bias=True, activation="relu", bn_detach_var=False,
+    classifier="fc", loop_on_cpu=True, width=64, bias=True, activation="relu", bn_detach_var=False,
 )
 def vgg16(layers, spec, input_shape, n_out):
     """VGG-16: 13 3×3 convolutions with BN, 5 max-pools, one linear layer (dropout replaced by BN)."""

@@ -201,7 +201,10 @@ class _CohortLinearFn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = torch.bmm(g, weight).transpose(0, 1).reshape(*ctx.lead, members * in_features)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(1)
+            # summed member by member: over the strided view, the CPU kernel sums a column with
+            # vector or scalar code depending on where it falls among all R·out columns, so a
+            # member's bias gradient would depend on its cohort
+            grad_b = g.contiguous().sum(1)  # (R, out)
         if ctx.needs_input_grad[1]:
             if ctx.fused_step is not None:
                 ctx.fused_step(g, xr)  # W updated in place: after grad_x, which needs the old W
@@ -331,15 +334,48 @@ class CohortTensor(nn.Module):
 # -- helpers ----------------------------------------------------------------------------------
 def _detached_var_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps):
     """Batch norm over dim 1 in train mode with the variance detached (GP Eq. 5)."""
-    dims = [0, *range(2, x.dim())]
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    var, mean = torch.var_mean(x, dim=dims, correction=0)
-    with torch.no_grad():
-        count = x.numel() // x.shape[1]
+    return _DetachedVarBatchNormFn.apply(x, weight, bias, running_mean, running_var, momentum, eps)
+
+
+def _channel_rows(t: torch.Tensor) -> torch.Tensor:
+    """``(N, C, ...)`` → ``(C, N·...)``, each channel's values contiguous (a copy)."""
+    return t.transpose(0, 1).contiguous().view(t.shape[1], -1)
+
+
+class _DetachedVarBatchNormFn(torch.autograd.Function):
+    """y = (x − μ)·s·w + b with s = 1/√(σ² + eps) held constant (GP Eq. 5), μ and σ² per channel
+    over the batch (and space). Backward: ∂b = Σ gy, ∂w = Σ gy·x̂, ∂x = w·s·(gy − mean(gy)).
+
+    Every per-channel sum runs over the channel's own contiguous row ``(C, N·H·W)``: summed over
+    the batch dimension of ``(N, C)`` in place, a channel's sums would depend on how many
+    channels (cohort members) sit beside it, as the CPU kernel takes vector or scalar code by
+    column position.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        rows = _channel_rows(x)  # (C, M)
+        var, mean = torch.var_mean(rows, dim=1, correction=0)
+        count = rows.shape[1]
         running_mean.lerp_(mean, momentum)
         running_var.lerp_(var * count / max(count - 1, 1), momentum)
-    scale = torch.rsqrt(var.detach() + eps)
-    return (x - mean.view(shape)) * (scale * weight).view(shape) + bias.view(shape)
+        scale = torch.rsqrt(var + eps)
+        normalized = (rows - mean[:, None]) * scale[:, None]  # x̂ (C, M)
+        ctx.save_for_backward(normalized, weight, scale)
+        ctx.shape = x.shape
+        out = normalized * weight[:, None] + bias[:, None]
+        return out.view(x.shape[1], x.shape[0], *x.shape[2:]).transpose(0, 1).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        normalized, weight, scale = ctx.saved_tensors
+        rows = _channel_rows(grad_out)  # (C, M)
+        grad_bias = rows.sum(1)
+        grad_weight = (rows * normalized).sum(1)
+        grad_rows = (rows - rows.mean(1, keepdim=True)) * (weight * scale)[:, None]
+        shape = ctx.shape
+        grad_x = grad_rows.view(shape[1], shape[0], *shape[2:]).transpose(0, 1).contiguous()
+        return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
 def _uniform_member(r: int, generator: torch.Generator, bound: float, *params) -> None:
