@@ -33,7 +33,7 @@ def family_configs(model: dict) -> list[rb.RunConfig]:
             "augment": {"crop": 1, "flip": True, "rotate": 10.0},
         }
     )
-    return [base, base.replace(**{"train.seed": 1, "optimizer.lr": 0.01, "optimizer.momentum": 0.0})]
+    return [base, base.replace(**{"train.seed": 1, "optimizer.lr": 0.01, "optimizer.momentum": 0.2})]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -309,11 +309,15 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def cohort_key(self) -> str:
-        """Runs with equal keys can train together: all but seed, optimizer and schedule agree."""
+        """Runs with equal keys can train together: all but seed, optimizer and schedule agree,
+        and so does the form of the update, with or without momentum (the fused update computes
+        the two differently, so a run without momentum in a cohort with momentum would not
+        replay its solo run bit for bit)."""
         raw = self.to_dict()
         for member_key in ("optimizer", "schedule"):
             raw.pop(member_key)
         raw["train"].pop("seed")
+        raw["momentum"] = self.optimizer.momentum > 0
         return json.dumps(raw, sort_keys=True)
 
 

@@ -27,7 +27,7 @@ from ..models import CohortModel, build_model
 from ..spectra.measures import rank_measures, singular_values
 from ..store.run_store import RunStore
 from .cuda_graph import GraphedStep
-from .losses import member_correct, member_losses, output_size
+from .losses import member_correct, member_losses, output_size, sample_losses
 from .optimizer import CohortSGD
 
 EVAL_FLOATS = 1 << 25  # members × samples × activation floats per evaluation chunk (128 MB of float32)
@@ -210,20 +210,24 @@ class CohortTrainer:
     # -- evaluation and records -------------------------------------------------------------
     @torch.no_grad()
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and accuracy of every member on a whole set, in eval mode."""
+        """Loss and accuracy of every member on a whole set, in eval mode.
+
+        The set goes through in chunks whose size depends on the cohort's size (memory); the
+        per-sample losses are kept and averaged once, so a member's loss does not depend on
+        the chunks, hence not on its cohort."""
         members, n = len(self.members), len(x)
         chunk = max(1, EVAL_FLOATS // (members * max(x[0].numel(), self.model.activation_floats())))
-        loss_sum = torch.zeros(members, device=self.device)
+        losses = []  # (R, chunk) each
         correct = torch.zeros(members, device=self.device)
         self.model.eval()
         for s in range(0, n, chunk):
             xb, yb = x[s : s + chunk], y[s : s + chunk]
             out = self.model(xb, shared=True)  # (R, B, n_out)
             yb = yb.expand(members, *yb.shape)
-            loss_sum += member_losses(self.config.loss, out, yb) * len(xb)
+            losses.append(sample_losses(self.config.loss, out, yb))
             correct += member_correct(self.config.loss, out, yb, self.data.num_classes)
         self.model.train()
-        return loss_sum / n, correct / n
+        return torch.cat(losses, 1).mean(1), correct / n
 
     @torch.no_grad()
     def _record(self, batch_loss: torch.Tensor | None, epoch_seconds: float) -> None:

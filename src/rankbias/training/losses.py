@@ -18,14 +18,24 @@ def output_size(loss: str, num_classes: int) -> int:
 
 def member_losses(loss: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One loss per member: shape (R,)."""
+    if loss == "mse_onehot":  # nn.MSELoss: one mean over batch and outputs
+        return _squared_errors(out, y).mean((1, 2))
+    return sample_losses(loss, out, y).mean(1)
+
+
+def sample_losses(loss: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One loss per member and sample: shape (R, B) (``mse_onehot``: the mean over outputs)."""
     members, batch = out.shape[:2]
     if loss == "cross_entropy":
-        per_sample = F.cross_entropy(out.reshape(members * batch, -1), y.reshape(-1), reduction="none")
-        return per_sample.view(members, batch).mean(1)
+        return F.cross_entropy(out.reshape(members * batch, -1), y.reshape(-1), reduction="none").view(members, batch)
     if loss == "mse_onehot":
-        target = F.one_hot(y, out.shape[-1]).to(out.dtype)
-        return (out - target).square().mean((1, 2))
-    return (out[..., 0] - y.to(out.dtype)).square().mean(1)
+        return _squared_errors(out, y).mean(2)
+    return (out[..., 0] - y.to(out.dtype)).square()
+
+
+def _squared_errors(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Against one-hot labels: (R, B, outputs)."""
+    return (out - F.one_hot(y, out.shape[-1]).to(out.dtype)).square()
 
 
 def member_correct(loss: str, out: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
