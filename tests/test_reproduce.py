@@ -206,3 +206,19 @@ def test_presets_of_one_command_share_their_runs(quick_run):
     for d in done:
         claim = json.loads((d.out / "claim.json").read_text())
         assert set(claim["run_ids"]) == {r.run_id for r in d.runs} and claim["verdict"] == d.verdict
+
+
+def test_trend_leaves_out_runs_that_end_at_chance(quick_run):
+    from rankbias.reproduce import check
+    from rankbias.reproduce.claims import learned
+
+    records = rb.load(quick_run.out.parents[1] / "runs", runs=[r.run_id for r in quick_run.runs])
+    assert learned(records) == {r.run_id for r in quick_run.runs}
+    stuck = quick_run.runs[0].run_id  # make its last train accuracy its accuracy at initialization
+    scalars = records.scalars.sort_values("epoch")
+    first = scalars[scalars["run_id"] == stuck]["train_acc"].iloc[0]
+    last = scalars[scalars["run_id"] == stuck].index[-1]
+    records.scalars.loc[last, "train_acc"] = first
+    assert learned(records) == {r.run_id for r in quick_run.runs} - {stuck}
+    table = check(PRESETS["gp-fig2"].claim, records).table
+    assert len(table) == 1 and stuck not in set(table["run_id"]) | set(table["other_run_id"])

@@ -40,9 +40,22 @@ def check(claim: Claim, results) -> Verdict:
 
 
 def _trend(claim: Claim, results) -> pd.DataFrame:
-    """GSGP Prediction 4.1 on the pairs that differ in ``claim.knob`` (all knobs when None)."""
-    table = theory.prediction_4_1(results).table
+    """GSGP Prediction 4.1 on the pairs that differ in ``claim.knob`` (all knobs when None),
+    among the runs that learned (:func:`learned`)."""
+    table = theory.prediction_4_1(subset(results, learned(results))).table
     return table if claim.knob is None else table[table["knob"] == claim.knob]
+
+
+def learned(results) -> set[str]:
+    """The runs whose last train accuracy is above twice their accuracy at initialization (about
+    chance), and runs without an accuracy (regression). A run that ends at chance collapsed or
+    is caught in an unstable phase: its low rank is no evidence of the bias, so the trend check
+    leaves it out (``claim.json`` lists it under ``not_learned``)."""
+    scalars = results.scalars.sort_values("epoch")
+    accuracy = scalars.groupby("run_id")["train_acc"]
+    first, last = accuracy.first(), accuracy.last()
+    keep = (last > 2 * first) | last.isna()
+    return set(keep[keep].index)
 
 
 def _theorem(claim: Claim, results) -> pd.DataFrame:

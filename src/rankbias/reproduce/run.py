@@ -113,7 +113,9 @@ def _conclude(result: Reproduction, records) -> None:
     summary = {"preset": preset.id, "paper": preset.paper, "scale": result.scale, "claim": preset.claim.statement,
                "check": preset.claim.check, "knob": preset.claim.knob, "verdict": verdict.verdict,
                "share": None if verdict.share != verdict.share else verdict.share, "runs": len(result.runs),
-               "run_ids": [r.run_id for r in result.runs], "figures": [str(p) for p in result.figures],
+               "run_ids": [r.run_id for r in result.runs],
+               "not_learned": sorted({r.run_id for r in result.runs} - claims.learned(records)) if preset.claim.check == "trend" else [],
+               "figures": [str(p) for p in result.figures],
                "figure_error": result.figure_error}  # fmt: skip
     (out / "claim.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
 
