@@ -18,11 +18,9 @@ from .query import export, query
 __version__ = "0.1.0"
 
 # imported on first use (they import matplotlib): a training process or a CLI call that draws
-# nothing does not pay for it
-LAZY = {
-    "plots": "rb.plots.rank_vs_epoch ...: one function per figure family (docs/report.md)",
-    "theory": "rb.theory.lemma_3_2 ...: the papers' checks (docs/theory.md)",
-}
+# nothing does not pay for it. rb.plots.rank_vs_epoch ...: one function per figure family
+# (docs/report.md); rb.theory.lemma_3_2 ...: the papers' checks (docs/theory.md)
+LAZY = ("plots", "theory")
 
 
 def __getattr__(name: str):

@@ -362,7 +362,6 @@ class _DetachedVarBatchNormFn(torch.autograd.Function):
         scale = torch.rsqrt(var + eps)
         normalized = (rows - mean[:, None]) * scale[:, None]  # x̂ (C, M)
         ctx.save_for_backward(normalized, weight, scale)
-        ctx.shape = x.shape
         out = normalized * weight[:, None] + bias[:, None]
         return out.view(x.shape[1], x.shape[0], *x.shape[2:]).transpose(0, 1).contiguous()
 
@@ -373,7 +372,7 @@ class _DetachedVarBatchNormFn(torch.autograd.Function):
         grad_bias = rows.sum(1)
         grad_weight = (rows * normalized).sum(1)
         grad_rows = (rows - rows.mean(1, keepdim=True)) * (weight * scale)[:, None]
-        shape = ctx.shape
+        shape = grad_out.shape  # x's
         grad_x = grad_rows.view(shape[1], shape[0], *shape[2:]).transpose(0, 1).contiguous()
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
