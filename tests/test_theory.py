@@ -166,12 +166,29 @@ def test_theorem_3_3_bound_and_measured_rank(stored):
     table = theory.theorem_3_3(results, eps=[1e-3, 0.3])
     run = stored["runs"][0].run_id
     row = table[(table["run_id"] == run) & (table["layer"] == "hidden.0") & (table["eps"] == 1e-3)].iloc[0]
-    assert row["bound"] == pytest.approx(8 * math.log(2 / 1e-3) / (0.1 * 5e-3))  # m_l·B·log(2/ε)/(μ·weight_decay)
+    # 3 short epochs: Σ μ·weight_decay over the whole training is below log(2/ε): the bound is infinite
+    assert math.isinf(row["bound"]) and "whole training" in row["note"]
     recorded = results.layers.query("run_id == @run and layer == 'hidden.0' and epoch == 3")["eps_rank"].iloc[0]
     assert row["measured"] == recorded and row["approx_rank"] >= row["measured"] and row["epoch"] == 3
     assert row["ratio_over"] == "1 step" and row["trivial"] and row["holds"]
     no_decay = table[table["run_id"] == stored["runs"][1].run_id]
     assert np.isinf(no_decay["bound"]).all() and no_decay["note"].str.contains("no weight decay").all()
+
+
+def test_theorem_3_3_uses_the_learning_rate_in_force_not_the_last_one():
+    from rankbias.theory.gsgp import steps_to_decay
+
+    run = pd.Series({"optimizer.lr": 0.1, "optimizer.weight_decay": 5e-3, "schedule.kind": "constant", "schedule.milestones": (),
+                     "schedule.factor": 0.1, "schedule.every": 1})
+    target = math.log(2 / 0.3)
+    assert steps_to_decay(run, 100, 50, target) == pytest.approx(target / (0.1 * 5e-3))  # the theorem's log(2/ε)/(2μλ)
+    assert math.isinf(steps_to_decay(run, 10, 50, target))  # 500 steps · 5e-4 < log(2/0.3)
+    # lr × 0.1 after epoch 90: the last 10 epochs give 10·50·5e-5 = 0.025, the rest comes from epochs at lr 0.1
+    decayed = run.copy()
+    decayed["schedule.kind"], decayed["schedule.milestones"] = "multistep", (90,)
+    expected = 500 + (target - 0.025) / 5e-4
+    assert steps_to_decay(decayed, 100, 50, target) == pytest.approx(expected)
+    assert expected < target / (0.01 * 5e-3) / 5  # not the last lr's bound, 10× larger
 
 
 # -- GP Theorem 1 and SGD noise ---------------------------------------------------------------------

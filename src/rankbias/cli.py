@@ -365,8 +365,10 @@ def export_command(results, out, fmt) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
 @click.option("--dry-run", is_flag=True, help="Print the runs; train nothing.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the sweep's progress (a bar on a terminal, log lines otherwise).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per configuration (each sets train.seed and data.subset_seed).")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, help="The first seed (held-out seeds: 100).")
 @click.argument("args", nargs=-1, metavar="[PRESET]... [OVERRIDES]...")
-def reproduce_command(args, list_, scale, results, jobs, reading, device, data_dir, dry_run, progress) -> None:
+def reproduce_command(args, list_, scale, results, jobs, reading, device, data_dir, dry_run, progress, seeds, first_seed) -> None:
     """Reproduce figures of the papers (GSGP, GP, CHEN): train, draw, check each claim.
 
     PRESET: an id (gsgp-fig7), a shell pattern ('gsgp-*') or all. OVERRIDES are dotted.key=value
@@ -379,14 +381,14 @@ def reproduce_command(args, list_, scale, results, jobs, reading, device, data_d
     if list_ or not patterns:
         rows = []
         for p in PRESETS.values():
-            sizes = {s: configs(p.id, s) for s in ("quick", "paper")}
+            sizes = {s: configs(p.id, s, seeds=seeds, first_seed=first_seed) for s in ("quick", "paper")}
             rows.append({"id": p.id, "figure": p.paper, "model": p.model, "data": p.data, "varies": p.varies,
                          **{s: f"{len(c)} × {c[0].train.epochs} ep" for s, c in sizes.items()}})
         _print(pd.DataFrame(rows))
         return
     try:
         done = reproduce_many(select(patterns), scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device,
-                              data_root=data_dir, progress=progress)  # fmt: skip
+                              data_root=data_dir, progress=progress, seeds=seeds, first_seed=first_seed)  # fmt: skip
     except (RankbiasError, KeyError, ValueError) as exc:
         _fail(exc)
     for result in done:
@@ -397,8 +399,8 @@ def reproduce_command(args, list_, scale, results, jobs, reading, device, data_d
         click.echo(f"{result.preset.id} — {result.preset.paper}: {result.preset.claim.statement}")
         if len(done) == 1 and len(result.claim):
             _print(result.claim)
-        share = "" if result.share != result.share else f" ({result.share:.0%} agree)"
-        click.echo(f"verdict: {result.verdict}{share}; figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")
+        click.echo(f"verdict: {result.verdict} — {result.why}")
+        click.echo(f"figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")
     if not dry_run:
         runs = {r.run_id: r.reused for result in done for r in result.runs}
         click.echo(f"{len(runs)} run(s) in {results / 'runs'} ({sum(runs.values())} reused), trained in {done[0].seconds:.0f} s")

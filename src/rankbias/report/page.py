@@ -32,6 +32,8 @@ th { background: #f2f2f2; } td.text { text-align: left; } td:first-child, th:fir
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hover { background: #e4e4e4; }
 table.sortable th[data-order="asc"]::after { content: " ▲"; } table.sortable th[data-order="desc"]::after { content: " ▼"; }
 tr.diverged td { background: #fff3e0; } tr.failed td { background: #fde8e8; }
+tr.v-holds td { background: #e6f4ea; } tr.v-fails td { background: #fde8e8; } tr.v-inconclusive td { background: #fff8e1; }
+tr.v-without td { background: #ffe6cc; } tr.v-uninformative td, tr.v-na td, tr.v-notenough td { background: #eceff1; }
 figure { margin: 0.5em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
 .wrap { overflow-x: auto; }

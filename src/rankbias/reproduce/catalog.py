@@ -27,18 +27,21 @@ B, MU, WD = "train.batch_size", "optimizer.lr", "optimizer.weight_decay"
 class Claim:
     """What a figure shows, as a check of :mod:`rankbias.reproduce.claims`.
 
-    ``check``: ``trend`` (GSGP Prediction 4.1 on the pairs that differ in ``knob``; ``knob=None``:
-    every knob), ``norm_ratio`` (‖W_{T−1}‖/‖W_T‖ within ``tolerance`` of 1), ``theorem_3_3``
+    ``check``: ``trend`` (GSGP Prediction 4.1: the blocked trend test of ``knob``; ``knob=None``:
+    every knob that varies), ``norm_ratio`` (‖W_{T−1}‖/‖W_T‖ within ``tolerance`` of 1), ``theorem_3_3``
     (GSGP Thm 3.3: measured ε-rank ≤ bound), ``sgd_noise`` (GP Props 1–2), ``bottleneck``
     (GP Fig. 6), ``balanced`` (GP Fig. 7), ``stable_rank`` (CHEN: stable rank falls as λ grows).
-    ``min_share``: the share of agreeing pairs/runs needed for "holds".
+    ``min_effect``: the smallest effect (in % of the full rank) a trend or a layer pattern must
+    clear with its whole interval; ``min_share``: the share of matrices (``norm_ratio``) or runs
+    (``sgd_noise``) that must agree. The tests: docs/reproduce.md, :mod:`.claims`.
     """
 
     statement: str
     check: str
     knob: str | None = None
     tolerance: float = 0.05
-    min_share: float = 0.5
+    min_share: float = 0.9
+    min_effect: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -310,7 +313,7 @@ CHEN_READINGS = {
     "λ values": "not given in EXPERIMENTS.md: {1e-4, 1e-3, 1e-2, 1e-1}",
     "momentum": "0 (plain mini-batch SGD)",
 }
-STABLE = Claim("the stable rank of V falls towards 1 as λ grows", "stable_rank")
+STABLE = Claim("the stable rank of V falls towards 1 as λ grows", "stable_rank", WD)
 
 
 def _chen(id, model, data, width_quick, lr, epochs, quick_data, quick_lr) -> Preset:

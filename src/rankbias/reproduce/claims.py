@@ -1,51 +1,67 @@
-"""A figure's claim checked on its runs: a table and a verdict (holds / fails / not enough runs).
+"""A figure's claim checked on its runs: a verdict that is a statistical statement.
 
-Monotone trends use GSGP Prediction 4.1 (:func:`rankbias.theory.prediction_4_1`), the norm
-ratio and Theorem 3.3 use :func:`rankbias.theory.theorem_3_3`, SGD noise uses
-:func:`rankbias.theory.sgd_noise`; GP's per-layer shapes (Figs. 6–7) and CHEN's stable rank
-against λ read the stored ``layers`` table.
+Every check returns a :class:`Verdict`: one of :data:`VERDICTS`, one sentence saying why, the
+table behind it (``claim.csv``) and its statistics (``claim.json``). The tests are written down
+in docs/reproduce.md ("The tests"); in short:
+
+- **trend** (B, μ, λ; CHEN's stable rank against λ): the blocked Kendall-τ permutation test of
+  :func:`rankbias.theory.trend.trend_test`, with the effect's bootstrap interval over seeds. A B
+  or μ trend is compared with the same trend in its λ = 0 twins (the weight-decay control).
+- **bottleneck**, **balanced** (GP Figs. 6–7): the final layer pattern against the same runs'
+  pattern at initialization; a pattern training did not make is ``uninformative``.
+- **theorem_3_3** (GSGP Fig. 18): measured ε-rank ≤ bound on the rows where the bound is below
+  the matrix's smaller dimension; none → ``uninformative``.
+- **norm_ratio** (GSGP Figs. 14–15): every counted matrix's norm drift within tolerance
+  (:func:`rankbias.theory.drift.norm_drift`).
+- **sgd_noise** (GP Fig. 1): each λ > 0 run collapses or keeps d(W_{t+1}, W_t) above its λ = 0
+  twin's; a one-sided sign test over the runs.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .. import theory
 from ..plots.select import subset
 from ..summary import varied_keys
+from ..theory.drift import TOLERANCE as DRIFT_TOLERANCE
+from ..theory.drift import norm_drift
+from ..theory.prediction import KNOBS
+from ..theory.trend import TrendTest, bootstrap_mean, trend_test
 from .catalog import WD, Claim
 
-HOLDS, FAILS, NOT_ENOUGH = "holds", "fails", "not enough runs"
+HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
+WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH = "holds without weight decay", "not applicable", "uninformative", "not enough runs"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH)
+ALPHA = 0.05
+SEED, REPLICATE_KEYS = "train.seed", ("train.seed", "data.subset_seed")  # the keys of a seed replicate
 
 
 class Verdict(NamedTuple):
-    verdict: str  # holds, fails, not enough runs
-    share: float  # share of rows that agree (NaN: none)
-    table: pd.DataFrame  # one row per compared pair / layer / run, with an ``agrees`` column
+    verdict: str  # one of VERDICTS
+    why: str  # one sentence
+    table: pd.DataFrame  # claim.csv: one row per block (trend), run or matrix
+    tests: list  # one dict per test: statistic, p, effect, ci, control ...
+    convergence: pd.DataFrame  # one row per run: drift, converged (theory.drift.norm_drift)
 
 
-def check(claim: Claim, results) -> Verdict:
-    """Evaluate ``claim`` on loaded ``results`` (``rb.load``)."""
+def check(claim: Claim, results, *, rng: int = 0) -> Verdict:
+    """Evaluate ``claim`` on loaded ``results`` (``rb.load``): finished runs only."""
     done = results.runs[results.runs["state"] == "done"]["run_id"]
     results = subset(results, set(done))
-    table = CHECKS[claim.check](claim, results) if len(done) else pd.DataFrame({"agrees": []})
-    table = table[table["agrees"].notna()] if len(table) else table
-    if table.empty:
-        return Verdict(NOT_ENOUGH, float("nan"), table)
-    share = float(table["agrees"].astype(bool).mean())
-    return Verdict(HOLDS if share >= claim.min_share and share > 0 else FAILS, share, table.reset_index(drop=True))
+    convergence = norm_drift(results) if len(done) else pd.DataFrame(columns=["run_id", "drift", "converged"])
+    if not len(done):
+        return Verdict(NOT_ENOUGH, "no run finished", pd.DataFrame(), [], convergence)
+    verdict, why, table, tests = CHECKS[claim.check](claim, results, convergence, rng)
+    return Verdict(verdict, why, table.reset_index(drop=True), tests, convergence)
 
 
-def _trend(claim: Claim, results) -> pd.DataFrame:
-    """GSGP Prediction 4.1 on the pairs that differ in ``claim.knob`` (all knobs when None),
-    among the runs that learned (:func:`learned`)."""
-    table = theory.prediction_4_1(subset(results, learned(results))).table
-    return table if claim.knob is None else table[table["knob"] == claim.knob]
-
-
+# -- trends -----------------------------------------------------------------------------------
 def learned(results) -> set[str]:
     """The runs whose last train accuracy is above twice their accuracy at initialization (about
     chance), and runs without an accuracy (regression). A run that ends at chance collapsed or
@@ -58,78 +74,251 @@ def learned(results) -> set[str]:
     return set(keep[keep].index)
 
 
-def _theorem(claim: Claim, results) -> pd.DataFrame:
-    """GSGP Thm 3.3 over ε (Fig. 18) on the counted matrices: measured ε-rank ≤ bound."""
+def final_values(results, measure: str = "avg_rank") -> pd.DataFrame:
+    """One row per run: its flattened config, ``value`` (the final ``avg_rank``, or the final
+    ``stable_rank`` of the first counted matrix: CHEN's V) and ``full`` (the value's full scale:
+    the mean smaller dimension of the counted matrices, or V's)."""
+    layers = results.layers[results.layers["counted"]]
+    last = layers[layers["epoch"] == layers.groupby("run_id")["epoch"].transform("max")].sort_values(["run_id", "index"])
+    smaller = np.minimum(last["rows"], last["cols"])
+    if measure == "avg_rank":
+        value = results.scalars.sort_values("epoch").groupby("run_id")["avg_rank"].last()
+        full = smaller.groupby(last["run_id"]).mean()
+    else:
+        first = last.groupby("run_id").head(1).set_index("run_id")
+        value, full = first[measure], np.minimum(first["rows"], first["cols"])
+    frame = results.runs.set_index("run_id").assign(value=value, full=full).reset_index()
+    return frame.dropna(subset=["value"])
+
+
+def _blocked(frame: pd.DataFrame, knob: str) -> pd.DataFrame:
+    """A ``block`` label per run (every varied key but the knob and the seed keys) and ``seed``."""
+    keys = [k for k in varied_keys(frame) if k not in (knob, *REPLICATE_KEYS)]
+    block = frame[keys].astype(str).agg(" · ".join, axis=1) if keys else pd.Series("all", index=frame.index)
+    return frame.assign(block=block.astype(str) + " · seed " + frame[SEED].astype(str), seed=frame[SEED])
+
+
+def _test_dict(name: str, test: TrendTest) -> dict:
+    return {"test": name, "knob": test.knob, "statistic": test.statistic, "p": test.p, "p_opposite": test.p_opposite,
+            "exact": test.exact, "effect": test.effect, "ci_low": test.ci[0], "ci_high": test.ci[1],
+            "seeds": [int(s) for s in test.seeds], "blocks": test.n_blocks}  # fmt: skip
+
+
+def _trend(claim: Claim, results, convergence: pd.DataFrame, rng: int):
+    """Each knob of the claim (``knob=None``: every one that varies) tested on its own; the
+    verdict is the weakest of theirs (fails > inconclusive > holds without weight decay > holds)."""
+    measure = "stable_rank" if claim.check == "stable_rank" else "avg_rank"
+    runs = final_values(subset(results, learned(results)), measure)
+    knobs = [claim.knob] if claim.knob else [k for k in KNOBS if k in varied_keys(runs)]
+    parts = [trend_verdict(runs, knob, convergence, claim.min_effect, rng) for knob in knobs if knob in runs]
+    if not parts:
+        return NOT_ENOUGH, "the claim's knob does not vary among the finished runs", pd.DataFrame(), []
+    order = [FAILS, INCONCLUSIVE, NOT_ENOUGH, NOT_APPLICABLE, WITHOUT_WD, HOLDS]
+    worst = min(parts, key=lambda part: order.index(part[0]))
+    why = worst[1] if len(parts) == 1 else "; ".join(f"{p[3][0]['knob']}: {p[0]} ({p[1]})" for p in parts if p[3])
+    return worst[0], why or worst[1], pd.concat([p[2] for p in parts], ignore_index=True), [t for p in parts for t in p[3]]
+
+
+def trend_verdict(runs: pd.DataFrame, knob: str, convergence: pd.DataFrame, min_effect: float, rng: int = 0):
+    """(verdict, why, blocks table, tests) of one knob's trend on ``runs`` (:func:`final_values`).
+
+    A B or μ trend is tested on the runs with λ > 0 and, as the control, on their λ = 0 twins;
+    ``holds`` needs the λ > 0 effect to exceed the control's (the per-seed difference's bootstrap
+    interval above 0), else ``holds without weight decay``.
+    """
+    direction = KNOBS[knob]
+    decays = runs[WD].astype(float)
+    treated = runs[decays > 0] if knob != WD else runs
+    if knob != WD and treated.empty:
+        return NOT_APPLICABLE, "every run has λ = 0: the papers' B and μ effects come from weight decay", pd.DataFrame(), []
+    test = trend_test(_blocked(treated, knob), knob, direction, rng=rng)
+    if test.n_blocks == 0:
+        return NOT_ENOUGH, f"no block of runs with two or more values of {knob}", pd.DataFrame(), []
+    table = test.blocks.assign(knob=knob, group="λ > 0" if knob != WD else "all")
+    tests = [_test_dict("trend", test)]
+    control = None
+    if knob != WD and (decays == 0).any():
+        control = trend_test(_blocked(runs[decays == 0], knob), knob, direction, rng=rng)
+        if control.n_blocks:
+            table = pd.concat([table, control.blocks.assign(knob=knob, group="λ = 0 control")], ignore_index=True)
+            paired = pd.concat([test.per_seed, control.per_seed], axis=1, join="inner")
+            difference = bootstrap_mean((paired.iloc[:, 0] - paired.iloc[:, 1]).to_numpy(), rng)
+            tests[0] |= {"control_effect": control.effect, "control_ci_low": control.ci[0], "control_ci_high": control.ci[1],
+                         "difference_ci_low": difference[0], "difference_ci_high": difference[1]}  # fmt: skip
+        else:
+            control = None
+    if knob == WD and runs["train.batch_size"].nunique() > 1 and (decays == 0).sum() > 1:
+        half = trend_test(_blocked(runs[decays == 0], "train.batch_size"), "train.batch_size", "smaller", rng=rng)
+        if half.n_blocks:  # the papers' other half: without weight decay B barely matters
+            tests.append(_test_dict("λ = 0: B effect (claimed ≈ 0)", half))
+    stopped = convergence[convergence["run_id"].isin(treated["run_id"]) & (convergence["converged"] == False)]  # noqa: E712
+    verdict, why = _decide(test, tests[0], control, knob, min_effect, len(stopped), len(treated))
+    return verdict, why, table, tests
+
+
+def _decide(test: TrendTest, numbers: dict, control, knob: str, min_effect: float, stopped: int, runs: int):
+    effect = f"effect {test.effect:.1f} % of the full rank [{test.ci[0]:.1f}, {test.ci[1]:.1f}], p = {test.p:.3g}"
+    if stopped:
+        return INCONCLUSIVE, f"not converged: {stopped} of {runs} runs with λ > 0 have not reached the norm equilibrium ({effect})"
+    if test.p_opposite <= ALPHA:
+        return FAILS, f"the rank goes significantly the other way (p = {test.p_opposite:.3g}; {effect})"
+    if len(test.seeds) < 2:
+        return INCONCLUSIVE, f"too few seeds ({len(test.seeds)}) for an interval ({effect})"
+    if test.ci[1] < min_effect:
+        return FAILS, f"the whole interval lies below the minimum effect of {min_effect:g} % ({effect})"
+    if test.p > ALPHA or test.ci[0] <= min_effect:
+        reason = f"p > {ALPHA}" if test.p > ALPHA else f"the interval reaches below the minimum effect of {min_effect:g} %"
+        return INCONCLUSIVE, f"{reason} ({effect})"
+    if knob == WD:
+        return HOLDS, f"the rank falls as λ grows: {effect}"
+    if control is None:
+        return INCONCLUSIVE, f"no λ = 0 control runs to compare with ({effect})"
+    low = numbers["difference_ci_low"]
+    if not low > 0:
+        return WITHOUT_WD, (f"the trend is as large without weight decay: control effect {control.effect:.1f} % "
+                            f"[{control.ci[0]:.1f}, {control.ci[1]:.1f}], difference interval from {low:.1f} ({effect})")
+    return HOLDS, f"{effect}; larger than without weight decay (control {control.effect:.1f} %, difference > {low:.1f})"
+
+
+# -- layer shapes (GP Figs. 6-7) ----------------------------------------------------------------
+def _layer_ranks(results) -> pd.DataFrame:
+    """One row per run with λ > 0: its counted matrices' ε-ranks at the first and last record
+    (lists, in layer order), the full scale (mean smaller dimension) and its seed."""
+    layers = results.layers[results.layers["counted"]].sort_values(["run_id", "epoch", "index"])
+    rows = []
+    for run_id, group in layers.groupby("run_id"):
+        run = results.runs.set_index("run_id").loc[run_id]
+        first, last = group[group["epoch"] == group["epoch"].min()], group[group["epoch"] == group["epoch"].max()]
+        if float(run[WD]) == 0 or first["epoch"].iloc[0] == last["epoch"].iloc[0]:
+            continue
+        rows.append({"run_id": run_id, "seed": run[SEED], "initial": first["eps_rank"].tolist(), "final": last["eps_rank"].tolist(),
+                     "full": float(np.minimum(last["rows"], last["cols"]).mean())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["run_id", "seed", "initial", "final", "full"])
+
+
+def _sign_flip(values: np.ndarray, rng: int) -> tuple[float, float]:
+    """One-sided p-values (mean > 0, mean < 0) of a sign-flip permutation test (exact up to 2^12 values)."""
+    if len(values) < 2 or np.ptp(values) == 0 and values[0] == 0:
+        return 1.0, 1.0
+    result = [stats.permutation_test((values,), np.mean, permutation_type="samples", alternative=side, n_resamples=4096,
+                                     rng=np.random.default_rng(rng)).pvalue for side in ("greater", "less")]  # fmt: skip
+    return float(result[0]), float(result[1])
+
+
+def _per_seed_effect(frame: pd.DataFrame, column: str, rng: int) -> tuple[float, tuple[float, float], list]:
+    per_seed = frame.groupby("seed")[column].mean()
+    return float(per_seed.mean()), bootstrap_mean(per_seed.to_numpy(), rng), [int(s) for s in per_seed.index]
+
+
+def _bottleneck(claim: Claim, results, convergence, rng):
+    """GP Fig. 6: the middle layers' lowest rank falls below the first's and last's, and training
+    made it so. Per run (λ > 0): margin = min(first, last) − min(middle) in % of the full rank,
+    at initialization and at the end; Δ = final − initial margin, tested > 0 by sign flips."""
+    table = _layer_ranks(results)
+    table = table[table["initial"].map(len) >= 3]
+    if table.empty:
+        return NOT_ENOUGH, "no run with λ > 0 and three or more counted matrices", table, []
+
+    def margin(ranks, full):
+        return 100 * (min(ranks[0], ranks[-1]) - min(ranks[1:-1])) / full
+
+    table = table.assign(initial_margin=[margin(r, f) for r, f in zip(table["initial"], table["full"])],
+                         final_margin=[margin(r, f) for r, f in zip(table["final"], table["full"])])  # fmt: skip
+    table["delta"] = table["final_margin"] - table["initial_margin"]
+    table["agrees"] = table["final_margin"] > 0
+    p, p_opposite = _sign_flip(table["delta"].to_numpy(), rng)
+    effect, ci, seeds = _per_seed_effect(table, "delta", rng)
+    tests = [{"test": "bottleneck made by training", "statistic": float(table["delta"].mean()), "p": p, "p_opposite": p_opposite,
+              "effect": effect, "ci_low": ci[0], "ci_high": ci[1], "seeds": seeds}]  # fmt: skip
+    numbers = f"Δ margin {effect:.1f} % of the full rank [{ci[0]:.1f}, {ci[1]:.1f}], p = {p:.3g}"
+    present = table["agrees"].mean() > 0.5
+    if p <= ALPHA and ci[0] > claim.min_effect and present:
+        return HOLDS, f"training made a bottleneck in most runs: {numbers}", table, tests
+    if (table["initial_margin"] > 0).mean() > 0.5:
+        return UNINFORMATIVE, f"the bottleneck is already there at initialization and training did not deepen it ({numbers})", table, tests
+    if p_opposite <= ALPHA or ci[1] < claim.min_effect:
+        return FAILS, f"training did not make a bottleneck: {numbers}", table, tests
+    return INCONCLUSIVE, f"{numbers}; {table['agrees'].mean():.0%} of runs end with one", table, tests
+
+
+def _balanced(claim: Claim, results, convergence, rng):
+    """GP Fig. 7: training lowered the residual blocks' ranks (else the balance is that of
+    initialization: ``uninformative``) and they stay within ``tolerance`` of each other (the
+    spread (max − min)/max of all counted matrices but the input layer, mean over seeds)."""
+    table = _layer_ranks(results)
+    table = table[table["initial"].map(len) >= 3]
+    if table.empty:
+        return NOT_ENOUGH, "no run with λ > 0 and three or more counted matrices", table, []
+    table = table.assign(drop=[100 * (np.mean(i[1:]) - np.mean(f[1:])) / full for i, f, full in zip(table["initial"], table["final"], table["full"])],
+                         spread=[(max(f[1:]) - min(f[1:])) / max(max(f[1:]), 1) for f in table["final"]])  # fmt: skip
+    table["agrees"] = table["spread"] <= claim.tolerance
+    p, _ = _sign_flip(table["drop"].to_numpy(), rng)
+    drop, drop_ci, seeds = _per_seed_effect(table, "drop", rng)
+    spread, spread_ci, _ = _per_seed_effect(table, "spread", rng)
+    tests = [{"test": "blocks' rank fell", "statistic": float(table["drop"].mean()), "p": p, "effect": drop, "ci_low": drop_ci[0],
+              "ci_high": drop_ci[1], "seeds": seeds},
+             {"test": f"spread ≤ {claim.tolerance:g}", "effect": spread, "ci_low": spread_ci[0], "ci_high": spread_ci[1], "seeds": seeds}]  # fmt: skip
+    fell = f"the blocks' rank fell {drop:.1f} % of the full rank [{drop_ci[0]:.1f}, {drop_ci[1]:.1f}], p = {p:.3g}"
+    if not (p <= ALPHA and drop_ci[0] > claim.min_effect):
+        return UNINFORMATIVE, f"training did not lower the ranks enough to test their balance: {fell}", table, tests
+    spread_text = f"spread {spread:.2f} [{spread_ci[0]:.2f}, {spread_ci[1]:.2f}] against {claim.tolerance:g}"
+    if spread_ci[1] <= claim.tolerance:
+        return HOLDS, f"{fell}; {spread_text}", table, tests
+    if spread_ci[0] > claim.tolerance:
+        return FAILS, f"the blocks are not balanced: {spread_text} ({fell})", table, tests
+    return INCONCLUSIVE, f"{spread_text}: the interval straddles the tolerance ({fell})", table, tests
+
+
+# -- bounds and properties ----------------------------------------------------------------------
+def _theorem(claim: Claim, results, convergence, rng):
+    """GSGP Thm 3.3 over ε (Fig. 18) on the counted matrices: measured ε-rank ≤ bound, on the rows
+    where the bound says something (below the smaller dimension)."""
     table = theory.theorem_3_3(results)
     table = table[table["counted"]].copy()
-    table["agrees"] = table["holds"]
-    return table
+    table["agrees"] = table["holds"].where(~table["trivial"])
+    informative = table[~table["trivial"]]
+    tests = [{"test": "bound", "rows": len(table), "informative_rows": len(informative), "holding": int(informative["holds"].sum())}]
+    if table.empty:
+        return NOT_ENOUGH, "no counted matrix", table, tests
+    if informative.empty:
+        smallest = float(table["bound"].min())
+        return UNINFORMATIVE, f"every bound is at least the matrix's smaller dimension (smallest bound {smallest:.3g}): the theorem says nothing here", table, tests
+    failed = informative[~informative["holds"].astype(bool)]
+    if len(failed):
+        return FAILS, f"{len(failed)} of {len(informative)} informative rows exceed the bound", table, tests
+    return HOLDS, f"all {len(informative)} informative rows (of {len(table)}) are below the bound", table, tests
 
 
-def _norm_ratio(claim: Claim, results) -> pd.DataFrame:
-    """‖W_{T−1}‖/‖W_T‖ at the last record within ``tolerance`` of 1 (GSGP Figs. 14–15)."""
-    table = theory.theorem_3_3(results, eps=[results.runs["record.eps"].iloc[0]])
-    table = table[table["counted"]][["run_id", "layer", "epoch", "norm_ratio", "ratio_over"]].copy()
-    table["agrees"] = (table["norm_ratio"] - 1).abs() <= claim.tolerance
-    return table
+def _norm_ratio(claim: Claim, results, convergence, rng):
+    """GSGP Figs. 14–15: every counted matrix of every run with λ > 0 at its norm equilibrium
+    (|drift| ≤ tolerance, :func:`rankbias.theory.drift.norm_drift`) in at least ``min_share``."""
+    table = norm_drift(results, layer_level=True)
+    table = table[table["converged"].notna()].copy()
+    if table.empty:
+        return NOT_APPLICABLE, "no run with weight decay and two records: there is no equilibrium to check", table, []
+    table["agrees"] = table["converged"].astype(bool)
+    share = float(table["agrees"].mean())
+    tests = [{"test": "norm equilibrium", "share": share, "median_drift": float(table["drift"].median()), "rows": len(table)}]
+    text = f"{share:.0%} of {len(table)} matrices within ±{DRIFT_TOLERANCE:g} of the equilibrium (median drift {table['drift'].median():+.2f})"
+    return (HOLDS if share >= claim.min_share else FAILS), text, table, tests
 
 
-def _sgd_noise(claim: Claim, results) -> pd.DataFrame:
-    """GP Props 1–2: with λ > 0, the weights collapse or d(W_{t+1}, W_t) stays away from 0."""
+def _sgd_noise(claim: Claim, results, convergence, rng):
+    """GP Props 1–2: every λ > 0 run collapses or keeps d(W_{t+1}, W_t) above its λ = 0 twin's;
+    a one-sided sign test (``scipy.stats.binomtest``) over the runs says whether there are enough."""
     table = theory.sgd_noise(results)
-    table["agrees"] = table["holds"].astype("boolean")
-    return table
+    table = table[table["holds"].notna()].copy()
+    if table.empty:
+        return NOT_ENOUGH, "no run with weight decay and a distance to compare", table, []
+    table["agrees"] = table["holds"].astype(bool)
+    agree, total = int(table["agrees"].sum()), len(table)
+    p = float(stats.binomtest(agree, total, 0.5, alternative="greater").pvalue)
+    tests = [{"test": "sign test", "agree": agree, "runs": total, "p": p}]
+    text = f"{agree} of {total} runs with λ > 0 collapse or keep d(W_t+1, W_t) up (sign test p = {p:.3g})"
+    if agree < math.ceil(claim.min_share * total):
+        return FAILS, text, table, tests
+    return (HOLDS, text, table, tests) if p <= ALPHA else (INCONCLUSIVE, f"too few runs: {text}", table, tests)
 
 
-def _final_layers(results) -> pd.DataFrame:
-    layers = results.layers[results.layers["counted"]]
-    last = layers.groupby("run_id")["epoch"].transform("max")
-    return layers[layers["epoch"] == last].sort_values(["run_id", "index"])
-
-
-def _bottleneck(claim: Claim, results) -> pd.DataFrame:
-    """GP Fig. 6: per run with λ > 0, the lowest rank of the middle layers < the first's and the last's."""
-    rows = []
-    for run_id, group in _final_layers(results).groupby("run_id"):
-        ranks = group["eps_rank"].tolist()
-        if len(ranks) < 3 or _wd(results, run_id) == 0:
-            continue
-        rows.append({"run_id": run_id, "ranks": ranks, "middle_min": min(ranks[1:-1]), "first": ranks[0], "last": ranks[-1],
-                     "agrees": min(ranks[1:-1]) < min(ranks[0], ranks[-1])})
-    return pd.DataFrame(rows, columns=["run_id", "ranks", "middle_min", "first", "last", "agrees"])
-
-
-def _balanced(claim: Claim, results) -> pd.DataFrame:
-    """GP Fig. 7: the residual blocks' matrices (all counted but the input layer) have ranks
-    within ``tolerance`` × the largest of each other."""
-    rows = []
-    for run_id, group in _final_layers(results).groupby("run_id"):
-        ranks = group["eps_rank"].tolist()[1:]
-        if len(ranks) < 2:
-            continue
-        spread = (max(ranks) - min(ranks)) / max(max(ranks), 1)
-        rows.append({"run_id": run_id, "ranks": ranks, "spread": spread, "agrees": spread <= claim.tolerance})
-    return pd.DataFrame(rows, columns=["run_id", "ranks", "spread", "agrees"])
-
-
-def _stable_rank(claim: Claim, results) -> pd.DataFrame:
-    """CHEN Sec. 5: the stable rank ‖V‖_F²/‖V‖₂² of the first counted matrix falls as λ grows
-    (every pair of runs that differ in λ only, all other keys equal)."""
-    first = _final_layers(results).groupby("run_id").head(1).set_index("run_id")["stable_rank"]
-    runs = results.runs.set_index("run_id")
-    others = [k for k in varied_keys(results.runs) if k != WD]
-    rows = []
-    for _, group in results.runs.groupby([results.runs[k].astype(str) for k in others]) if others else [((), results.runs)]:
-        ordered = group.sort_values(WD)["run_id"].tolist()
-        for low, high in itertools.pairwise(ordered):
-            rows.append({"run_id": high, "other_run_id": low, "value": runs.at[high, WD], "other_value": runs.at[low, WD],
-                         "stable_rank": first[high], "other_stable_rank": first[low], "agrees": first[high] < first[low]})
-    return pd.DataFrame(rows, columns=["run_id", "other_run_id", "value", "other_value", "stable_rank", "other_stable_rank", "agrees"])
-
-
-def _wd(results, run_id) -> float:
-    return float(results.runs.set_index("run_id").at[run_id, WD])
-
-
-CHECKS = {"trend": _trend, "theorem_3_3": _theorem, "norm_ratio": _norm_ratio, "sgd_noise": _sgd_noise,
-          "bottleneck": _bottleneck, "balanced": _balanced, "stable_rank": _stable_rank}
+CHECKS = {"trend": _trend, "stable_rank": _trend, "theorem_3_3": _theorem, "norm_ratio": _norm_ratio,
+          "sgd_noise": _sgd_noise, "bottleneck": _bottleneck, "balanced": _balanced}  # fmt: skip

@@ -2,8 +2,8 @@
 
 Read from what :func:`~rankbias.reproduce.run.reproduce` wrote (``<id>/<scale>/claim.json``,
 ``claim.csv``, ``figure*.png``), so nothing is retrained and presets reproduced by earlier
-commands are included: a summary table (preset, paper figure, claim, verdict, share of agreeing
-rows, runs), then per preset its figures, its claim table and the readings it takes.
+commands are included: a summary table (preset, paper figure, claim, verdict, effect ± interval,
+p, the λ = 0 control, seeds, runs, why; rows coloured by verdict), then per preset its figures, its claim table and the readings it takes.
 """
 
 from __future__ import annotations
@@ -20,16 +20,28 @@ from . import catalog
 
 
 def collect(results: str | Path, scale: str) -> pd.DataFrame:
-    """One row per preset reproduced under ``results`` at ``scale`` (catalog order)."""
+    """One row per preset reproduced under ``results`` at ``scale`` (catalog order): its verdict,
+    the effect ± interval, p, the λ = 0 control's effect, the seeds, and why."""
     rows = []
     for preset in catalog.PRESETS.values():
         path = Path(results) / preset.id / scale / "claim.json"
         if path.exists():
             summary = json.loads(path.read_text())
             rows.append({"preset": preset.id, "figure": preset.paper, "model": preset.model, "claim": summary["claim"],
-                         "verdict": summary["verdict"], "share": summary["share"], "runs": summary["runs"]})  # fmt: skip
-    columns = ["preset", "figure", "model", "claim", "verdict", "share", "runs"]
+                         "verdict": summary["verdict"], "effect": _interval(summary, "effect", "ci_low", "ci_high"),
+                         "p": summary.get("p"), "control": _interval(summary, "control_effect", "control_ci_low", "control_ci_high"),
+                         "seeds": " ".join(str(s) for s in summary.get("seeds", [])), "runs": summary["runs"],
+                         "why": summary.get("why", "")})  # fmt: skip
+    columns = ["preset", "figure", "model", "claim", "verdict", "effect", "p", "control", "seeds", "runs", "why"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _interval(summary: dict, value: str, low: str, high: str) -> str:
+    """``effect [low, high]`` in % of the full rank, or empty."""
+    if summary.get(value) is None:
+        return ""
+    bounds = "" if summary.get(low) is None else f" [{summary[low]:.1f}, {summary[high]:.1f}]"
+    return f"{summary[value]:.1f}{bounds}"
 
 
 def write(results: str | Path, scale: str) -> Path | None:
@@ -42,7 +54,9 @@ def write(results: str | Path, scale: str) -> Path | None:
     table.to_csv(results / f"reproduce-{scale}.csv", index=False)
     counts = ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
     intro = (f"<p>{len(table)} of {len(catalog.PRESETS)} presets reproduced at the {html.escape(scale)} scale: "
-             f"{html.escape(counts)}. A claim holds when at least its share of rows agree (docs/reproduce.md).</p>")
+             f"{html.escape(counts)}. Effects are in % of the full rank, mean over seeds with a bootstrap 95 % interval; "
+             "p is a one-sided permutation p-value; the control is the same effect in the runs without weight decay "
+             "(docs/reproduce.md, \"The tests\").</p>")
     sections = [("summary", "Summary", table_html(table, sortable=True, row_classes=_classes(table)))]
     sections += [(row.preset, f"{row.preset}: {row.figure}", _section(results / row.preset / scale, row)) for row in table.itertuples()]
     path = results / f"reproduce-{scale}.html"
@@ -50,15 +64,23 @@ def write(results: str | Path, scale: str) -> Path | None:
     return path
 
 
+VERDICT_CLASSES = {"holds": "v-holds", "fails": "v-fails", "inconclusive": "v-inconclusive", "holds without weight decay": "v-without",
+                   "uninformative": "v-uninformative", "not applicable": "v-na", "not enough runs": "v-notenough"}  # fmt: skip
+
+
 def _classes(table: pd.DataFrame) -> list[str]:
-    return ["" if v == "holds" else "failed" if v == "fails" else "diverged" for v in table["verdict"]]
+    return [VERDICT_CLASSES.get(v, "") for v in table["verdict"]]
 
 
 def _section(out: Path, row) -> str:
     preset = catalog.get(row.preset)
-    share = "" if row.share is None or row.share != row.share else f" ({row.share:.0%} of rows agree)"
-    about = f"{preset.claim.check}; {row.runs} runs; varies: {preset.varies}"
-    parts = [f"<p><b>{html.escape(str(row.verdict))}</b>{html.escape(share)}: {html.escape(row.claim)} ({html.escape(about)})</p>"]
+    about = f"{preset.claim.check}; {row.runs} runs; seeds {row.seeds}; varies: {preset.varies}"
+    parts = [f'<p><b class="{VERDICT_CLASSES.get(row.verdict, "")}">{html.escape(str(row.verdict))}</b>: '
+             f"{html.escape(row.claim)} ({html.escape(about)})</p><p class=\"note\">{html.escape(str(row.why))}</p>"]
+    summary = json.loads((out / "claim.json").read_text())
+    if summary.get("tests"):
+        tests = pd.DataFrame(summary["tests"]).drop(columns=["seeds"], errors="ignore")
+        parts.append("<h3>Tests</h3>" + table_html(tests))
     for png in sorted(out.glob("figure*.png")):
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         parts.append(figure_html(f"{row.preset}-{png.stem}", f"{row.figure}, {png.stem}", html.escape(preset.varies), data))

@@ -110,8 +110,12 @@ def _lr_per_update(run: pd.Series, T: int, epoch: int, recorded_lr: float):
 def theorem_3_3(results, eps=(1e-3, 1e-2, 0.1, 0.3, 0.5), *, epoch: int | None = None) -> pd.DataFrame:
     """GSGP Theorem 3.3 (seed 003, Sec. 3) per matrix and ε, at the last record (or ``epoch``).
 
-    ``bound``: m_l·B·log(2/ε) / (2μλ) = m_l·B·log(2/ε) / (μ·weight_decay), with μ the learning
-    rate at that epoch. ``measured``: the ε-rank (singular values of W/‖W‖_F above ε, as in
+    ``bound``: m_l·B·n_ε, where n_ε is the number of steps, counted back from the record, over
+    which Σ 2μ_tλ = Σ μ_t·weight_decay reaches log(2/ε) (the proof's unrolling: ∏(1 − 2μ_tλ) ≤
+    ε/2), with μ_t the schedule's learning rate in force at each of those steps. At a constant
+    rate this is the theorem's m_l·B·log(2/ε)/(2μλ); after a decay it uses the rates that were in
+    force, not the last decayed value. ``lr_in_force``: the mean μ_t over the n_ε steps. When the
+    whole training does not reach log(2/ε) the bound is infinite (trivial). ``measured``: the ε-rank (singular values of W/‖W‖_F above ε, as in
     GSGP Fig. 18); ``approx_rank``: the smallest rank within Frobenius distance ε of W/‖W‖_F,
     the quantity the theorem bounds (≥ the ε-rank). ``holds``: measured ≤ bound. ``norm_ratio``:
     the theorem's assumption ‖W_{T−1}‖/‖W_T‖ → 1, from the step norms when recorded (one
@@ -134,19 +138,22 @@ def theorem_3_3(results, eps=(1e-3, 1e-2, 0.1, 0.3, 0.5), *, epoch: int | None =
         if layers.empty:
             raise ValueError(f"run {run_id} has no record at epoch {at}")
         lr = float(results.scalars.set_index(["run_id", "epoch"]).at[(run_id, at), "lr"])
+        steps_per_epoch = float(results.scalars.set_index(["run_id", "epoch"]).at[(run_id, at), "step"]) / max(at, 1)
         wd, batch, momentum = float(run["optimizer.weight_decay"]), int(run["train.batch_size"]), float(run["optimizer.momentum"])
         ratios = _step_ratios(step_norms, run_id, at)
         for info in layers.itertuples():
             sv = np.asarray(spectra.loc[(run_id, at, info.layer)])
             ratio, over = (ratios[info.layer], "1 step") if info.layer in ratios else (info.norm_ratio, f"records (every {int(run['record.every'])} epochs)")
             for e in eps_values:
-                rate = decay_factor(lr, wd)
-                bound = math.inf if rate == 0 else info.m_l * batch * math.log(2 / e) / rate
+                steps = steps_to_decay(run, at, steps_per_epoch, math.log(2 / e))  # inf without weight decay
+                bound = info.m_l * batch * steps
                 measured = int(eps_rank(sv, e, "fro"))
                 smaller = min(info.rows, info.cols)
                 notes = [f"norm ratio {ratio:.6g} over {over} (assumed → 1)"]
-                if rate == 0:
+                if wd == 0:
                     notes.append("trivial: no weight decay, the bound is infinite")
+                elif not math.isfinite(steps):
+                    notes.append(f"trivial: the whole training's Σμλ' is below log(2/ε) = {math.log(2 / e):.3g}")
                 elif bound >= smaller:
                     notes.append(f"trivial: bound ≥ the smaller dimension {smaller}")
                 if momentum > 0:
@@ -158,8 +165,23 @@ def theorem_3_3(results, eps=(1e-3, 1e-2, 0.1, 0.3, 0.5), *, epoch: int | None =
                 rows.append({"check": "gsgp_theorem_3_3", "run_id": run_id, "layer": info.layer, "epoch": at, "param": f"eps={e:g}",
                              "measured": measured, "bound": bound, "holds": measured <= bound, "trivial": bound >= smaller,
                              "note": "; ".join(notes), "eps": e, "approx_rank": approximate_rank(sv, e), "norm_ratio": ratio,
-                             "ratio_over": over, "counted": bool(info.counted), "smaller_dim": smaller})
+                             "ratio_over": over, "counted": bool(info.counted), "smaller_dim": smaller, "steps": steps,
+                             "lr_in_force": math.log(2 / e) / (steps * wd) if wd > 0 and math.isfinite(steps) else math.nan})
     return table(rows)
+
+
+def steps_to_decay(run: pd.Series, epoch: int, steps_per_epoch: float, target: float) -> float:
+    """n_ε of :func:`theorem_3_3`: the steps, counted back from the end of ``epoch``, over which
+    Σ μ_t·weight_decay reaches ``target`` = log(2/ε) (fractional within an epoch; inf when the
+    whole training does not reach it). μ_t: the run's schedule, epoch by epoch."""
+    sched, lr0, wd = schedule(run), float(run["optimizer.lr"]), float(run["optimizer.weight_decay"])
+    total, steps = 0.0, 0.0
+    for e in range(epoch, 0, -1):
+        rate = lr0 * sched.multiplier(e) * wd
+        if rate > 0 and total + rate * steps_per_epoch >= target:
+            return steps + (target - total) / rate
+        total, steps = total + rate * steps_per_epoch, steps + steps_per_epoch
+    return math.inf
 
 
 def _step_ratios(step_norms, run_id, epoch) -> dict:
