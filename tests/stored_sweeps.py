@@ -70,3 +70,15 @@ def build_step_norms(root: Path) -> Path:
     )
     rb.train([base, base.replace(**{"train.batch_size": 32})], root)
     return root
+
+
+SEEDS = (0, 1, 2)
+
+
+def build_seeds(root: Path) -> Path:
+    """2 settings (λ ∈ {0, 5e-3}) × 3 seed replicates (``train.seed`` and ``data.subset_seed``
+    together), mlp-bn-3-16 on a digits subset, 3 epochs."""
+    base = rb.RunConfig.from_dict(BASE)
+    replicate = lambda w, s: base.replace(**{"optimizer.weight_decay": w, "train.seed": s, "data.subset_seed": s})
+    rb.train([replicate(w, s) for w in DECAYS for s in SEEDS], root)
+    return root

@@ -7,15 +7,17 @@ import matplotlib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from matplotlib.collections import QuadMesh
+from matplotlib.collections import PolyCollection, QuadMesh
+from matplotlib.colors import to_rgba
 from matplotlib.image import AxesImage
 
 import rankbias as rb
 from rankbias import plots
 from rankbias.cli import main
 from rankbias.plots import PlotError
+from rankbias.report import choose_figures
 
-from .stored_sweeps import BATCHES, build_grid, build_regression
+from .stored_sweeps import BATCHES, DECAYS, SEEDS, build_grid, build_regression, build_seeds
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rankbias"
 
@@ -28,6 +30,11 @@ def grid(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def records(grid):
     return rb.load(grid)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    return rb.load(build_seeds(tmp_path_factory.mktemp("seeds")))
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +230,78 @@ def test_plot_command(grid, tmp_path):
     assert result.exit_code == 2 and "unknown figure family 'rank-vs-time'" in result.output
     helptext = runner.invoke(main, ["plot", "--help"]).output
     assert all(name in helptext for name in plots.FAMILIES)
+
+
+def replicate_stats(records, decay, column="avg_rank", table="scalars", layer=None):
+    """Per epoch: mean, min and max of ``column`` over the seed replicates of λ = ``decay``."""
+    runs = records.runs[np.isclose(records.runs["optimizer.weight_decay"], decay)]
+    assert len(runs) == len(SEEDS)
+    rows = getattr(records, table)
+    rows = rows[rows["run_id"].isin(set(runs["run_id"])) & ((rows["layer"] == layer) if layer else True)]
+    return rows.groupby("epoch")[column].agg(["mean", "min", "max"])
+
+
+def bands(ax) -> list:
+    return [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def test_seed_replicates_are_one_mean_line_with_a_min_max_band(seeded):
+    fig = plots.rank_vs_epoch(seeded, vary="λ")
+    top, bottom = fig.axes
+    assert [line.get_label() for line in top.get_lines()] == ["λ = 0", "λ = 0.005"]
+    assert len(bottom.get_lines()) == 4 and len(bands(top)) == 2 and len(bands(bottom)) == 4
+    assert texts(fig) == ["λ = 0", "λ = 0.005", "train", "test"]
+    assert fig.legends[0].get_title().get_text() == "mean of 3 seeds, band: min–max"
+    for line, band, decay in zip(top.get_lines(), bands(top), DECAYS):
+        stats = replicate_stats(seeded, decay)
+        assert np.array_equal(line.get_xdata(), stats.index) and np.allclose(line.get_ydata(), stats["mean"])
+        assert to_rgba(band.get_facecolor()[0])[:3] == to_rgba(line.get_color())[:3] and band.get_alpha() == 0.2
+        edges = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+        assert np.isclose(edges.min(), stats["min"].min()) and np.isclose(edges.max(), stats["max"].max())
+    assert (stats["min"] < stats["max"]).any()  # the seeds differ
+    accuracy = replicate_stats(seeded, 5e-3, "test_acc")["mean"]
+    assert np.allclose(bottom.get_lines()[3].get_ydata(), accuracy)  # λ = 0.005, test (dashed)
+
+    fig = plots.rank_vs_epoch(seeded, vary="λ", panel="λ")  # one configuration per panel
+    assert all(len(ax.get_lines()) == 1 and len(bands(ax)) == 1 for ax in fig.axes[:2])
+    fig = plots.rank_vs_epoch(seeded, vary="seed", where={"λ": 0.0})  # a role names the seed: runs apart
+    assert texts(fig)[:3] == ["seed = 0", "seed = 1", "seed = 2"] and not bands(fig.axes[0])
+    assert fig.legends[0].get_title().get_text() == ""  # no note: nothing is averaged
+
+
+def test_seed_replicates_in_the_other_families(seeded):
+    fig = plots.convergence(seeded, vary="λ")
+    assert all(len(ax.get_lines()) == 2 and len(bands(ax)) == 2 for ax in fig.axes)
+    distance = replicate_stats(seeded, 5e-3, "distance")["mean"]
+    assert np.allclose(fig.axes[0].get_lines()[1].get_ydata(), distance, equal_nan=True)
+    fig = plots.norm_ratio(seeded, where={"λ": 5e-3})
+    (ax,) = fig.axes
+    assert len(ax.get_lines()) == 4 and len(bands(ax)) == 3  # 3 matrices + the line at 1
+    ratio = replicate_stats(seeded, 5e-3, "norm_ratio", "layers", "hidden.2")["mean"]
+    assert np.allclose(ax.get_lines()[2].get_ydata(), ratio, equal_nan=True)
+    assert "mean of 3 seeds" in fig.legends[0].get_title().get_text()
+    fig = plots.rank_vs_eps(seeded, vary="λ", eps_grid=[1e-3, 0.05])
+    final = replicate_stats(seeded, 0.0).iloc[-1]
+    assert np.isclose(fig.axes[0].get_lines()[0].get_ydata()[0], final["mean"]) and len(bands(fig.axes[0])) == 2
+    fig = plots.layer_ranks(seeded, vary="λ")
+    expected = replicate_stats(seeded, 0.0, "eps_rank", "layers", "hidden.1")["mean"].iloc[-1]
+    assert len(fig.axes[0].get_lines()) == 2 and np.isclose(fig.axes[0].get_lines()[0].get_ydata()[1], expected)
+
+
+def test_heatmap_cells_are_means_over_seeds(seeded):
+    for value in ("avg_rank", "test_acc"):
+        fig = plots.rank_heatmap(seeded, x="λ", y="B", value=value)
+        ax = fig.axes[0]
+        (image,) = [a for a in ax.get_children() if isinstance(a, AxesImage)]
+        final = [replicate_stats(seeded, decay, value).iloc[-1] for decay in DECAYS]
+        assert image.get_array().shape == (1, 2) and np.allclose(image.get_array()[0], [f["mean"] for f in final])
+        assert [t.get_text() for t in ax.texts] == [f"{f['mean']:.3g}" for f in final]
+        assert fig.axes[1].get_ylabel().endswith("(mean of 3 seeds)")
+    assert all(f["min"] < f["mean"] < f["max"] for f in final)  # the seeds differ: a mean, not one run
+
+
+def test_report_draws_seed_replicates_together(seeded):
+    chosen = {c.family: c for c in choose_figures(seeded)}
+    assert chosen["rank-vs-epoch"].kwargs == {"vary": "optimizer.weight_decay", "panel": None}
+    assert chosen["rank-vs-epoch"].where == {}  # no figure per seed
+    assert set(chosen["spectra-over-training"].where) == {"train.seed", "data.subset_seed"}  # the seed of the lowest-rank run

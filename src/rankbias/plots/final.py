@@ -2,19 +2,21 @@
 
 "Final" is each run's last record (``epoch=None``; a diverged run's last record before it
 diverged) or the record at ``epoch``. Every value is a stored record: ``scalars`` for the
-heatmap, ``layers.eps_rank``/``stable_rank`` per matrix.
+heatmap, ``layers.eps_rank``/``stable_rank`` per matrix. A setting run with several seeds is
+drawn as the mean over its replicates (lines with a min–max band).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..conventions import symbol
-from .select import PlotError, as_results, at_epoch, counted_layers, fmt, rank_label, same_value, select
-from .style import CMAP, line_style, new_figure, styled
-from .training import _legend, _panel_title
+from .select import PlotError, as_results, at_epoch, counted_layers, fmt, rank_label, replicate_table, same_value, select
+from .style import CMAP, line_style, mean_band, new_figure, styled
+from .training import _legend, _name, _panel_title
 
 SCALARS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss", "train_loss": "train loss"}
 MEASURES = {"eps_rank": "rank", "stable_rank": "stable rank", "effective_rank": "effective rank"}
@@ -24,7 +26,9 @@ MEASURES = {"eps_rank": "rank", "stable_rank": "stable rank", "effective_rank": 
 def rank_heatmap(results, x=None, y=None, panel=None, where=None, runs=None, value="avg_rank", epoch=None, eps=None, norm=None) -> Figure:
     """Family 2: a ``scalars`` column (default the average rank) at the end of training over two
     hyperparameters, every cell annotated (GSGP Fig. 1). One heatmap per value of ``panel``, one
-    colour scale for all; a diverged run's cell says so, a missing run's cell is blank.
+    colour scale for all; a diverged run's cell says so, a missing run's cell is blank. A cell of
+    seed replicates is their mean (over those that did not diverge; the colour bar says "mean of N
+    seeds", a cell with diverged replicates says how many).
     """
     res = as_results(results, eps, norm)
     sel = select(res, where, runs, x=x, y=y, panel=panel)
@@ -35,21 +39,20 @@ def rank_heatmap(results, x=None, y=None, panel=None, where=None, runs=None, val
     final = at_epoch(sel.results.scalars, epoch).set_index("run_id")[value]
     xs, ys = sel.values("x"), sel.values("y")
     groups = sel.groups("panel")
+    state = sel.runs.set_index("run_id")["state"]
+    grids = [_cells(members, sel.keys, xs, ys, final, state) for _, members in groups]
     fig = new_figure(len(groups), 1, (0.7 * len(xs) + 1.6, 0.45 * len(ys) + 1.2))
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    state = sel.runs.set_index("run_id")["state"]
-    finite = final[np.isfinite(final) & (state.reindex(final.index) != "diverged")]
+    finite = np.concatenate([grid[np.isfinite(grid)] for grid, _, _ in grids])
     scale = Normalize(finite.min(), finite.max()) if len(finite) else Normalize(0, 1)
-    for ax, (pval, members) in zip(axes, groups):
-        grid = np.full((len(ys), len(xs)), np.nan)
-        diverged = np.zeros(grid.shape, dtype=bool)
-        for _, row in members.iterrows():
-            i, j = ys.index(_pick(ys, row[sel.keys["y"]])), xs.index(_pick(xs, row[sel.keys["x"]]))
-            diverged[i, j] = state[row["run_id"]] == "diverged"
-            grid[i, j] = np.nan if diverged[i, j] else final.get(row["run_id"], np.nan)
+    for ax, (pval, _), (grid, diverged, size) in zip(axes, groups, grids):
         image = ax.imshow(grid, cmap=CMAP, norm=scale, aspect="auto", origin="lower")
-        for i, j in zip(*np.nonzero(np.isfinite(grid) | diverged)):
-            _annotate(ax, image, i, j, "diverged" if diverged[i, j] else f"{grid[i, j]:.3g}")
+        for i, j in zip(*np.nonzero(np.isfinite(grid) | (diverged > 0))):
+            if not np.isfinite(grid[i, j]):
+                text = "diverged"
+            else:
+                text = f"{grid[i, j]:.3g}" + (f"\n{diverged[i, j]} of {size[i, j]} diverged" if diverged[i, j] else "")
+            _annotate(ax, image, i, j, text)
         ax.set_xticks(range(len(xs)), [fmt(v) for v in xs])
         ax.set_yticks(range(len(ys)), [fmt(v) for v in ys])
         ax.set_xlabel(symbol(sel.keys["x"]))
@@ -57,8 +60,26 @@ def rank_heatmap(results, x=None, y=None, panel=None, where=None, runs=None, val
         ax.grid(False)
         _panel_title(ax, sel, pval)
     what = f"average rank ({rank_label(sel, eps, norm)})" if value == "avg_rank" else SCALARS.get(value, value)
-    fig.colorbar(image, ax=list(axes), label=f"final {what}" if epoch is None else f"{what} at epoch {epoch}")
+    note = sel.replicate_note(band=False)
+    label = f"final {what}" if epoch is None else f"{what} at epoch {epoch}"
+    fig.colorbar(image, ax=list(axes), label=f"{label}\n({note})" if note else label)
     return fig
+
+
+def _cells(members: pd.DataFrame, keys: dict, xs: list, ys: list, final: pd.Series, state: pd.Series):
+    """(value, diverged, size) grids of one heatmap: per cell the mean of ``final`` over its runs
+    that did not diverge (NaN if none), how many diverged, and how many runs it has."""
+    cells = {}
+    for _, row in members.iterrows():
+        cell = ys.index(_pick(ys, row[keys["y"]])), xs.index(_pick(xs, row[keys["x"]]))
+        cells.setdefault(cell, []).append(row["run_id"])
+    grid = np.full((len(ys), len(xs)), np.nan)
+    diverged, size = np.zeros(grid.shape, dtype=int), np.zeros(grid.shape, dtype=int)
+    for cell, run_ids in cells.items():
+        kept = [final.get(r, np.nan) for r in run_ids if state[r] != "diverged"]
+        diverged[cell], size[cell] = len(run_ids) - len(kept), len(run_ids)
+        grid[cell] = np.mean(kept) if kept else np.nan
+    return grid, diverged, size
 
 
 def _annotate(ax, image, i: int, j: int, text: str) -> None:
@@ -79,7 +100,7 @@ def layer_ranks(results, vary=None, panel=None, where=None, runs=None, epoch=Non
     """Family 3: each weight matrix's rank against its index in the network, one line per
     ``vary`` value, one panel per ``panel`` value (GP Figs. 6–7: a bottleneck in the middle layers
     of MLP-BN, balanced ranks in residual networks). ``measure``: eps_rank, stable_rank or
-    effective_rank (columns of ``layers``).
+    effective_rank (columns of ``layers``). Seed replicates: their mean, with a min–max band.
     """
     if measure not in MEASURES:
         raise PlotError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
@@ -93,9 +114,9 @@ def layer_ranks(results, vary=None, panel=None, where=None, runs=None, epoch=Non
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
     values = sel.values("vary")
     for ax, (pval, members) in zip(axes, groups):
-        for i, vval, run_id in sel.lines(members):
-            rows = table[table["run_id"] == run_id].sort_values("index")
-            ax.plot(rows["index"], rows[measure], label=sel.label("vary", vval) or run_id, **line_style(i, len(values)))
+        for i, vval, run_ids in sel.replicates(members):
+            ranks = replicate_table(table, run_ids, measure, by="index")
+            mean_band(ax, ranks, label=_name(sel, vval, run_ids), **line_style(i, len(values)))
         ax.set_xlabel("layer index")
         positions = table.drop_duplicates("layer").sort_values("index")
         if len(positions) <= 12:
@@ -112,7 +133,8 @@ def weight_decay_generalization(results, vary=None, where=None, runs=None, layer
     """Family 6 (CHEN Sec. 5): the stable rank ‖V‖_F²/‖V‖₂² of one matrix (default the first
     counted one: ``V`` of ``twolayer-H``), the train loss (MSE for the ``mse_*`` losses) and the
     generalization gap test − train loss, all at the end of training, against λ (weight decay).
-    CHEN: with large λ the stable rank is near 1 and the gap is smallest. One line per ``vary``.
+    CHEN: with large λ the stable rank is near 1 and the gap is smallest. One line per ``vary``;
+    seed replicates: their mean, with a min–max band.
     """
     res = as_results(results)
     sel = select(res, where, runs, x="optimizer.weight_decay", vary=vary)
@@ -133,8 +155,9 @@ def weight_decay_generalization(results, vary=None, where=None, runs=None, layer
     key = sel.keys["x"]
     for ax, (ylabel, column) in zip(axes, panels):
         for i, (vval, members) in enumerate(sel.groups("vary")):
-            runs_here = members.sort_values(key)
-            ax.plot(runs_here[key], column.reindex(runs_here["run_id"]).to_numpy(), label=sel.label("vary", vval) or "runs", **line_style(i, len(values)))
+            per_decay = {x: column.reindex(ids).reset_index(drop=True) for _, x, ids in sel.replicates(members, "x")}
+            table = pd.DataFrame(per_decay).T  # λ × replicate
+            mean_band(ax, table, label=sel.label("vary", vval) or "runs", **line_style(i, len(values)))
         positive = [d for d in decays if d > 0]
         if 0 in decays or 0.0 in decays:
             ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)

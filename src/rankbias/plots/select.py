@@ -4,6 +4,10 @@ A figure family has *roles* — ``vary`` (one line per value), ``panel`` (one pa
 ``x``/``y`` (heatmap axes) — each bound to a config key. Roles left ``None`` take the varied keys
 in :data:`PREFERRED` order. Runs that still differ in a key no role covers would be drawn on top
 of each other: that is refused with a message that says how to pick them (``where=``).
+
+Runs that differ only in :data:`REPLICATE_KEYS` (the seeds) are *replicates* of one configuration:
+no role takes those keys unless asked to, and a figure draws one line (cell) per configuration, the
+mean over its replicates (:meth:`Selection.replicates`, :meth:`Selection.replicate_note`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..summary import varied_keys
 
 PREFERRED = ["train.batch_size", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.name", "data.name", "loss"]
 ALIASES = {"mu": "optimizer.lr", "lambda": "optimizer.weight_decay", "wd": "optimizer.weight_decay"}
+REPLICATE_KEYS = ("train.seed", "data.subset_seed")  # runs differing only in these are replicates
 
 
 class PlotError(RankbiasError, ValueError):
@@ -119,14 +124,35 @@ class Selection:
             return [(None, self.runs)]
         return [(v, self.runs[_matches(self.runs[key], v)]) for v in self.values(role)]
 
+    def replicates(self, members: pd.DataFrame, role: str = "vary"):
+        """(position, value, run_ids) of each value of ``role`` that ``members`` have, in order.
+
+        ``members`` agree in every other role (a panel, a cell), so the runs of one value differ
+        at most in :data:`REPLICATE_KEYS` not bound to a role: ``run_ids`` are the replicates
+        of one configuration, one run when the sweep has one seed.
+        """
+        key, out = self.keys.get(role), []
+        for i, value in enumerate(self.values(role)):
+            hit = members if key is None else members[_matches(members[key], value)]
+            if len(hit):
+                out.append((i, value, list(hit["run_id"])))
+        return out
+
     def lines(self, members: pd.DataFrame, role: str = "vary"):
         """(position, value, run_id) of each run of ``members``, by the order of ``role``'s values."""
-        key, values = self.keys.get(role), self.values(role)
-        out = []
-        for i, value in enumerate(values):
-            hit = members if key is None else members[_matches(members[key], value)]
-            out += [(i, value, run_id) for run_id in hit["run_id"]]
-        return out
+        return [(i, value, run_id) for i, value, run_ids in self.replicates(members, role) for run_id in run_ids]
+
+    def replicate_note(self, band: bool = True) -> str:
+        """'mean of 3 seeds, band: min–max' (without ``band``: 'mean of 3 seeds') when the
+        configurations have replicates, else ''. A configuration is the runs that agree in every
+        config key but the :data:`REPLICATE_KEYS` no role is bound to.
+        """
+        keys = [k for k in varied_keys(self.runs) if k not in REPLICATE_KEYS or k in self.keys.values()]
+        sizes = self.runs[keys].astype(str).value_counts() if keys else pd.Series([len(self.runs)])
+        low, high = int(sizes.min()), int(sizes.max())
+        if high < 2:
+            return ""
+        return f"mean of {low if low == high else f'{low}–{high}'} seeds" + (", band: min–max" if band else "")
 
     def label(self, role: str, value) -> str:
         key = self.keys.get(role)
@@ -136,8 +162,9 @@ class Selection:
 def select(results: Results, where: dict | None = None, runs=None, **roles) -> Selection:
     """Filter runs by ``where`` ({key: value or list}) and ``runs`` (ids or id prefixes), bind roles.
 
-    Only runs with at least one record are kept (a run that failed before its first record has
-    nothing to draw; the report lists it).
+    :data:`REPLICATE_KEYS` take a role only when it names them; otherwise runs that differ in them
+    are replicates, averaged by the figures. Only runs with at least one record are kept (a run
+    that failed before its first record has nothing to draw; the report lists it).
     """
     table = results.runs
     if len(results.scalars):
@@ -154,7 +181,7 @@ def select(results: Results, where: dict | None = None, runs=None, **roles) -> S
     if table.empty:
         raise PlotError("no run with records matches the selection")
     chosen = {role: (resolve_key(table, key) if key else None) for role, key in roles.items()}
-    free = [k for k in ordered_keys(varied_keys(table)) if k not in chosen.values()]
+    free = [k for k in ordered_keys(varied_keys(table)) if k not in chosen.values() and k not in REPLICATE_KEYS]
     for role, key in chosen.items():
         if key is None and free:
             chosen[role] = free.pop(0)
@@ -166,6 +193,12 @@ def select(results: Results, where: dict | None = None, runs=None, **roles) -> S
             f"where={{{pick!r}: ...}} (CLI: --where {pick}=VALUE; values: {', '.join(map(fmt, order_values(table[pick])))})"
         )
     return Selection(subset(results, table["run_id"]), chosen)
+
+
+def replicate_table(table: pd.DataFrame, run_ids, column: str, by: str = "epoch") -> pd.DataFrame:
+    """``column`` of ``table``'s rows of ``run_ids``: one row per value of ``by``, one column per run."""
+    rows = table[table["run_id"].isin(set(run_ids))]
+    return rows.pivot(index=by, columns="run_id", values=column).sort_index()
 
 
 def ordered_keys(keys: list[str]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Normalization and thresholds go through :mod:`rankbias.spectra.measures`, the functions that
 computed the stored ranks, so a rank read off these figures is the rank ``rb.load(eps=...)``
-gives.
+gives. A setting run with several seeds is drawn as the mean over its replicates, with a min–max
+band (family 8, an image per run, shows every replicate).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from matplotlib.figure import Figure
 
 from ..spectra.measures import eps_rank, frobenius_norm, spectral_norm
 from .select import PlotError, Selection, as_results, at_epoch, counted_layers, select
-from .style import CMAP, grid_shape, line_style, new_figure, styled
-from .training import _legend, _panel_title
+from .style import CMAP, grid_shape, line_style, mean_band, new_figure, styled
+from .training import _legend, _name, _panel_title
 
 FLOOR = 1e-8  # smallest σ/‖W‖ drawn (float32 singular values carry ~7 digits)
 NORM_TEX = {"fro": r"\|W\|_F", "spectral": r"\|W\|_2"}
@@ -42,7 +43,9 @@ def _spectra(selection: Selection) -> pd.Series:
 def layer_spectra(results, vary=None, where=None, runs=None, epoch=None, layers="counted", eps=None, norm=None) -> Figure:
     """Family 4: each matrix's normalized singular values σ_i/‖W‖, sorted, log scale, one curve
     per ``vary`` value, one panel per matrix; the dashed line is ε, so the rank is the number of
-    points above it (GSGP Figs. 16–17; CHEN's spectra of V for small and large λ).
+    points above it (GSGP Figs. 16–17; CHEN's spectra of V for small and large λ). Seed
+    replicates: the mean of their σ_i/‖W‖ per index i, with a min–max band (the points of the
+    mean above ε count the rank of no single run).
     """
     res = as_results(results)
     sel = select(res, where, runs, vary=vary)
@@ -55,13 +58,19 @@ def layer_spectra(results, vary=None, where=None, runs=None, epoch=None, layers=
     values = sel.values("vary")
     for ax, name in zip(axes, names):
         thresholds = set()
-        for i, vval, run_id in sel.lines(sel.runs):
-            row = final[(final["run_id"] == run_id) & (final["layer"] == name)]
-            if row.empty:
-                continue
-            points = normalized(np.asarray(sv.at[(run_id, int(row["epoch"].iloc[0]), name)], dtype=np.float64), _norm_of(sel, run_id, norm))
-            ax.plot(np.arange(1, len(points) + 1), points, label=sel.label("vary", vval) or run_id, **line_style(i, len(values), len(points)))
-            thresholds.add(_eps_of(sel, run_id, eps))
+        for i, vval, run_ids in sel.replicates(sel.runs):
+            curves = {}
+            for run_id in run_ids:
+                row = final[(final["run_id"] == run_id) & (final["layer"] == name)]
+                if row.empty:
+                    continue
+                stored = np.asarray(sv.at[(run_id, int(row["epoch"].iloc[0]), name)], dtype=np.float64)
+                points = normalized(stored, _norm_of(sel, run_id, norm))
+                curves[run_id] = pd.Series(points, index=np.arange(1, len(points) + 1))
+                thresholds.add(_eps_of(sel, run_id, eps))
+            if curves:
+                table = pd.DataFrame(curves)
+                mean_band(ax, table, label=_name(sel, vval, list(curves)), **line_style(i, len(values), len(table)))
         for t in thresholds:
             ax.axhline(t, color="0.3", linestyle="--", linewidth=0.9)
         ax.set_yscale("log")
@@ -89,8 +98,9 @@ def average_rank_over_eps(selection: Selection, run_id: str, epoch: int, names: 
 @styled
 def rank_vs_eps(results, vary=None, panel=None, where=None, runs=None, epoch=None, layer=None, norm=None, eps_grid=None) -> Figure:
     """Family 7: the average rank (or ``layer``'s rank) against the threshold ε, from the stored
-    singular values, one line per run, so a reader sees how ε changes the answer; the dotted line
-    marks each run's ``record.eps``. ``eps_grid`` defaults to 60 values from 1e-6 to 0.5.
+    singular values, one line per run (seed replicates: their mean, with a min–max band), so a
+    reader sees how ε changes the answer; the dotted line marks each run's ``record.eps``.
+    ``eps_grid`` defaults to 60 values from 1e-6 to 0.5.
     """
     res = as_results(results)
     sel = select(res, where, runs, vary=vary, panel=panel)
@@ -105,10 +115,10 @@ def rank_vs_eps(results, vary=None, panel=None, where=None, runs=None, epoch=Non
     values = sel.values("vary")
     for ax, (pval, members) in zip(axes, groups):
         marks = set()
-        for i, vval, run_id in sel.lines(members):
-            ranks = average_rank_over_eps(sel, run_id, int(final[run_id]), names, grid, _norm_of(sel, run_id, norm))
-            ax.plot(grid, ranks, label=sel.label("vary", vval) or run_id, **line_style(i, len(values), len(grid)))
-            marks.add(_eps_of(sel, run_id, None))
+        for i, vval, run_ids in sel.replicates(members):
+            ranks = {r: average_rank_over_eps(sel, r, int(final[r]), names, grid, _norm_of(sel, r, norm)) for r in run_ids}
+            mean_band(ax, pd.DataFrame(ranks, index=grid), label=_name(sel, vval, run_ids), **line_style(i, len(values), len(grid)))
+            marks.update(_eps_of(sel, r, None) for r in run_ids)
         for m in marks:
             ax.axvline(m, color="0.3", linestyle=":", linewidth=1.0)
         ax.set_xscale("log")
@@ -125,8 +135,9 @@ def rank_vs_eps(results, vary=None, panel=None, where=None, runs=None, epoch=Non
 def spectra_over_training(results, layer=None, panel=None, where=None, runs=None, norm=None, eps=None) -> Figure:
     """Family 8: one matrix's singular values at every recorded epoch, as an image: epoch
     (x) × index i (y), colour log₁₀(σ_i/‖W‖). The white contour is ε: the rank at an epoch is
-    the height of the region above it. One panel per run (per value of ``panel``), one colour
-    scale. ``layer`` defaults to the first counted matrix.
+    the height of the region above it. One panel per run (per value of ``panel``; seed
+    replicates each get their own, titled with the run), one colour scale. ``layer`` defaults to
+    the first counted matrix.
     """
     res = as_results(results)
     sel = select(res, where, runs, panel=panel)
@@ -141,13 +152,15 @@ def spectra_over_training(results, layer=None, panel=None, where=None, runs=None
             rows = sv[sv["run_id"] == run_id].sort_values("epoch")
             stack = np.stack([np.asarray(v, dtype=np.float64) for v in rows["sv"]])
             logs = np.log10(np.maximum(normalized(stack, _norm_of(sel, run_id, norm)), FLOOR))
-            images.append((pval, run_id, rows["epoch"].to_numpy(), logs))
+            setting = sel.label("panel", pval)
+            run = f"run {run_id}" if not setting or len(members) > 1 else ""  # replicates: one panel each
+            images.append((", ".join(t for t in (name, setting, run) if t), run_id, rows["epoch"].to_numpy(), logs))
     low = min(float(np.min(img[3])) for img in images)
     high = max(float(np.max(img[3])) for img in images)
     nrows, ncols = grid_shape(len(images), 3)
     fig = new_figure(ncols, nrows, (3.2, 2.6))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (pval, run_id, epochs, logs) in zip(axes, images):
+    for ax, (title, run_id, epochs, logs) in zip(axes, images):
         index = np.arange(1, logs.shape[1] + 1)
         mesh = ax.pcolormesh(_edges(epochs), _edges(index), logs.T, cmap=CMAP, vmin=low, vmax=high, shading="flat")
         threshold = np.log10(_eps_of(sel, run_id, eps))
@@ -156,7 +169,7 @@ def spectra_over_training(results, layer=None, panel=None, where=None, runs=None
         ax.set_xlabel("epoch")
         ax.set_ylabel("index i")
         ax.grid(False)
-        ax.set_title(f"{name}, {sel.label('panel', pval)}" if sel.keys.get("panel") else f"{name}, run {run_id}")
+        ax.set_title(title)
     for ax in axes[len(images) :]:
         ax.set_visible(False)
     norms = {_norm_of(sel, r, norm) for r in sel.runs["run_id"]}

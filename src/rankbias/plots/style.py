@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 CMAP = "cividis"
+BAND_ALPHA = 0.2  # the min–max band over seed replicates, in its line's colour
 
 STYLE = {
     "font.size": 9,
@@ -68,6 +69,17 @@ def colors(n: int) -> list:
 def line_style(i: int, n: int, points: int = 0) -> dict:
     """Colour and marker of the ``i``-th of ``n`` lines; about ten markers per line of ``points``."""
     return {"color": colors(n)[i], "marker": MARKERS[i % len(MARKERS)], "markevery": max(1, points // 10)}
+
+
+def mean_band(ax, table, **style):
+    """Draw the mean of ``table``'s columns (one per replicate; NaN skipped) against its index and,
+    with two or more columns, their min–max as a band in the line's colour. Returns the line."""
+    x = table.index.to_numpy()
+    (line,) = ax.plot(x, table.mean(axis=1).to_numpy(), **style)
+    if table.shape[1] > 1:
+        low, high = table.min(axis=1).to_numpy(), table.max(axis=1).to_numpy()
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+    return line
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, panel_size: tuple[float, float] = (3.2, 2.4)) -> Figure:

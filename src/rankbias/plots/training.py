@@ -1,5 +1,8 @@
 """Families 1 and 5: quantities over training, one line per setting.
 
+A setting run with several seeds is drawn as the mean over its replicates per epoch, with a
+min–max band (``plots.select.REPLICATE_KEYS``).
+
 Every number is a stored record (``rb.load``): ``scalars.avg_rank`` (recomputed at another ε by
 ``api.rerank``), ``train_acc``/``test_acc``, ``train_loss``, ``distance``; ``layers.norm_ratio``.
 """
@@ -10,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .select import Selection, as_results, counted_layers, rank_label, select
-from .style import colors, line_style, new_figure, styled
+from .select import Selection, as_results, counted_layers, rank_label, replicate_table, select
+from .style import colors, line_style, mean_band, new_figure, styled
 
 
 def _has(values) -> bool:
@@ -24,9 +27,20 @@ def _legend(fig: Figure, selection: Selection, role: str, extra: list | None = N
     handles = []
     if selection.keys.get(role) is not None:
         handles = [Line2D([], [], label=selection.label(role, v), **{k: s for k, s in line_style(i, len(values)).items() if k != "markevery"}) for i, v in enumerate(values)]
-    handles += extra or []
-    if handles:
-        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    _figure_legend(fig, selection, handles + (extra or []))
+
+
+def _figure_legend(fig: Figure, selection: Selection, handles: list, title: str = "") -> None:
+    """``handles`` right of the panels, under ``title`` and, when lines average seed replicates, a
+    note that says so ("mean of 3 seeds, band: min–max")."""
+    title = "\n".join(t for t in (title, selection.replicate_note()) if t)
+    if handles or title:
+        fig.legend(handles=handles, loc="outside right upper", frameon=False, title=title or None)
+
+
+def _name(selection: Selection, value, run_ids: list[str]) -> str:
+    """A line's label: its ``vary`` value, else its run (or how many runs it averages)."""
+    return selection.label("vary", value) or (run_ids[0] if len(run_ids) == 1 else f"mean of {len(run_ids)} runs")
 
 
 def _panel_title(ax, selection: Selection, value) -> None:
@@ -53,13 +67,14 @@ def rank_vs_epoch(results, vary=None, panel=None, where=None, runs=None, eps=Non
     values = sel.values("vary")
     for j, (pval, members) in enumerate(groups):
         top, bottom = axes[0, j], axes[1, j]
-        for i, vval, run_id in sel.lines(members):
-            s = scalars[scalars["run_id"] == run_id].sort_values("epoch")
-            style = line_style(i, len(values), len(s))
-            name = sel.label("vary", vval) or run_id
-            top.plot(s["epoch"], s["avg_rank"], label=name, **style)
-            bottom.plot(s["epoch"], s[f"train_{lower}"], label=f"{name}, train", **style)
-            bottom.plot(s["epoch"], s[f"test_{lower}"], label=f"{name}, test", linestyle="--", **style)
+        for i, vval, run_ids in sel.replicates(members):
+            ranks = replicate_table(scalars, run_ids, "avg_rank")
+            style = line_style(i, len(values), len(ranks))
+            name = _name(sel, vval, run_ids)
+            mean_band(top, ranks, label=name, **style)
+            for part, dashes in (("train", "-"), ("test", "--")):
+                table = replicate_table(scalars, run_ids, f"{part}_{lower}")
+                mean_band(bottom, table, label=f"{name}, {part}", linestyle=dashes, **style)
         _panel_title(top, sel, pval)
         bottom.set_xlabel("epoch")
         if not classify:
@@ -90,10 +105,10 @@ def convergence(results, vary=None, panel=None, where=None, runs=None) -> Figure
     axes = fig.subplots(len(rows), len(groups), squeeze=False, sharex="col")
     values = sel.values("vary")
     for j, (pval, members) in enumerate(groups):
-        for i, vval, run_id in sel.lines(members):
-            s = scalars[scalars["run_id"] == run_id].sort_values("epoch")
+        for i, vval, run_ids in sel.replicates(members):
             for r, (column, _, _) in enumerate(rows):
-                axes[r, j].plot(s["epoch"], s[column], label=sel.label("vary", vval) or run_id, **line_style(i, len(values), len(s)))
+                table = replicate_table(scalars, run_ids, column)
+                mean_band(axes[r, j], table, label=_name(sel, vval, run_ids), **line_style(i, len(values), len(table)))
         _panel_title(axes[0, j], sel, pval)
         for r, (_, name, log) in enumerate(rows):
             if log:
@@ -110,7 +125,7 @@ def norm_ratio(results, panel=None, where=None, runs=None, layers="counted") -> 
     """Family 5: per-layer ‖W_{t−1}‖_F / ‖W_t‖_F between consecutive records, over training.
 
     GSGP Thm. 3.3 assumes this ratio tends to 1 (GSGP Figs. 14–15). One panel per run (per value
-    of ``panel``), one line per weight matrix; the dotted line is 1.
+    of ``panel``), one line per weight matrix (the mean over seed replicates); the dotted line is 1.
     """
     res = as_results(results)
     sel = select(res, where, runs, panel=panel)
@@ -121,17 +136,15 @@ def norm_ratio(results, panel=None, where=None, runs=None, layers="counted") -> 
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
     palette = colors(len(names))
     for ax, (pval, members) in zip(axes, groups):
-        for run_id in members["run_id"]:
-            rows = table[table["run_id"] == run_id]
-            for k, name in enumerate(names):
-                r = rows[rows["layer"] == name].sort_values("epoch")
-                ax.plot(r["epoch"], r["norm_ratio"], color=palette[k], label=name, linewidth=1.0)
+        for k, name in enumerate(names):  # the runs of a panel are replicates of one setting
+            ratios = replicate_table(table[table["layer"] == name], members["run_id"], "norm_ratio")
+            mean_band(ax, ratios, color=palette[k], label=name, linewidth=1.0)
         ax.axhline(1.0, color="0.4", linestyle=":", linewidth=1.0)
         _panel_title(ax, sel, pval)
         ax.set_xlabel("epoch")
     axes[0].set_ylabel(r"$\|W_{t-1}\|_F \,/\, \|W_t\|_F$")
-    if len(names) <= 12:
-        fig.legend(handles=[Line2D([], [], color=palette[k], label=n) for k, n in enumerate(names)], loc="outside right upper", frameon=False, title="matrix")
+    handles = [Line2D([], [], color=palette[k], label=n) for k, n in enumerate(names)] if len(names) <= 12 else []
+    _figure_legend(fig, sel, handles, "matrix" if handles else "")
     return fig
 
 

@@ -15,6 +15,9 @@ lowest final average rank):
 7. rank-vs-eps: lines k0, panels k1.
 8. spectra-over-training: panels k0 (its extreme values past four), the other keys at the
    lowest-rank run's values, the matrix with that run's lowest final rank.
+
+Seeds (``plots.select.REPLICATE_KEYS``) are not varied keys: the figures draw the mean over a
+setting's replicates; spectra-over-training shows the lowest-rank run's seed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from matplotlib.figure import Figure
 from ..api import Results
 from ..conventions import symbol
 from ..plots import FAMILIES
-from ..plots.select import at_epoch, fmt, label, order_values, ordered_keys
+from ..plots.select import REPLICATE_KEYS, at_epoch, fmt, label, order_values, ordered_keys
 from ..summary import varied_keys
 
 MAX_SLICES = 4
@@ -92,7 +95,7 @@ def choose_figures(results: Results) -> list[Chosen]:
     runs = results.runs[results.runs["run_id"].isin(set(results.scalars["run_id"]))] if len(results.scalars) else results.runs.iloc[0:0]
     if runs.empty:
         return []
-    keys = ordered_keys(varied_keys(runs))
+    keys = ordered_keys([x for x in varied_keys(runs) if x not in REPLICATE_KEYS])
     k = keys + [None, None, None]
     best = _best_run(results, runs)
     names = lambda ks: " and ".join(symbol(x) for x in ks if x) or "nothing varied"
@@ -127,7 +130,8 @@ def choose_figures(results: Results) -> list[Chosen]:
         values = order_values(runs[k[0]])
         if len(values) > 4:
             panel_runs = {k[0]: [values[0], values[-1]]}
-    where = _slices(runs, [x for x in k[:1] if x], keys, best, force_best=True)[0] | panel_runs
+    seeds = {x: _plain(runs.loc[runs["run_id"] == best, x].item()) for x in varied_keys(runs) if x in REPLICATE_KEYS}
+    where = _slices(runs, [x for x in k[:1] if x], keys, best, force_best=True)[0] | panel_runs | seeds
     layer = _lowest_layer(results, best)
     chosen.append(Chosen("spectra-over-training", {"panel": k[0], "layer": layer}, f"it shows how {layer}'s spectrum evolves", where))
     return chosen
