@@ -1,6 +1,7 @@
 """The HTML report: self-contained, every chosen figure and the run table, problems, provenance."""
 
 import base64
+import html
 import io
 import json
 import re
@@ -24,6 +25,7 @@ from rankbias.compress_plot import compression_figure
 from rankbias.conventions import LAMBDA_NOTE
 from rankbias.plots.style import OKABE_ITO, STYLE
 from rankbias.report import choose_figures, write_report
+from rankbias.report.theory_section import _overview, _verdicts
 from rankbias.store.run_store import RunStore
 
 from .stored_sweeps import build_regression, build_step_norms, build_with_problems
@@ -173,7 +175,9 @@ def test_report_command_writes_figure_files(sweep, tmp_path, monkeypatch):
         png, pdf = tmp_path / "rep" / "figures" / f"{chosen.name}.png", tmp_path / "rep" / "figures" / f"{chosen.name}.pdf"
         Image.open(png).load()
         assert pdf.read_bytes().startswith(b"%PDF")
-    theory = ["theory_theorem_3_3", "theory_prediction_4_1"]  # the theory section's figures are written too
+    # the theory section's figures are written too: Prediction 4.1's (Thm 3.3 has none: 3 epochs of
+    # Σμλ' ≈ 0.01 never reach log(2/ε), every bound is infinite)
+    theory = ["theory_prediction_4_1"]
     for name in theory:
         Image.open(tmp_path / "rep" / "figures" / f"{name}.png").load()
     assert len(list((tmp_path / "rep" / "figures").iterdir())) == 2 * (len(few) + len(theory))
@@ -227,14 +231,27 @@ def test_theory_section_from_the_records(sweep, written):
         assert overview_counts(theory, check) == [len(rows), int(rows["holds"].eq(True).sum()), int(rows["holds"].eq(False).sum()),
                                                   int(rows["holds"].isna().sum()), int(rows["trivial"].sum())]
         assert f'id="theory-{check}"' in theory and f"<summary>All {len(rows)} rows</summary>" in theory
-    agreement = rb.theory.prediction_4_1(drawable)
-    assert len(agreement.table) == 4 and overview_counts(theory, "gsgp_prediction_4_1")[:2] == [4, int(agreement.table["agrees"].sum())]
-    assert f"{agreement.share:.0%} of 4 pairs agree" in theory
+    # Prediction 4.1: one row per knob that varies among the drawn runs (μ differs only for the diverged
+    # run); one seed gives no interval, so neither knob can hold or fail: 2 knobs, both without a prediction
+    tests = rb.theory.prediction_4_1(drawable).tests
+    assert list(tests["symbol"]) == ["B", "λ"] and set(tests["verdict"]) == {"inconclusive"}
+    assert overview_counts(theory, "gsgp_prediction_4_1") == [2, 0, 0, 2, 0]
+    prediction = theory[theory.index('id="theory-gsgp_prediction_4_1"') :]
+    assert "<strong>B: inconclusive; λ: inconclusive.</strong>" in prediction and "pairs agree" not in theory
+    verdicts = prediction[: prediction.index("</table>")]
+    assert verdicts.count("<tr>") == 1 + len(tests)  # header + one row per knob
+    for row in tests.itertuples():
+        assert re.search(rf'<td class="text">{row.symbol}</td><td class="text">{row.verdict}</td><td class="text">{row.effect:.1f} %</td>', verdicts)
+        assert html.escape(row.why) in verdicts
+    assert f"<summary>All {len(rb.theory.prediction_4_1(drawable).blocks)} blocks of runs</summary>" in prediction
     # Lemma 3.2 needs step norms, which this sweep did not record: said once, no table
     assert "Lemma 3.2 is not shown" in theory and 'id="theory-gsgp_lemma_3_2"' not in theory
     assert diverged not in theory and failed not in theory  # fewer than two records: nothing to check
     images = parse(theory).images
-    assert [i["alt"] for i in images] == ["GSGP Theorem 3.3 (Fig. 18)", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 2
+    # Thm 3.3: 3 epochs of Σμλ' ≈ 0.01 never reach log(2/ε): every bound is infinite, no figure but a note
+    bounds = checks.loc[checks["check"] == "gsgp_theorem_3_3", "bound"].astype(float)
+    assert not np.isfinite(bounds).any() and "No figure: every bound is infinite" in theory
+    assert [i["alt"] for i in images] == ["GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 1
     assert "B\u00a0=\u00a016, λ\u00a0=\u00a00.005" in theory  # runs named by their settings
     # no compressed run: no compression section at all
     assert 'id="compression"' not in text and "Compression" not in nav(text)
@@ -254,7 +271,7 @@ def test_lemma_3_2_in_the_report_when_step_norms_were_recorded(tmp_path, monkeyp
     figure = theory[theory.index('id="theory_lemma_3_2"') :]
     assert f"Run {small} (B\u00a0=\u00a08)" in figure[: figure.index("</figure>")]
     alts = [i["alt"] for i in parse(theory).images]
-    assert alts == ["GSGP Theorem 3.3 (Fig. 18)", "GSGP Lemma 3.2", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 3
+    assert alts == ["GSGP Lemma 3.2", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 2  # Thm 3.3: every bound infinite
 
 
 def test_compression_section_when_runs_were_compressed(sweep, tmp_path, monkeypatch):
@@ -282,6 +299,24 @@ def test_compression_section_when_runs_were_compressed(sweep, tmp_path, monkeypa
     assert "μ" not in table  # μ differs only for the diverged run: not a setting of the runs shown
 
 
+def test_prediction_overview_counts_knobs_by_verdict():
+    nan = float("nan")
+    tests = pd.DataFrame({"knob": ["train.batch_size", "optimizer.lr", "optimizer.weight_decay"], "symbol": ["B", "μ", "λ"],
+                          "verdict": ["holds without weight decay", "fails", "holds"], "why": ["as large at λ = 0", "other way", "falls"],
+                          "effect": [12.0, -8.0, 30.0], "ci_low": [10.0, -9.0, nan], "ci_high": [14.0, -7.0, nan],
+                          "p": [0.01, 0.9, 0.02], "seeds": [[0, 1], [0, 1], [0]], "blocks": [2, 2, 4],
+                          "control_effect": [11.0, nan, nan], "control_ci_low": [9.0, nan, nan], "control_ci_high": [13.0, nan, nan]})
+    overview = _overview(pd.DataFrame({"check": []}), tests)
+    assert overview_counts(overview, "gsgp_prediction_4_1") == [3, 1, 1, 1, 0]  # holds without weight decay: no prediction
+    verdicts = _verdicts(tests)
+    assert list(verdicts.columns) == ["knob", "verdict", "effect [95 % interval]", "p", "λ = 0 control [95 % interval]", "seeds", "blocks", "why"]
+    assert verdicts["effect [95 % interval]"].tolist() == ["12.0 % [10.0, 14.0]", "-8.0 % [-9.0, -7.0]", "30.0 %"]
+    assert verdicts["λ = 0 control [95 % interval]"].tolist() == ["11.0 % [9.0, 13.0]", "", ""]
+    assert verdicts["seeds"].tolist() == [2, 2, 1] and verdicts["blocks"].tolist() == [2, 2, 4]
+    no_control = _verdicts(tests.drop(columns=["control_effect", "control_ci_low", "control_ci_high"]))
+    assert "λ = 0 control [95 % interval]" not in no_control
+
+
 def test_no_theory_section_without_records(tmp_path):
     base = rb.RunConfig.from_dict({"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 64, "test_size": 32}})
     store = RunStore(tmp_path, base.run_id())
@@ -295,7 +330,7 @@ def test_no_theory_section_without_records(tmp_path):
 def test_theory_and_compression_figures_use_the_package_style(sweep, tmp_path):
     records = rb.load(sweep[0])
     figures_ = [rb.theory.figures.theorem_3_3_figure(rb.theory.theorem_3_3(records)),
-                rb.theory.figures.prediction_figure(rb.theory.prediction_4_1(records).table)]
+                rb.theory.figures.prediction_figure(rb.theory.prediction_4_1(records).tests)]
     table = pd.DataFrame({"run_id": ["a", "a"], "eps": [0.01, 0.3], "norm": "fro", "params_before": 100, "params_after": [90, 40],
                           "test_acc_before": 0.9, "test_acc_after": [0.9, 0.5]})
     figures_.append(compression_figure(table))

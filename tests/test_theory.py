@@ -1,6 +1,7 @@
 """The theory checks: per-sample gradient ranks, GSGP Lemma 3.2 / Thm 3.3, GP Thm 1 and SGD noise,
 CHEN Thm 2.6, Prediction 4.1 — each on hand-made inputs with known answers and on stored runs."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import nn
 
 import rankbias as rb
 from rankbias import theory
-from rankbias.api import Results
+from rankbias.api import Results, _flatten
 from rankbias.cli import main
 from rankbias.config import ModelConfig
 from rankbias.data import load_dataset
@@ -236,35 +237,100 @@ def test_chen_batch_gradient_norms_and_low_rank_distances(stored):
 
 
 # -- GSGP Prediction 4.1 ------------------------------------------------------------------------------
-def hand_made_sweep() -> Results:
-    """Known answers: with weight decay the rank falls with smaller B, larger lr and larger λ except
-    one pair (B 8 vs 32 at lr 0.2); without weight decay B barely matters (50 vs 51) — one failed run."""
-    rows = [  # batch, lr, weight decay, final average rank
-        (8, 0.1, 5e-3, 20.0), (32, 0.1, 5e-3, 30.0), (8, 0.2, 5e-3, 15.0), (32, 0.2, 5e-3, 12.0),
-        (8, 0.1, 0.0, 50.0), (32, 0.1, 0.0, 51.0),
-    ]
-    runs = [{"run_id": f"r{i}", "state": "done", "train.batch_size": b, "optimizer.lr": lr, "optimizer.weight_decay": wd,
-             "model.name": "mlp-bn-2-16", "train.seed": 0} for i, (b, lr, wd, _) in enumerate(rows)]
+# 5 seeds: B holds only when its trend with weight decay beats the λ = 0 control's in a sign-flip
+# test over the pairs of blocks, whose smallest p-value with 3 seeds (one block each) is 1/8 > 0.05
+BATCHES, DECAYS, SEEDS = (8, 32, 128), (5e-3, 0.0), (0, 1, 2, 3, 4)
+FULL = 64  # every counted matrix is 64 × 64: the full rank
+
+
+def hand_made_sweep(rank=None, shrinking: bool = False) -> Results:
+    """5 seeds × B ∈ {8, 32, 128} × λ ∈ {5e-3, 0}, 10 epochs, records at epochs 0, 5 and 10 and
+    known final average ranks ``rank(batch, decay, seed)`` (default: with weight decay 20, 30,
+    40 + seed — the rank rises with B —, without it 50, 51, 50: flat). The norms stay constant
+    (every run is at the norm equilibrium) unless ``shrinking`` (with λ > 0 they halve over the
+    last five epochs: not converged). Plus one diverged run (B = 4) that must be left out."""
+    rank = rank or (lambda b, wd, s: {8: 20.0, 32: 30.0, 128: 40.0 + s}[b] if wd else {8: 50.0, 32: 51.0, 128: 50.0}[b])
+    base = rb.RunConfig.from_dict({**BASE, "train": {"batch_size": 8, "epochs": 10}})
+    settings = [(b, wd, s) for b in BATCHES for wd in DECAYS for s in SEEDS]
+    configs = [base.replace(**{"train.batch_size": b, "optimizer.weight_decay": wd, "train.seed": s, "data.subset_seed": s})
+               for b, wd, s in settings]
+    runs = [{"run_id": c.run_id(), "state": "done", **_flatten(c.to_dict())} for c in configs]
     runs.append({**runs[0], "run_id": "bad", "state": "diverged", "train.batch_size": 4})
-    scalars = pd.DataFrame([{"run_id": f"r{i}", "epoch": e, "avg_rank": rank if e == 10 else 64.0} for i, (*_, rank) in enumerate(rows) for e in (0, 10)])
-    return Results(pd.DataFrame(runs), scalars, pd.DataFrame(), pd.DataFrame())
+    scalars, layers = [], []
+    for run, (b, wd, s) in zip(runs, [*settings, (4, 5e-3, 0)]):
+        final = 64.0 if run["run_id"] == "bad" else rank(b, wd, s)  # the diverged run would break the B trend of seed 0
+        for epoch in (0, 5, 10):
+            scalars.append({"run_id": run["run_id"], "epoch": epoch, "step": 10 * epoch, "avg_rank": final if epoch == 10 else 60.0})
+            norm = 2.0 if not (shrinking and wd and epoch == 10) else 1.0
+            layers += [{"run_id": run["run_id"], "epoch": epoch, "index": i, "layer": f"hidden.{i}", "counted": True,
+                        "rows": FULL, "cols": FULL, "fro_norm": norm} for i in range(2)]  # fmt: skip
+    return Results(pd.DataFrame(runs), pd.DataFrame(scalars), pd.DataFrame(layers), pd.DataFrame())
 
 
 def test_prediction_4_1_on_hand_made_records():
-    agreement = theory.prediction_4_1(hand_made_sweep())
-    table = agreement.table.set_index(["knob", "run_id", "other_run_id"])
-    # B pairs: (r0 < r1) agrees, (r2 < r3) does not (15 > 12), (r4 vs r5) without weight decay: similar, agrees
-    assert table.loc[("train.batch_size", "r0", "r1"), "agrees"]
-    assert not table.loc[("train.batch_size", "r2", "r3"), "agrees"] and table.loc[("train.batch_size", "r2", "r3"), "observed"] == "higher"
-    assert table.loc[("train.batch_size", "r4", "r5"), "expected"] == "similar" and table.loc[("train.batch_size", "r4", "r5"), "agrees"]
-    # lr pairs (predicted lower: the larger lr): (r2 vs r0) and (r3 vs r1) agree
-    assert table.loc[("optimizer.lr", "r2", "r0"), "agrees"] and table.loc[("optimizer.lr", "r3", "r1"), "agrees"]
-    # weight decay pairs (predicted lower: the larger λ): r0 vs r4 and r1 vs r5 agree
-    assert table.loc[("optimizer.weight_decay", "r0", "r4"), "agrees"] and table.loc[("optimizer.weight_decay", "r1", "r5"), "agrees"]
-    assert len(agreement.table) == 7 and agreement.share == pytest.approx(6 / 7)
-    assert agreement.table.attrs["left_out"] == ["bad"] and set(agreement.table["symbol"]) == {"B", "μ", "λ"}
-    strict = theory.prediction_4_1(hand_made_sweep(), no_decay_tolerance=0.0)
-    assert strict.share == pytest.approx(5 / 7)
+    prediction = theory.prediction_4_1(hand_made_sweep())
+    tests = prediction.tests.set_index("symbol")
+    assert list(tests.index) == ["B", "λ"] and set(tests["verdict"]) <= set(theory.prediction.VERDICTS)  # μ does not vary
+    # B: with weight decay the rank rises with B in every seed (τ = 1 in 5 blocks: exact p = 1/6⁵);
+    # effect (rank at B 128 − at B 8) = (20 + seed) / 64 of the full rank; the λ = 0 control is flat
+    b = tests.loc["B"]
+    assert b["verdict"] == "holds", b["why"]
+    assert b["statistic"] == pytest.approx(1.0) and b["exact"] and b["p"] == pytest.approx(1 / 6**5)
+    assert b["effect"] == pytest.approx(100 * 22 / 64) and b["ci_low"] > 2 and b["ci_high"] <= 100 * 24 / 64
+    assert b["control_effect"] == pytest.approx(0.0) and b["difference_ci_low"] > 0 and b["seeds"] == list(SEEDS)
+    # λ (all runs; blocks = B × seed): the rank at λ = 0 is higher in each of the 15 blocks
+    wd = tests.loc["λ"]
+    assert wd["verdict"] == "holds" and wd["blocks"] == 15 and wd["p"] < 0.01 and wd["ci_low"] > 2
+    # the blocks: B has 5 with weight decay and 5 controls, 3 runs each (the diverged B = 4 run left out)
+    blocks = prediction.blocks
+    b_blocks = blocks[blocks["knob"] == "train.batch_size"]
+    assert sorted(b_blocks["group"].value_counts().items()) == [("λ = 0 control", 5), ("λ > 0", 5)]
+    assert (b_blocks["runs"] == 3).all() and (b_blocks["levels"] == 3).all()
+    assert (blocks.loc[blocks["group"] == "λ > 0", "tau"] == 1).all()
+
+
+def test_prediction_4_1_verdicts_follow_the_data():
+    # without weight decay the rank rises with B just as much: the trend is not weight decay's
+    same = theory.prediction_4_1(hand_made_sweep(lambda b, wd, s: {8: 20.0, 32: 30.0, 128: 40.0 + s}[b] + (0 if wd else 25))).tests
+    b = same.set_index("symbol").loc["B"]
+    assert b["verdict"] == "holds without weight decay" and b["ci_low"] > 2
+    assert b["control_effect"] == pytest.approx(b["effect"]) and not b["difference_ci_low"] > 0
+    # equal ranks at every B: no trend (τ = 0, effect 0: the whole interval below the minimum effect)
+    flat = theory.prediction_4_1(hand_made_sweep(lambda b, wd, s: 30.0 if wd else 50.0)).tests.set_index("symbol").loc["B"]
+    assert flat["verdict"] == "fails" and flat["effect"] == 0 and flat["p"] == 1
+    # the rank falls with B: fails, the other way significantly
+    reverse = theory.prediction_4_1(hand_made_sweep(lambda b, wd, s: {8: 40.0, 32: 30.0, 128: 20.0}[b] if wd else 50.0)).tests
+    assert reverse.set_index("symbol").at["B", "verdict"] == "fails" and "other way" in reverse.set_index("symbol").at["B", "why"]
+    # the same ranks, but the runs with weight decay are still shrinking: not at the equilibrium Thm 3.3 assumes
+    stopped = theory.prediction_4_1(hand_made_sweep(shrinking=True)).tests.set_index("symbol").loc["B"]
+    assert stopped["verdict"] == "inconclusive" and "not converged: 15 of 15 runs" in stopped["why"]
+    # one seed only: no interval
+    one = hand_made_sweep()
+    one = dataclasses.replace(one, runs=one.runs[one.runs["train.seed"] == 0])
+    single = theory.prediction_4_1(one).tests.set_index("symbol").loc["B"]
+    assert single["verdict"] == "inconclusive" and "too few seeds" in single["why"] and math.isnan(single["ci_low"])
+    # every run without weight decay: B's effect is not the papers'
+    none = hand_made_sweep()
+    none = dataclasses.replace(none, runs=none.runs[none.runs["optimizer.weight_decay"] == 0])
+    assert theory.prediction_4_1(none).tests.set_index("symbol").at["B", "verdict"] == "not applicable"
+
+
+def test_prediction_figure_draws_the_effects():
+    tests = theory.prediction_4_1(hand_made_sweep()).tests
+    figure = figures.prediction_figure(tests)
+    (ax,) = figure.axes
+    assert ax.get_title() == "GSGP Prediction 4.1" and [t.get_text() for t in ax.get_xticklabels()] == ["B", "λ"]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)  # B and λ with weight decay, B's λ = 0 control
+    assert heights == sorted(round(v, 6) for v in [*tests["effect"], tests.set_index("symbol").at["B", "control_effect"]])
+    bars = [segment[:, 1] for c in ax.collections for segment in c.get_segments()]  # the error bars' y ranges
+    intervals = sorted((round(float(y.min()), 6), round(float(y.max()), 6)) for y in bars)
+    b = tests.set_index("symbol").loc["B"]
+    expected = [*zip(tests["ci_low"], tests["ci_high"]), (b["control_ci_low"], b["control_ci_high"])]
+    assert intervals == sorted((round(lo, 6), round(hi, 6)) for lo, hi in expected)  # the error bars are the intervals
+    assert [t.get_text() for t in ax.texts] == ["holds", "holds"]
+    assert figures.prediction_figure(theory.prediction_4_1(hand_made_sweep()))  # the Prediction itself
+    with pytest.raises(ValueError, match="no knobs"):
+        figures.prediction_figure(tests.iloc[:0])
 
 
 # -- the command and the figures ------------------------------------------------------------------------
@@ -276,7 +342,14 @@ def test_theory_command(stored, tmp_path):
     for check in ("gsgp_theorem_3_3", "gsgp_lemma_3_2", "gp_sgd_noise", "gsgp_lemma_3_1", "gp_lemma_2", "gp_theorem_1", "chen_assumption_2_5"):
         assert check in out.output
     sweep = runner.invoke(main, ["theory", str(stored["sweep"]), "--records-only"])
-    assert sweep.exit_code == 0 and "GSGP Prediction 4.1" in sweep.output and "of 2 pairs agree" in sweep.output
+    assert sweep.exit_code == 0 and "GSGP Prediction 4.1:" in sweep.output and "pairs agree" not in sweep.output
+    # the per-knob table: B varies (8 and 32 with weight decay, 8 without), one seed: no interval
+    prediction = theory.prediction_4_1(rb.load(stored["sweep"])).tests
+    assert list(prediction["symbol"]) == ["B", "λ"]
+    table = sweep.output[sweep.output.index("GSGP Prediction 4.1:") :].splitlines()
+    assert table[1].split()[:3] == ["symbol", "verdict", "effect"] and "why" in table[1]
+    for line, (_, row) in zip(table[2:], prediction.iterrows()):
+        assert line.split()[0] == row["symbol"] and row["verdict"] in line and row["why"] in line
     config = tmp_path / "tiny.yaml"
     config.write_text("model: mlp-2-16\ndata: {name: digits, train_size: 64, test_size: 16}\n")
     ranks = runner.invoke(main, ["theory", "--gradient-rank", str(config), "--samples", "4", "--data-dir", str(stored["data"])])
@@ -292,7 +365,7 @@ def test_figures(stored):
         figures.lemma_3_2_figure(theory.lemma_3_2(results)),
         figures.batch_gradient_figure(theory.chen_theorem_2_6(stored["chen"].path, batches=4, data_root=stored["data"])),
         figures.gradient_rank_figure(theory.gradient_rank_at(stored["runs"][0].path, 8, data_root=stored["data"])),
-        figures.prediction_figure(theory.prediction_4_1(hand_made_sweep()).table),
+        figures.prediction_figure(theory.prediction_4_1(hand_made_sweep()).tests),
     ]
     assert all(isinstance(f, Figure) and f.axes for f in made)
     assert len(made[3].axes) == 2  # Lemma 3.1 and GP Lemma 2 panels

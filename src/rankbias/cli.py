@@ -222,8 +222,9 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
     """The papers' lemmas and bounds checked on PATH (a run, or a results directory of runs).
 
     Prints each check's measured value, bound, whether it holds and why it fails or is trivial
-    (docs/theory.md). Exits with status 1 when a check that is an identity (GSGP Lemmas 3.1 and
-    3.2, GP Lemma 2 and Theorem 1) is violated.
+    (docs/theory.md); for a results directory, also GSGP Prediction 4.1: per knob, a trend test's
+    verdict, effect (% of the full rank) with its interval and p-value. Exits with status 1 when a
+    check that is an identity (GSGP Lemmas 3.1 and 3.2, GP Lemma 2 and Theorem 1) is violated.
     """
     from . import theory as th
 
@@ -240,10 +241,12 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
     columns = [c for c in th.COLUMNS if c != "run_id" or table["run_id"].nunique() > 1]
     _print(table[columns])
     if path is not None and not (path / "config.json").exists():
-        agreement = th.prediction_4_1(api.load(path))
-        if len(agreement.table):
-            click.echo(f"\nGSGP Prediction 4.1: {agreement.share:.0%} of {len(agreement.table)} pairs agree")
-            _print(agreement.table.drop(columns=["knob"]))
+        tests = th.prediction_4_1(api.load(path)).tests
+        if len(tests):
+            click.echo("\nGSGP Prediction 4.1:")
+            shown = ["symbol", "verdict", "effect", "ci_low", "ci_high", "p", "control_effect", "why"]
+            with pd.option_context("display.max_colwidth", None):
+                _print(tests[[c for c in shown if c in tests.columns]])
     violated = table[table["check"].isin(th.IDENTITIES) & table["holds"].eq(False)]
     if len(violated):
         click.echo(f"\n{len(violated)} violation(s) of identity-based bounds: a bug in the records or the engine", err=True)

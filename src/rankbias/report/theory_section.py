@@ -7,11 +7,13 @@ as much as reading the records:
 - GSGP Theorem 3.3 over :data:`rankbias.theory.DEFAULT_EPS` (and its figure, GSGP Fig. 18),
 - GSGP Lemma 3.2 when runs recorded step norms (``record.step_norms``), with its figure,
 - GP Propositions 1–2 (SGD noise),
-- GSGP Prediction 4.1 on the pairs of runs that differ in one of B, μ, λ, with its figure
+- GSGP Prediction 4.1: a trend test per knob that varies (B, μ, λ), with its λ = 0 control, its
+  verdict and its figure
 
 (:func:`rankbias.theory.record_checks`, :func:`rankbias.theory.prediction_4_1`). Each check gets a
 table per run (how many of its rows hold, fail, make no prediction, are trivial, and why), its
-figure, and all its rows folded. The gradient checks (GSGP Lemma 3.1, GP Lemma 2 and Theorem 1,
+figure, and all its rows folded; Prediction 4.1 gets its per-knob verdicts, its figure and its
+blocks of runs folded. The gradient checks (GSGP Lemma 3.1, GP Lemma 2 and Theorem 1,
 CHEN Theorem 2.6) need the network and gradients: ``rankbias theory RUN`` prints them.
 """
 
@@ -27,9 +29,11 @@ from matplotlib.figure import Figure
 
 from .. import theory
 from ..api import Results
+from ..conventions import symbol
 from ..plots.select import label, ordered_keys
 from ..summary import varied_keys
 from ..theory import figures
+from ..theory.prediction import ALPHA, FAILS, HOLDS, MIN_EFFECT
 from .page import table_html
 
 # check -> (heading, what it claims: trusted HTML)
@@ -38,7 +42,20 @@ CHECKS = {
     "gsgp_lemma_3_2": ("GSGP Lemma 3.2: distance to low rank after n steps", "For plain SGD, the distance of W<sub>T</sub>/‖W<sub>T</sub>‖ to rank ≤ m<sub>l</sub>·B·n is at most ∏(1 − μ<sub>t</sub>·weight_decay)·‖W<sub>T−n</sub>‖/‖W<sub>T</sub>‖, from the recorded step norms. An identity-based bound: a violation is a bug in the engine or the check."),
     "gp_sgd_noise": ("GP Propositions 1–2: SGD noise", "With weight decay, the weights collapse towards zero or d(W<sub>t+1</sub>, W<sub>t</sub>) stays away from zero (above the same run without weight decay when the sweep has one); runs without weight decay are the baselines."),
 }
-PREDICTION = ("GSGP Prediction 4.1: pairs of runs", "The final average rank is lower with smaller B, larger μ or larger λ; without weight decay B and μ change it little. Every pair of finished runs that differ in one of them only.")
+PREDICTION = ("GSGP Prediction 4.1: a trend test per knob",
+              "The final average rank is lower with smaller B, larger μ or larger λ; without weight decay B and μ change it little. "
+              "Per knob that varies, on the finished runs: runs that share every other setting and the seed form a block; the "
+              "statistic is the mean over blocks of Kendall's τ between the knob and the final average rank, its p-value from "
+              "permutations of the knob within blocks; the <em>effect</em> is the rank at the level predicted highest minus at the "
+              "level predicted lowest, in % of the full rank, mean over seeds with a bootstrap 95 % interval. B and μ are tested "
+              "on the runs with λ &gt; 0 and compared with the same trend on their λ = 0 twins (the <em>control</em>). "
+              f"<em>holds</em>: p ≤ {ALPHA:g}, the whole interval above {MIN_EFFECT:g} % and, "
+              "for B and μ, clearly larger than the control's (the per-pair difference); <em>holds without weight decay</em>: "
+              "the trend is not clearly larger than without it; "
+              "<em>inconclusive</em>: not significant, too few seeds, or runs not at the norm equilibrium; <em>fails</em>: the "
+              "rank goes significantly the other way, or the whole interval lies below the minimum effect; <em>not applicable</em>: "
+              "B or μ without any run with weight decay. "
+              "(docs/reproduce.md, &ldquo;The tests&rdquo;.)")
 MAX_ROWS = 300  # rows of a check's full table in the page (the CLI prints them all)
 WHY_PARTS = 3  # distinct reasons shown per run
 RESTATED = ("norm ratio",)  # note parts that restate a column shown on its own
@@ -53,9 +70,9 @@ def theory_section(records: Results, render: Callable[[str, str, str, Callable[[
     has_step_norms = len(records.step_norms) > 0
     if not has_step_norms:  # its rows only say "not recorded": the intro says it once
         checks = checks[checks["check"] != "gsgp_lemma_3_2"]
-    agreement = theory.prediction_4_1(records)
+    prediction = theory.prediction_4_1(records)
     labels = _run_labels(records)
-    parts = [_intro(has_step_norms), _overview(checks, agreement)]
+    parts = [_intro(has_step_norms), _overview(checks, prediction.tests)]
     for check, (heading, claim) in CHECKS.items():
         rows = checks[checks["check"] == check]
         if rows.empty:
@@ -66,8 +83,8 @@ def theory_section(records: Results, render: Callable[[str, str, str, Callable[[
         if figure:
             parts.append(figure)
         parts.append(_all_rows(rows))
-    if len(agreement.table):
-        parts.append(_prediction(agreement, render))
+    if len(prediction.tests):
+        parts.append(_prediction(prediction, records, render))
     return "\n".join(parts)
 
 
@@ -89,14 +106,16 @@ def _counts(rows: pd.DataFrame) -> dict:
             "no prediction": int(holds.isna().sum()), "trivial": int(rows["trivial"].sum())}
 
 
-def _overview(checks: pd.DataFrame, agreement) -> str:
-    """One row per check: how many of its rows hold, fail, make no prediction, are trivial."""
+def _overview(checks: pd.DataFrame, tests: pd.DataFrame) -> str:
+    """One row per check: how many of its rows hold, fail, make no prediction, are trivial;
+    for Prediction 4.1, how many of its knobs (a verdict other than holds or fails: no prediction)."""
     rows = [{"check": check, "claim": CHECKS[check][0], **_counts(checks[checks["check"] == check])}
             for check in CHECKS if (checks["check"] == check).any()]
-    if len(agreement.table):
-        agrees = agreement.table["agrees"]
-        rows.append({"check": "gsgp_prediction_4_1", "claim": PREDICTION[0], "checked": len(agrees), "holds": int(agrees.sum()),
-                     "fails": int((~agrees).sum()), "no prediction": 0, "trivial": 0})
+    if len(tests):
+        verdicts = tests["verdict"]
+        holds, fails = int(verdicts.eq(HOLDS).sum()), int(verdicts.eq(FAILS).sum())
+        rows.append({"check": "gsgp_prediction_4_1", "claim": PREDICTION[0], "checked": len(tests), "holds": holds,
+                     "fails": fails, "no prediction": len(tests) - holds - fails, "trivial": 0})
     return table_html(pd.DataFrame(rows))
 
 
@@ -157,7 +176,8 @@ def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, rend
         finite = rows.assign(bound=rows["bound"].astype(float), measured=rows["measured"].astype(float))
         finite = finite[np.isfinite(finite["bound"])]
         if finite.empty:
-            return '<p class="note">No figure: no run has weight decay, so every bound is infinite.</p>'
+            return ('<p class="note">No figure: every bound is infinite (no weight decay, or the whole training\'s '
+                    "Σμλ' stays below log(2/ε)).</p>")
         tightest = finite.groupby("run_id")["bound"].min().nsmallest(4).index
         shown = finite[finite["run_id"].isin(tightest)]
         caption = ("Mean over the counted matrices of the bound (solid) and of the measured ε-rank (dashed) against ε; "
@@ -175,19 +195,60 @@ def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, rend
     return None
 
 
-def _prediction(agreement, render) -> str:
-    table = agreement.table
+def _prediction(prediction, records: Results, render) -> str:
+    """The per-knob verdicts (verdict, effect [interval], p, control, why), the figure, and the
+    blocks of runs folded."""
+    tests, blocks = prediction.tests, prediction.blocks
     heading, claim = PREDICTION
+    summary = "; ".join(f"{row['symbol']}: {row['verdict']}" for _, row in tests.iterrows())
     parts = [f'<h3 id="theory-gsgp_prediction_4_1">{html.escape(heading)}</h3><p class="note">{claim}</p>',
-             f"<p><strong>{agreement.share:.0%} of {len(table)} pairs agree.</strong></p>"]
-    left_out = table.attrs.get("left_out") or []
+             f"<p><strong>{html.escape(summary)}.</strong></p>"]
+    left_out = records.runs.loc[records.runs["state"] != "done", "run_id"].tolist()
     if left_out:
         parts.append(f'<p class="note">Left out (not finished): {html.escape(", ".join(left_out))}.</p>')
-    shown = table.drop(columns=["knob"]).rename(columns={"symbol": "knob", "run_id": "run (predicted lower)", "other_run_id": "other run"})
-    parts.append(table_html(shown.astype(object), sortable=True))
-    parts.append(render("theory_prediction_4_1", "GSGP Prediction 4.1", "Pairs of runs that agree with the prediction, per knob.",
-                        lambda: figures.prediction_figure(table)))
+    parts.append(table_html(_verdicts(tests)))
+    if _column(tests, "effect").notna().any():
+        caption = ("Per knob, the effect (% of the full rank) with its bootstrap 95 % interval over seeds; grey: the same "
+                   "trend among the runs without weight decay (the control of B and μ); dashed: the minimum effect; "
+                   "above each knob its verdict.")
+        parts.append(render("theory_prediction_4_1", "GSGP Prediction 4.1", caption, lambda: figures.prediction_figure(tests)))
+    if len(blocks):
+        shown = blocks.assign(knob=blocks["knob"].map(symbol), block=blocks["block"].astype(str).str.removeprefix(" · "))
+        shown = shown[[c for c in ("knob", "group", "block", "seed", "levels", "runs", "tau", "drop") if c in shown]]
+        shown = shown.rename(columns={"tau": "signed τ", "drop": "drop (% of full rank)"})
+        parts.append(f"<details><summary>All {len(blocks)} blocks of runs</summary>{table_html(shown.astype(object), sortable=True)}</details>")
     return "\n".join(parts)
+
+
+def _column(tests: pd.DataFrame, name: str) -> pd.Series:
+    return tests[name].astype(float) if name in tests else pd.Series(np.nan, index=tests.index)
+
+
+def _interval(effect: float, low: float, high: float) -> str:
+    """``12.3 % [4.5, 20.1]``; without an interval (one seed) the effect alone; nothing without an effect."""
+    if not np.isfinite(effect):
+        return ""
+    return f"{effect:.1f} % [{low:.1f}, {high:.1f}]" if np.isfinite(low) and np.isfinite(high) else f"{effect:.1f} %"
+
+
+def _verdicts(tests: pd.DataFrame) -> pd.DataFrame:
+    """One row per knob: knob, verdict, effect [interval], p, control [interval], seeds, blocks, why."""
+    effect, low, high = (_column(tests, c) for c in ("effect", "ci_low", "ci_high"))
+    control, control_low, control_high = (_column(tests, c) for c in ("control_effect", "control_ci_low", "control_ci_high"))
+    seeds = tests["seeds"] if "seeds" in tests else pd.Series(np.nan, index=tests.index)
+    frame = pd.DataFrame({
+        "knob": tests["symbol"],
+        "verdict": tests["verdict"],
+        "effect [95 % interval]": [_interval(*v) for v in zip(effect, low, high)],
+        "p": _column(tests, "p"),
+        "λ = 0 control [95 % interval]": [_interval(*v) for v in zip(control, control_low, control_high)],
+        "seeds": [len(s) if isinstance(s, (list, tuple, np.ndarray)) else None for s in seeds],
+        "blocks": [int(b) if np.isfinite(b) else None for b in _column(tests, "blocks")],
+        "why": tests["why"],
+    })  # fmt: skip
+    if not frame["λ = 0 control [95 % interval]"].astype(bool).any():
+        frame = frame.drop(columns=["λ = 0 control [95 % interval]"])
+    return frame.astype(object)
 
 
 def _run_labels(records: Results) -> dict:

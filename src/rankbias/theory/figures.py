@@ -9,10 +9,13 @@ renders it with Agg; nothing is shown or written here), in the look of every ran
 - :func:`batch_gradient_figure`: CHEN Figs. 3 and 7 — histogram of the batch-gradient norms
   against the norm of a Gaussian matrix of the same shape.
 - :func:`gradient_rank_figure`: GSGP Lemma 3.1 / GP Lemmas 1–2 — measured rank and bound per matrix.
-- :func:`prediction_figure`: GSGP Prediction 4.1 — agreeing and disagreeing pairs per knob.
+- :func:`prediction_figure`: GSGP Prediction 4.1 — per knob, the trend's effect with its interval,
+  its λ = 0 control beside it, and the verdict.
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..plots.style import colors, line_style, new_figure, styled
+from .prediction import MIN_EFFECT
 
 
 def _rows(table: pd.DataFrame, check: str, run_id: str | None) -> pd.DataFrame:
@@ -125,21 +129,46 @@ def gradient_rank_figure(table: pd.DataFrame, run_id: str | None = None) -> Figu
 
 
 @styled
-def prediction_figure(table: pd.DataFrame) -> Figure:
-    """GSGP Prediction 4.1 from :func:`~rankbias.theory.prediction_4_1`'s table: per knob, the
-    number of pairs that agree and that do not."""
+def prediction_figure(table, min_effect: float = MIN_EFFECT) -> Figure:
+    """GSGP Prediction 4.1 from :func:`~rankbias.theory.prediction_4_1`'s ``tests`` (or the
+    :class:`~rankbias.theory.Prediction` itself): one bar per knob, its effect (the final average
+    rank at the level predicted highest minus at the level predicted lowest, % of the full rank,
+    mean over seeds) with its bootstrap interval as an error bar; beside it, in grey, the same
+    effect among the λ = 0 control runs (B and μ); each knob annotated with its verdict. Dashed:
+    the minimum effect (``min_effect`` %) a verdict of *holds* needs the whole interval above."""
+    table = getattr(table, "tests", table)
     if table.empty:
-        raise ValueError("the table has no pairs")
-    counts = table.groupby("symbol")["agrees"].agg(["sum", "count"])
-    fig = new_figure(panel_size=(3.6, 2.8))
+        raise ValueError("the table has no knobs")
+    fig = new_figure(panel_size=(max(3.6, 1.2 * len(table) + 1.2), 3.0))
     ax = fig.add_subplot()
-    x = np.arange(len(counts))
-    agree, other = colors(3)[2], "#999999"
-    ax.bar(x, counts["sum"], color=agree, label="agree")
-    ax.bar(x, counts["count"] - counts["sum"], bottom=counts["sum"], color=other, label="do not")
-    ax.set_xticks(x, counts.index)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("pairs of runs")
-    ax.set_title(f"GSGP Prediction 4.1: {table['agrees'].mean():.0%} of {len(table)} pairs agree")
-    ax.legend()
+    x = np.arange(len(table), dtype=float)
+    column = lambda name: table[name].astype(float).to_numpy() if name in table else np.full(len(table), np.nan)
+    control = column("control_effect")
+    paired = bool(np.isfinite(control).any())
+    width = 0.38 if paired else 0.6
+    shift = width / 2 if paired else 0.0
+    tops = [np.zeros(len(table))]
+    treated = "λ > 0 (for λ: all runs)" if paired else "effect"
+    for offset, prefix, color, name in [(-shift, "", colors(1)[0], treated), (shift, "control_", "#999999", "λ = 0 control")][: 1 + paired]:
+        effect, low, high = column(prefix + "effect"), column(prefix + "ci_low"), column(prefix + "ci_high")
+        drawn = np.isfinite(effect)
+        ax.bar(x[drawn] + offset, effect[drawn], width, color=color, label=name)
+        bounded = drawn & np.isfinite(low) & np.isfinite(high)
+        if bounded.any():
+            error = np.vstack([effect[bounded] - low[bounded], high[bounded] - effect[bounded]])
+            ax.errorbar(x[bounded] + offset, effect[bounded], yerr=np.clip(error, 0, None), fmt="none", ecolor="#000000",
+                        elinewidth=0.8, capsize=3)
+        tops.append(np.where(bounded, high, np.where(drawn, effect, 0.0)))
+    ax.axhline(0, color="#000000", lw=0.6)
+    ax.axhline(min_effect, color="#999999", lw=0.8, ls="--", label=f"minimum effect {min_effect:g} %")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.35 * (high - low))  # room for the verdicts
+    for xi, top, verdict in zip(x, np.nanmax(np.vstack(tops), axis=0), table["verdict"]):
+        ax.annotate(textwrap.fill(str(verdict), 14), (xi, top), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, table["symbol"] if "symbol" in table else table["knob"])
+    ax.set_xlim(-0.7, len(table) - 0.3)
+    ax.set_ylabel("effect (% of the full rank)")
+    ax.set_title("GSGP Prediction 4.1")
+    ax.legend(loc="upper left", fontsize=7)
     return fig
