@@ -81,6 +81,15 @@ QUICK_EPS = 1e-2
 # 100) at a constant lr with μλ of 2e-3 to 8e-3, some 8 to 30 decay times (μλ·steps) at B = 8; the values
 # come from a calibration grid (bench/calibrate_quick.py, docs/reproduce.md).
 DEEP_QUICK = {"epochs": 60, "schedule": {"kind": "constant"}}
+# Fully connected presets: GSGP Thm 3.3 assumes the norm equilibrium ‖W_{T−1}‖/‖W_T‖ → 1. With the
+# milestones scaled (2/4/8 of 20) the last epochs run at 1/1000 of the lr and every run still
+# shrinks at the pure weight-decay rate (theory.drift: drift ≈ 1); at a constant lr, 100 epochs,
+# runs with Σμλ'/(1−β) ≥ 0.6 over the last 25 epochs reach it (|drift| < 0.15) and B = 128 (4 steps
+# an epoch on 512 digits) does not. Calibrated on seeds 0–1 (docs/reproduce.md): B ∈ {8, 16, 32},
+# λ ≥ 2e-2 without momentum.
+MLP_QUICK = {"epochs": 100, "schedule": {"kind": "constant"}, "record__every": 5}
+MLP_READING = {"quick scale": "100 epochs at a constant lr, records every 5, B ≤ 32, λ ≥ 2e-2 without momentum: every run with λ > 0 "
+                              "must reach the norm equilibrium (docs/reproduce.md, calibration)"}
 PLAIN_MLP_READING = {"quick scale": "60 epochs at a constant lr: without batch norm or momentum, 20 epochs with the scaled "
                                     "milestones (2/4/8) leave mlp-3-128 at full rank (gsgp000-fig11, 12: 0 % agree)"}
 DEEP_READING = {"quick scale": "60 epochs (VGG-16: 100) at a constant lr, μ and λ larger than the paper's (calibrated: docs/reproduce.md)"}
@@ -176,8 +185,10 @@ RANK_EPOCH = "rank-vs-epoch"
 LINES_B = {"vary": B, "panel": MU}
 LINES_WD = {"vary": WD, "panel": B}
 LINES_MU = {"vary": MU, "panel": B}
-QB = [8, 32, 128]  # quick batch sizes
+QB = [8, 32, 128]  # quick batch sizes of the convolution and attention presets
+MLP_QB = [8, 16, 32]  # of the fully connected ones (B = 128 does not converge on 512 digits)
 QWD = [0.0, 5e-3, 5e-2]  # quick weight decays
+MLP_QWD = [0.0, 2e-2, 5e-2]
 
 PRESETS_LIST = [
     _gsgp("gsgp-fig1", 1, "resnet18", "heatmaps of the final average rank over (μ, λ) at B = 8 and 16 ((c), (d): slices of the same grid)",
@@ -199,16 +210,17 @@ PRESETS_LIST = [
           quick_sweep={B: QB, "zip": {MU: [0.1, 0.4], WD: [5e-2, 2e-2]}}, quick=DEEP_QUICK,
           readings={"eps": "1e-3 (seed 003; seed 000: 1e-2 — rank at any ε is recomputed from the stored spectra)", **DEEP_READING}),
     _gsgp("gsgp-fig5", 5, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=32, momentum=0.9,
-          sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [32, 128], WD: QWD},
-          readings={"momentum": "0.9 (stated for this figure)"}),
+          sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: MLP_QWD}, quick=MLP_QUICK,
+          readings={"momentum": "0.9 (stated for this figure)", **MLP_READING}),
     _gsgp("gsgp-fig6", 6, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=4,
-          sweep={B: [4, 8, 16], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [4, 16], WD: QWD}),
+          sweep={B: [4, 8, 16], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [4, 16], WD: MLP_QWD}, quick=MLP_QUICK,
+          readings=MLP_READING),
     _gsgp("gsgp-fig7", 7, "mlp-bn-10-100", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
-          sweep={MU: [0.03, 0.1, 0.3], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: QB},
-          quick={"optimizer__weight_decay": 5e-3}),
+          sweep={MU: [0.03, 0.1, 0.3], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
+          quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2}, readings=MLP_READING),
     _gsgp("gsgp-fig8", 8, "res-bn-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.05, wd=5e-4, batch=32,
-          sweep={MU: [0.025, 0.05, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.05, 0.1], B: QB},
-          quick={"optimizer__weight_decay": 5e-3}),
+          sweep={MU: [0.025, 0.05, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.05, 0.1], B: MLP_QB},
+          quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2}, readings=MLP_READING),
     _gsgp("gsgp-fig9", 9, "vit", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.008, wd=5e-4, batch=32, epochs=200,
           schedule=VIT_SCHEDULE, sweep={MU: [0.004, 0.008, 0.04], B: [16, 32, 64, 128]},
           quick_sweep={MU: [0.1, 0.4], B: QB}, quick={**DEEP_QUICK, "optimizer__weight_decay": 5e-3}, readings=DEEP_READING),
@@ -251,12 +263,13 @@ PRESETS_LIST = [
           lr=0.1, wd=8e-3, batch=6, sweep={}, quick_sweep={}, step_norms=2),
     # GSGP's earlier version (seed 000), App. B: the experiments seed 003 dropped (EXPERIMENTS.md)
     _gsgp("gsgp000-fig11", 11, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32, seed000=True,
-          sweep={MU: [0.025, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
-          quick={**DEEP_QUICK, "optimizer__weight_decay": 5e-3},
-          readings={"μ values": "not given in EXPERIMENTS.md: {0.025, 0.1}", **PLAIN_MLP_READING}),
+          sweep={MU: [0.025, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
+          quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2},
+          readings={"μ values": "not given in EXPERIMENTS.md: {0.025, 0.1}", **MLP_READING}),
     _gsgp("gsgp000-fig12", 12, "mlp-5-500", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.025, wd=5e-4, batch=32, seed000=True,
-          sweep={B: [8, 32, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: QWD}, quick=DEEP_QUICK,
-          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}", **PLAIN_MLP_READING}),
+          sweep={B: [8, 32, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: MLP_QWD},
+          quick={**MLP_QUICK, "optimizer__lr": 0.1},
+          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}", **MLP_READING}),
     _gsgp("gsgp000-fig15", 15, "vgg16", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=8, eps=1e-2, seed000=True,
           sweep={B: [8, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
           quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1},
@@ -283,25 +296,27 @@ PRESETS_LIST = [
                   "quick scale": "200 epochs (800 steps at B = 128: the runs without λ must come near convergence), "
                                  "λ ∈ {0, 1e-2, 1e-1} (λ ≤ 1e-4 cannot act in 800 steps: μλ·steps < 0.01)"}),
     _gp("gp-fig2", 2, "mlp-bn-10-100", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
-        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
-        quick={"optimizer__weight_decay": 5e-3}),
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: MLP_QB},
+        quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3}, readings=MLP_READING),
     _gp("gp-fig3", 3, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=32,
-        sweep={B: [16, 32, 64, 128], WD: [0.0, 1e-4, 2e-4, 4e-4, 8e-4, 6e-3]}, quick_sweep={B: [16, 128], WD: QWD}),
+        sweep={B: [16, 32, 64, 128], WD: [0.0, 1e-4, 2e-4, 4e-4, 8e-4, 6e-3]}, quick_sweep={B: [8, 32], WD: QWD}, quick=MLP_QUICK,
+        readings=MLP_READING),
     _gp("gp-fig4", 4, "res-bn-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
-        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
-        quick={"optimizer__weight_decay": 5e-3}),
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: MLP_QB},
+        quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3}, readings=MLP_READING),
     _gp("gp-fig5", 5, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
-        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: QB},
-        quick={"optimizer__weight_decay": 5e-3}),
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: MLP_QB},
+        quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3}, readings=MLP_READING),
     _gp("gp-fig6", 6, "mlp-bn-10-100", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
         Claim("a bottleneck: middle layers have lower rank than the first and last counted ones", "bottleneck"),
         lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
-        quick_sweep={B: [32, 128], MU: [0.05, 0.1]}, quick={"model": "mlp-bn-6-64", "optimizer__weight_decay": 5e-3}),
+        quick_sweep={B: [8, 32], MU: [0.05, 0.1]}, quick={**MLP_QUICK, "model": "mlp-bn-6-64", "optimizer__weight_decay": 5e-3},
+        readings=MLP_READING),
     _gp("gp-fig7", 7, "res-bn-5-500", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
         Claim("the residual blocks' ranks are balanced (within 50 % of each other)", "balanced", tolerance=0.5),
         lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
-        quick_sweep={B: [32, 128], MU: [0.05, 0.1]}, quick={"optimizer__weight_decay": 5e-3},
-        readings={"model": "RES-BN-5-500 (GP also shows RES-5-500: set model.name=res-5-500)"}),
+        quick_sweep={B: [8, 32], MU: [0.05, 0.1]}, quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3},
+        readings={"model": "RES-BN-5-500 (GP also shows RES-5-500: set model.name=res-5-500)", **MLP_READING}),
 ]
 
 # CHEN (seed 002): TwoLayer ReLU network with bias, squared loss, lr × 0.95 every 200 epochs.

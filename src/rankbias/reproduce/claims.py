@@ -31,15 +31,13 @@ from ..plots.select import subset
 from ..summary import varied_keys
 from ..theory.drift import TOLERANCE as DRIFT_TOLERANCE
 from ..theory.drift import norm_drift
-from ..theory.prediction import KNOBS
-from ..theory.trend import TrendTest, bootstrap_mean, trend_test
+from ..theory.prediction import (ALPHA, FAILS, HOLDS, INCONCLUSIVE, KNOBS, NOT_APPLICABLE, NOT_ENOUGH, REPLICATE_KEYS, SEED,
+                                 UNINFORMATIVE, VERDICTS, WITHOUT_WD, final_values, trend_verdict)
+from ..theory.trend import bootstrap_mean, sign_flip_p
 from .catalog import WD, Claim
 
-HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
-WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH = "holds without weight decay", "not applicable", "uninformative", "not enough runs"
-VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH)
-ALPHA = 0.05
-SEED, REPLICATE_KEYS = "train.seed", ("train.seed", "data.subset_seed")  # the keys of a seed replicate
+__all__ = ["ALPHA", "CHECKS", "REPLICATE_KEYS", "VERDICTS", "Verdict", "check", "learned", "NOT_ENOUGH", "FAILS", "HOLDS",
+           "INCONCLUSIVE", "NOT_APPLICABLE", "UNINFORMATIVE", "WITHOUT_WD"]
 
 
 class Verdict(NamedTuple):
@@ -74,36 +72,6 @@ def learned(results) -> set[str]:
     return set(keep[keep].index)
 
 
-def final_values(results, measure: str = "avg_rank") -> pd.DataFrame:
-    """One row per run: its flattened config, ``value`` (the final ``avg_rank``, or the final
-    ``stable_rank`` of the first counted matrix: CHEN's V) and ``full`` (the value's full scale:
-    the mean smaller dimension of the counted matrices, or V's)."""
-    layers = results.layers[results.layers["counted"]]
-    last = layers[layers["epoch"] == layers.groupby("run_id")["epoch"].transform("max")].sort_values(["run_id", "index"])
-    smaller = np.minimum(last["rows"], last["cols"])
-    if measure == "avg_rank":
-        value = results.scalars.sort_values("epoch").groupby("run_id")["avg_rank"].last()
-        full = smaller.groupby(last["run_id"]).mean()
-    else:
-        first = last.groupby("run_id").head(1).set_index("run_id")
-        value, full = first[measure], np.minimum(first["rows"], first["cols"])
-    frame = results.runs.set_index("run_id").assign(value=value, full=full).reset_index()
-    return frame.dropna(subset=["value"])
-
-
-def _blocked(frame: pd.DataFrame, knob: str) -> pd.DataFrame:
-    """A ``block`` label per run (every varied key but the knob and the seed keys) and ``seed``."""
-    keys = [k for k in varied_keys(frame) if k not in (knob, *REPLICATE_KEYS)]
-    block = frame[keys].astype(str).agg(" · ".join, axis=1) if keys else pd.Series("all", index=frame.index)
-    return frame.assign(block=block.astype(str) + " · seed " + frame[SEED].astype(str), seed=frame[SEED])
-
-
-def _test_dict(name: str, test: TrendTest) -> dict:
-    return {"test": name, "knob": test.knob, "statistic": test.statistic, "p": test.p, "p_opposite": test.p_opposite,
-            "exact": test.exact, "effect": test.effect, "ci_low": test.ci[0], "ci_high": test.ci[1],
-            "seeds": [int(s) for s in test.seeds], "blocks": test.n_blocks}  # fmt: skip
-
-
 def _trend(claim: Claim, results, convergence: pd.DataFrame, rng: int):
     """Each knob of the claim (``knob=None``: every one that varies) tested on its own; the
     verdict is the weakest of theirs (fails > inconclusive > holds without weight decay > holds)."""
@@ -118,66 +86,6 @@ def _trend(claim: Claim, results, convergence: pd.DataFrame, rng: int):
     why = worst[1] if len(parts) == 1 else "; ".join(f"{p[3][0]['knob']}: {p[0]} ({p[1]})" for p in parts if p[3])
     return worst[0], why or worst[1], pd.concat([p[2] for p in parts], ignore_index=True), [t for p in parts for t in p[3]]
 
-
-def trend_verdict(runs: pd.DataFrame, knob: str, convergence: pd.DataFrame, min_effect: float, rng: int = 0):
-    """(verdict, why, blocks table, tests) of one knob's trend on ``runs`` (:func:`final_values`).
-
-    A B or μ trend is tested on the runs with λ > 0 and, as the control, on their λ = 0 twins;
-    ``holds`` needs the λ > 0 effect to exceed the control's (the per-seed difference's bootstrap
-    interval above 0), else ``holds without weight decay``.
-    """
-    direction = KNOBS[knob]
-    decays = runs[WD].astype(float)
-    treated = runs[decays > 0] if knob != WD else runs
-    if knob != WD and treated.empty:
-        return NOT_APPLICABLE, "every run has λ = 0: the papers' B and μ effects come from weight decay", pd.DataFrame(), []
-    test = trend_test(_blocked(treated, knob), knob, direction, rng=rng)
-    if test.n_blocks == 0:
-        return NOT_ENOUGH, f"no block of runs with two or more values of {knob}", pd.DataFrame(), []
-    table = test.blocks.assign(knob=knob, group="λ > 0" if knob != WD else "all")
-    tests = [_test_dict("trend", test)]
-    control = None
-    if knob != WD and (decays == 0).any():
-        control = trend_test(_blocked(runs[decays == 0], knob), knob, direction, rng=rng)
-        if control.n_blocks:
-            table = pd.concat([table, control.blocks.assign(knob=knob, group="λ = 0 control")], ignore_index=True)
-            paired = pd.concat([test.per_seed, control.per_seed], axis=1, join="inner")
-            difference = bootstrap_mean((paired.iloc[:, 0] - paired.iloc[:, 1]).to_numpy(), rng)
-            tests[0] |= {"control_effect": control.effect, "control_ci_low": control.ci[0], "control_ci_high": control.ci[1],
-                         "difference_ci_low": difference[0], "difference_ci_high": difference[1]}  # fmt: skip
-        else:
-            control = None
-    if knob == WD and runs["train.batch_size"].nunique() > 1 and (decays == 0).sum() > 1:
-        half = trend_test(_blocked(runs[decays == 0], "train.batch_size"), "train.batch_size", "smaller", rng=rng)
-        if half.n_blocks:  # the papers' other half: without weight decay B barely matters
-            tests.append(_test_dict("λ = 0: B effect (claimed ≈ 0)", half))
-    stopped = convergence[convergence["run_id"].isin(treated["run_id"]) & (convergence["converged"] == False)]  # noqa: E712
-    verdict, why = _decide(test, tests[0], control, knob, min_effect, len(stopped), len(treated))
-    return verdict, why, table, tests
-
-
-def _decide(test: TrendTest, numbers: dict, control, knob: str, min_effect: float, stopped: int, runs: int):
-    effect = f"effect {test.effect:.1f} % of the full rank [{test.ci[0]:.1f}, {test.ci[1]:.1f}], p = {test.p:.3g}"
-    if stopped:
-        return INCONCLUSIVE, f"not converged: {stopped} of {runs} runs with λ > 0 have not reached the norm equilibrium ({effect})"
-    if test.p_opposite <= ALPHA:
-        return FAILS, f"the rank goes significantly the other way (p = {test.p_opposite:.3g}; {effect})"
-    if len(test.seeds) < 2:
-        return INCONCLUSIVE, f"too few seeds ({len(test.seeds)}) for an interval ({effect})"
-    if test.ci[1] < min_effect:
-        return FAILS, f"the whole interval lies below the minimum effect of {min_effect:g} % ({effect})"
-    if test.p > ALPHA or test.ci[0] <= min_effect:
-        reason = f"p > {ALPHA}" if test.p > ALPHA else f"the interval reaches below the minimum effect of {min_effect:g} %"
-        return INCONCLUSIVE, f"{reason} ({effect})"
-    if knob == WD:
-        return HOLDS, f"the rank falls as λ grows: {effect}"
-    if control is None:
-        return INCONCLUSIVE, f"no λ = 0 control runs to compare with ({effect})"
-    low = numbers["difference_ci_low"]
-    if not low > 0:
-        return WITHOUT_WD, (f"the trend is as large without weight decay: control effect {control.effect:.1f} % "
-                            f"[{control.ci[0]:.1f}, {control.ci[1]:.1f}], difference interval from {low:.1f} ({effect})")
-    return HOLDS, f"{effect}; larger than without weight decay (control {control.effect:.1f} %, difference > {low:.1f})"
 
 
 # -- layer shapes (GP Figs. 6-7) ----------------------------------------------------------------
@@ -196,37 +104,29 @@ def _layer_ranks(results) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "seed", "initial", "final", "full"])
 
 
-def _sign_flip(values: np.ndarray, rng: int) -> tuple[float, float]:
-    """One-sided p-values (mean > 0, mean < 0) of a sign-flip permutation test (exact up to 2^12 values)."""
-    if len(values) < 2 or np.ptp(values) == 0 and values[0] == 0:
-        return 1.0, 1.0
-    result = [stats.permutation_test((values,), np.mean, permutation_type="samples", alternative=side, n_resamples=4096,
-                                     rng=np.random.default_rng(rng)).pvalue for side in ("greater", "less")]  # fmt: skip
-    return float(result[0]), float(result[1])
-
-
 def _per_seed_effect(frame: pd.DataFrame, column: str, rng: int) -> tuple[float, tuple[float, float], list]:
     per_seed = frame.groupby("seed")[column].mean()
     return float(per_seed.mean()), bootstrap_mean(per_seed.to_numpy(), rng), [int(s) for s in per_seed.index]
 
 
 def _bottleneck(claim: Claim, results, convergence, rng):
-    """GP Fig. 6: the middle layers' lowest rank falls below the first's and last's, and training
-    made it so. Per run (λ > 0): margin = min(first, last) − min(middle) in % of the full rank,
-    at initialization and at the end; Δ = final − initial margin, tested > 0 by sign flips."""
+    """GP Fig. 6: the middle layers' rank falls below the first's and last's, and training made it
+    so. Per run (λ > 0): margin = mean(first, last) − mean(middle) in % of the full rank (means:
+    under exchangeable noise its expectation is 0), at initialization and at the end;
+    Δ = final − initial margin, tested > 0 by sign flips."""
     table = _layer_ranks(results)
     table = table[table["initial"].map(len) >= 3]
     if table.empty:
         return NOT_ENOUGH, "no run with λ > 0 and three or more counted matrices", table, []
 
     def margin(ranks, full):
-        return 100 * (min(ranks[0], ranks[-1]) - min(ranks[1:-1])) / full
+        return 100 * ((ranks[0] + ranks[-1]) / 2 - np.mean(ranks[1:-1])) / full
 
     table = table.assign(initial_margin=[margin(r, f) for r, f in zip(table["initial"], table["full"])],
                          final_margin=[margin(r, f) for r, f in zip(table["final"], table["full"])])  # fmt: skip
     table["delta"] = table["final_margin"] - table["initial_margin"]
     table["agrees"] = table["final_margin"] > 0
-    p, p_opposite = _sign_flip(table["delta"].to_numpy(), rng)
+    p, p_opposite = sign_flip_p(table["delta"].to_numpy(), rng)
     effect, ci, seeds = _per_seed_effect(table, "delta", rng)
     tests = [{"test": "bottleneck made by training", "statistic": float(table["delta"].mean()), "p": p, "p_opposite": p_opposite,
               "effect": effect, "ci_low": ci[0], "ci_high": ci[1], "seeds": seeds}]  # fmt: skip
@@ -252,7 +152,7 @@ def _balanced(claim: Claim, results, convergence, rng):
     table = table.assign(drop=[100 * (np.mean(i[1:]) - np.mean(f[1:])) / full for i, f, full in zip(table["initial"], table["final"], table["full"])],
                          spread=[(max(f[1:]) - min(f[1:])) / max(max(f[1:]), 1) for f in table["final"]])  # fmt: skip
     table["agrees"] = table["spread"] <= claim.tolerance
-    p, _ = _sign_flip(table["drop"].to_numpy(), rng)
+    p, _ = sign_flip_p(table["drop"].to_numpy(), rng)
     drop, drop_ci, seeds = _per_seed_effect(table, "drop", rng)
     spread, spread_ci, _ = _per_seed_effect(table, "spread", rng)
     tests = [{"test": "blocks' rank fell", "statistic": float(table["drop"].mean()), "p": p, "effect": drop, "ci_low": drop_ci[0],

@@ -11,7 +11,7 @@ whether it holds, and why it fails or why it is trivial.
 - :func:`gp_theorem_1`: GP Theorem 1 from batch gradients of a stored network.
 - :func:`sgd_noise`: GP Propositions 1–2, d(W_{t+1}, W_t) at the end of training.
 - :func:`chen_theorem_2_6`: CHEN Assumption 2.5 (batch-gradient norms) and Theorem 2.6.
-- :func:`prediction_4_1`: GSGP Prediction 4.1 over the pairs of a sweep, with the share that agree.
+- :func:`prediction_4_1`: GSGP Prediction 4.1 on a sweep: a trend test per knob (:mod:`.trend`), with its λ = 0 control.
 - :func:`check_run`: every check that applies to a run (or the record-based ones to a sweep);
   :func:`record_checks`: the record-based ones of loaded records (no network, no gradient).
 
@@ -23,13 +23,13 @@ from .chen import chen_theorem_2_6
 from .gp import gp_theorem_1, sgd_noise
 from .gradients import gradient_rank, weight_matrices
 from .gsgp import lemma_3_2, theorem_3_3
-from .prediction import Agreement, prediction_4_1
+from .prediction import Prediction, prediction_4_1
 from .run import DEFAULT_EPS, check_run, gradient_rank_at, record_checks
 
 __all__ = [
     "COLUMNS",
     "DEFAULT_EPS",
-    "Agreement",
+    "Prediction",
     "check_run",
     "chen_theorem_2_6",
     "gp_theorem_1",

@@ -140,3 +140,14 @@ def bootstrap_mean(values: np.ndarray, rng: int = 0, confidence: float = CONFIDE
     result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP,
                              method="percentile", rng=np.random.default_rng(rng))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def sign_flip_p(values: np.ndarray, rng: int = 0) -> tuple[float, float]:
+    """One-sided p-values (mean > 0, mean < 0) of a sign-flip permutation test of ``values``
+    (``scipy.stats.permutation_test``, exact up to 2^12 values); 1 for fewer than two values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or not np.any(values):
+        return 1.0, 1.0
+    result = [stats.permutation_test((values,), np.mean, permutation_type="samples", alternative=side, n_resamples=4096,
+                                     rng=np.random.default_rng(rng)).pvalue for side in ("greater", "less")]  # fmt: skip
+    return float(result[0]), float(result[1])
