@@ -231,3 +231,18 @@ def test_trend_leaves_out_runs_that_end_at_chance(quick_run):
     table = check(PRESETS["gp-fig2"].claim, records).table
     stuck_block = table[(table["group"] == "λ > 0") & (table["seed"] == 0)]
     assert len(table) == 6 and stuck_block["runs"].iloc[0] == 2  # its block lost the run, the others kept all 3
+
+
+def test_no_holds_with_weight_decay_pinned_to_zero_or_after_one_epoch(tmp_path):
+    """docs/reproduce.md: B trends without weight decay are `not applicable`; layer patterns and
+    Thm 3.3 after one epoch are not `holds` (the bottleneck and balance of the initialization, an
+    infinite bound)."""
+    small = ["data.train_size=128", "data.test_size=64", "--seeds", "2", "--results", str(tmp_path), "--device", "cpu", "--no-progress"]
+    pinned = CliRunner().invoke(main, ["reproduce", "gsgp-fig7", "gp-fig2", "gp-fig4", "gp-fig5", "optimizer.weight_decay=0",
+                                       "train.epochs=2", *small])  # fmt: skip
+    assert pinned.exit_code == 0, pinned.output
+    assert pinned.output.count("verdict: not applicable") == 4 and "verdict: holds" not in pinned.output
+    early = CliRunner().invoke(main, ["reproduce", "gp-fig6", "gp-fig7", "gsgp-fig18", "train.epochs=1", *small])
+    assert early.exit_code == 0, early.output
+    assert early.output.count("verdict: ") == 3 and "verdict: holds" not in early.output
+    assert "verdict: uninformative" in early.output  # Thm 3.3: every bound is infinite after one epoch

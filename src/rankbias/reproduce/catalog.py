@@ -87,6 +87,8 @@ DEEP_QUICK = {"epochs": 60, "schedule": {"kind": "constant"}}
 # runs with Σμλ'/(1−β) ≥ 0.6 over the last 25 epochs reach it (|drift| < 0.15) and B = 128 (4 steps
 # an epoch on 512 digits) does not. Calibrated on seeds 0–1 (docs/reproduce.md): B ∈ {8, 16, 32},
 # λ ≥ 2e-2 without momentum.
+GP_SMALL_LR = {"quick μ": "{0.01, 0.03} with momentum 0.9: at μ = 0.05–0.1 the residual and plain nets diverged or stayed at chance "
+                           "at B ≤ 16 on the calibration seeds; λ = 2e-2 so that B = 32 converges"}
 MLP_QUICK = {"epochs": 100, "schedule": {"kind": "constant"}, "record__every": 5}
 MLP_READING = {"quick scale": "100 epochs at a constant lr, records every 5, B ≤ 32, λ ≥ 2e-2 without momentum: every run with λ > 0 "
                               "must reach the norm equilibrium (docs/reproduce.md, calibration)"}
@@ -185,7 +187,7 @@ RANK_EPOCH = "rank-vs-epoch"
 LINES_B = {"vary": B, "panel": MU}
 LINES_WD = {"vary": WD, "panel": B}
 LINES_MU = {"vary": MU, "panel": B}
-QB = [8, 32, 128]  # quick batch sizes of the convolution and attention presets
+QB = [8, 32]  # quick batch sizes of the convolution and attention presets (B = 128: 4 steps an epoch, it does not converge)
 MLP_QB = [8, 16, 32]  # of the fully connected ones (B = 128 does not converge on 512 digits)
 QWD = [0.0, 5e-3, 5e-2]  # quick weight decays
 MLP_QWD = [0.0, 2e-2, 5e-2]
@@ -219,7 +221,7 @@ PRESETS_LIST = [
           sweep={MU: [0.03, 0.1, 0.3], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
           quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2}, readings=MLP_READING),
     _gsgp("gsgp-fig8", 8, "res-bn-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.05, wd=5e-4, batch=32,
-          sweep={MU: [0.025, 0.05, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.05, 0.1], B: MLP_QB},
+          sweep={MU: [0.025, 0.05, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
           quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2}, readings=MLP_READING),
     _gsgp("gsgp-fig9", 9, "vit", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.008, wd=5e-4, batch=32, epochs=200,
           schedule=VIT_SCHEDULE, sweep={MU: [0.004, 0.008, 0.04], B: [16, 32, 64, 128]},
@@ -244,12 +246,17 @@ PRESETS_LIST = [
                     "quick data": "digits only (MNIST-like); Fashion-MNIST and SVHN are not bundled", **DEEP_READING}),
     _gsgp("gsgp-fig14", 14, "resnet18", "‖W_{T−1}‖/‖W_T‖ per layer over training", "norm-ratio", {"panel": MU},
           Claim("the per-layer norm ratio ‖W_{T−1}‖/‖W_T‖ tends to 1 (GSGP Thm 3.3's assumption)", "norm_ratio"),
-          lr=0.1, wd=5e-4, batch=8, sweep={MU: [0.01, 0.1, 0.5, 1.0]}, quick_sweep={MU: [0.01, 0.1]}, step_norms=2,
-          readings={"ratio": "over one step at each record (record.step_norms: 2), else between records"}),
+          lr=0.1, wd=5e-4, batch=8, sweep={MU: [0.01, 0.1, 0.5, 1.0]}, quick_sweep={MU: [0.1, 0.4]}, step_norms=2,
+          quick={**DEEP_QUICK, "optimizer__weight_decay": 2e-2, "record__step_norms": 0},
+          readings={"ratio": "the norm drift over the last quarter of training against weight decay alone (theory.drift); "
+                             "the paper scale also records one-step ratios (record.step_norms: 2)",
+                    "quick scale": "the ResNet-18 runs of gsgp-fig2 at B = 8 (60 epochs at a constant lr, λ = 2e-2)"}),
     _gsgp("gsgp-fig15", 15, "vgg16", "same ratio, panels B", "norm-ratio", {"panel": B},
           Claim("the per-layer norm ratio tends to 1", "norm_ratio"), lr=5e-3, wd=5e-4, batch=8,
           sweep={B: [8, 16, 32, 64]}, quick_sweep={B: [8, 32]}, step_norms=2,
-          quick={"data": {**QUICK_DATA, "resize": 32}}),
+          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1, "optimizer__weight_decay": 5e-2,
+                 "record__step_norms": 0},
+          readings={"quick scale": "the VGG-16 runs of gsgp000-fig15 at λ = 5e-2 (100 epochs at a constant lr, μ = 0.1)"}),
     _gsgp("gsgp-fig16", 16, "resnet18", "singular values of each layer vs B", "layer-spectra", {"vary": B}, LOWER_B,
           lr=5e-3, wd=6e-3, batch=8, sweep={B: [8, 16, 32, 64, 128]}, quick_sweep={B: QB},
           quick={**DEEP_QUICK, "optimizer__lr": 0.4, "optimizer__weight_decay": 2e-2},
@@ -260,7 +267,10 @@ PRESETS_LIST = [
           readings=DEEP_READING),
     _gsgp("gsgp-fig18", 18, "mlp-bn-2-10000", "Thm 3.3's bound m_l·B·log(2/ε)/(2μλ) vs the measured rank, over ε", "rank-vs-eps",
           {}, Claim("the measured ε-rank is below Thm 3.3's bound (non-trivial for ε ≥ 0.3)", "theorem_3_3"),
-          lr=0.1, wd=8e-3, batch=6, sweep={}, quick_sweep={}, step_norms=2),
+          lr=0.1, wd=8e-3, batch=6, sweep={}, quick_sweep={}, step_norms=2,
+          quick={**MLP_QUICK, "optimizer__lr": 0.4, "optimizer__weight_decay": 5e-2},
+          readings={"quick scale": "μ = 0.4, λ = 5e-2, 100 epochs at a constant lr: the bound m_l·B·log(2/ε)/(2μλ) is below the "
+                                   "width 512 only when μλ' > 6·log(2/ε)/512 (0.016 at ε = 0.5)"}),
     # GSGP's earlier version (seed 000), App. B: the experiments seed 003 dropped (EXPERIMENTS.md)
     _gsgp("gsgp000-fig11", 11, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32, seed000=True,
           sweep={MU: [0.025, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
@@ -302,11 +312,11 @@ PRESETS_LIST = [
         sweep={B: [16, 32, 64, 128], WD: [0.0, 1e-4, 2e-4, 4e-4, 8e-4, 6e-3]}, quick_sweep={B: [8, 32], WD: QWD}, quick=MLP_QUICK,
         readings=MLP_READING),
     _gp("gp-fig4", 4, "res-bn-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
-        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: MLP_QB},
-        quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3}, readings=MLP_READING),
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.01, 0.03], B: MLP_QB},
+        quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2}, readings={**MLP_READING, **GP_SMALL_LR}),
     _gp("gp-fig5", 5, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
-        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: MLP_QB},
-        quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3}, readings=MLP_READING),
+        sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.01, 0.03], B: MLP_QB},
+        quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2}, readings={**MLP_READING, **GP_SMALL_LR}),
     _gp("gp-fig6", 6, "mlp-bn-10-100", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
         Claim("a bottleneck: middle layers have lower rank than the first and last counted ones", "bottleneck"),
         lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
@@ -315,8 +325,8 @@ PRESETS_LIST = [
     _gp("gp-fig7", 7, "res-bn-5-500", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
         Claim("the residual blocks' ranks are balanced (within 50 % of each other)", "balanced", tolerance=0.5),
         lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
-        quick_sweep={B: [8, 32], MU: [0.05, 0.1]}, quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3},
-        readings={"model": "RES-BN-5-500 (GP also shows RES-5-500: set model.name=res-5-500)", **MLP_READING}),
+        quick_sweep={B: [8, 32], MU: [0.01, 0.03]}, quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2},
+        readings={"model": "RES-BN-5-500 (GP also shows RES-5-500: set model.name=res-5-500)", **MLP_READING, **GP_SMALL_LR}),
 ]
 
 # CHEN (seed 002): TwoLayer ReLU network with bias, squared loss, lr × 0.95 every 200 epochs.
@@ -331,19 +341,20 @@ CHEN_READINGS = {
 STABLE = Claim("the stable rank of V falls towards 1 as λ grows", "stable_rank", WD)
 
 
-def _chen(id, model, data, width_quick, lr, epochs, quick_data, quick_lr) -> Preset:
+def _chen(id, model, data, width_quick, lr, epochs, quick_data, quick_lr, quick_wds) -> Preset:
     paper = _config(model, data, lr=lr, wd=1e-3, batch=32, epochs=epochs, loss="mse_scalar", schedule=CHEN_SCHEDULE,
                     sweep={WD: [1e-4, 1e-3, 1e-2, 1e-1]})
-    quick = _quick(paper, {WD: [1e-3, 1e-1, 1.0]}, model=f"twolayer-{width_quick}", data=quick_data, epochs=30,
-                   optimizer__lr=quick_lr)
-    return Preset(id, "CHEN Sec. 5", model, data["name"], "λ", "weight-decay", {}, STABLE, paper, quick, CHEN_READINGS)
+    quick = _quick(paper, {WD: quick_wds}, model=f"twolayer-{width_quick}", data=quick_data, epochs=100,
+                   optimizer__lr=quick_lr, record__every=5)
+    readings = {**CHEN_READINGS, "quick scale": f"100 epochs, λ ∈ {quick_wds}: with smaller λ the runs do not reach the norm equilibrium"}
+    return Preset(id, "CHEN Sec. 5", model, data["name"], "λ", "weight-decay", {}, STABLE, paper, quick, readings)
 
 
 PRESETS_LIST += [
     _chen("chen-california", "twolayer-8192", {"name": "california", "train_size": 1800, "test_size": 600}, 64, 1e-4, 5000,
-          {"name": "synthetic", "train_size": 512, "test_size": 256, "synthetic": {"classes": 0, "noise": 0.1}}, 0.05),
+          {"name": "synthetic", "train_size": 512, "test_size": 256, "synthetic": {"classes": 0, "noise": 0.1}}, 0.05, [0.1, 0.3, 1.0]),
     _chen("chen-mnist", "twolayer-32768", {"name": "mnist", "train_size": 9000, "test_size": 1000, "standardize": "none"}, 128,
-          1e-6, 2000, {**QUICK_DATA, "standardize": "none"}, 1e-2),
+          1e-6, 2000, {**QUICK_DATA, "standardize": "none"}, 1e-2, [0.3, 1.0, 3.0]),
 ]
 
 PRESETS: dict[str, Preset] = {p.id: p for p in PRESETS_LIST}

@@ -62,13 +62,15 @@ def check(claim: Claim, results, *, rng: int = 0) -> Verdict:
 # -- trends -----------------------------------------------------------------------------------
 def learned(results) -> set[str]:
     """The runs whose last train accuracy is above twice their accuracy at initialization (about
-    chance), and runs without an accuracy (regression). A run that ends at chance collapsed or
-    is caught in an unstable phase: its low rank is no evidence of the bias, so the trend check
-    leaves it out (``claim.json`` lists it under ``not_learned``)."""
-    scalars = results.scalars.sort_values("epoch")
-    accuracy = scalars.groupby("run_id")["train_acc"]
-    first, last = accuracy.first(), accuracy.last()
-    keep = (last > 2 * first) | last.isna()
+    chance); a regression run (``loss: mse_scalar``: its "accuracy" means nothing) when its last
+    train loss is below its first. A run that ends at chance collapsed or is caught in an unstable
+    phase: its low rank is no evidence of the bias, so the trend and layer checks leave it out
+    (``claim.json`` lists it under ``not_learned``)."""
+    scalars = results.scalars.sort_values("epoch").groupby("run_id")
+    accuracy, loss = scalars["train_acc"], scalars["train_loss"]
+    regression = results.runs.set_index("run_id")["loss"].eq("mse_scalar").reindex(accuracy.first().index, fill_value=False)
+    keep = (accuracy.last() > 2 * accuracy.first()) | accuracy.last().isna()
+    keep = keep.where(~regression, loss.last() < loss.first())
     return set(keep[keep].index)
 
 
@@ -90,9 +92,11 @@ def _trend(claim: Claim, results, convergence: pd.DataFrame, rng: int):
 
 # -- layer shapes (GP Figs. 6-7) ----------------------------------------------------------------
 def _layer_ranks(results) -> pd.DataFrame:
-    """One row per run with λ > 0: its counted matrices' ε-ranks at the first and last record
-    (lists, in layer order), the full scale (mean smaller dimension) and its seed."""
-    layers = results.layers[results.layers["counted"]].sort_values(["run_id", "epoch", "index"])
+    """One row per run with λ > 0 that learned (:func:`learned`): its counted matrices' ε-ranks at
+    the first and last record (lists, in layer order), the full scale (mean smaller dimension)
+    and its seed."""
+    layers = results.layers[results.layers["counted"] & results.layers["run_id"].isin(learned(results))]
+    layers = layers.sort_values(["run_id", "epoch", "index"])
     rows = []
     for run_id, group in layers.groupby("run_id"):
         run = results.runs.set_index("run_id").loc[run_id]
@@ -134,7 +138,7 @@ def _bottleneck(claim: Claim, results, convergence, rng):
     present = table["agrees"].mean() > 0.5
     if p <= ALPHA and ci[0] > claim.min_effect and present:
         return HOLDS, f"training made a bottleneck in most runs: {numbers}", table, tests
-    if (table["initial_margin"] > 0).mean() > 0.5:
+    if (table["initial_margin"] > claim.min_effect).mean() > 0.5:
         return UNINFORMATIVE, f"the bottleneck is already there at initialization and training did not deepen it ({numbers})", table, tests
     if p_opposite <= ALPHA or ci[1] < claim.min_effect:
         return FAILS, f"training did not make a bottleneck: {numbers}", table, tests
