@@ -149,9 +149,10 @@ def layered(ranks_initial, ranks_final, *, seeds=3, configs=2, wd=5e-3, norms=(1
             run_id = f"r{seed}-{c}"
             runs.append({"run_id": run_id, "state": "done", "train.seed": seed, "data.subset_seed": seed, B: 32 * (c + 1), MU: 0.1,
                          WD: wd, "optimizer.momentum": 0.0, "schedule.kind": "constant", "schedule.milestones": (),
-                         "schedule.factor": 0.1, "schedule.every": 1, "record.eps": 1e-2})  # fmt: skip
+                         "schedule.factor": 0.1, "schedule.every": 1, "record.eps": 1e-2, "loss": "cross_entropy"})  # fmt: skip
             for epoch, ranks, norm in ((0, ranks_initial(seed, c), norms[0]), (20, ranks_final(seed, c), norms[1])):
-                scalars.append({"run_id": run_id, "epoch": epoch, "step": epoch * 16, "avg_rank": float(np.mean(ranks)), "train_acc": 0.9,
+                scalars.append({"run_id": run_id, "epoch": epoch, "step": epoch * 16, "avg_rank": float(np.mean(ranks)), "train_acc": 0.1 + 0.8 * (epoch > 0),
+                                "train_loss": 2.3 - 2 * (epoch > 0),
                                 "distance": 1.0, "lr": 0.1})  # fmt: skip
                 layers += [{"run_id": run_id, "epoch": epoch, "layer": f"l{i}", "index": i, "rows": 64, "cols": 64, "counted": True,
                             "eps_rank": r, "fro_norm": norm, "norm_ratio": 1.0, "stable_rank": r / 4} for i, r in enumerate(ranks)]  # fmt: skip

@@ -48,7 +48,7 @@ class Reproduction:
     seconds: float = float("nan")  # training time of the call's sweep (shared by the presets it trained)
 
 
-def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | None = None, *, seeds: int = 1,
+def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | None = None, *, seeds: int = SEEDS,
             first_seed: int = 0) -> list[RunConfig]:
     """The preset's runs at ``scale``: its sweep expanded and validated (``rb.expand``), each
     configuration trained at ``seeds`` seeds ``first_seed`` … ``first_seed + seeds − 1`` (a seed

@@ -84,11 +84,11 @@ def _blocked(frame: pd.DataFrame, knob: str) -> pd.DataFrame:
     """Per run: ``block`` (the values of every varied key but the knob and the seed keys, and the
     seed), ``pair`` (the same without λ: a block's λ = 0 twin block has the same pair) and ``seed``."""
     keys = [k for k in varied_keys(frame) if k not in (knob, *REPLICATE_KEYS)]
-
     text = {k: frame[k].astype(str) for k in [*keys, SEED]}
 
-    def label(columns):
-        return functools.reduce(lambda a, b: a + b + " · ", [text[k] for k in columns], pd.Series("", index=frame.index)) + "seed " + text[SEED]
+    def label(columns):  # "0.1 · 5e-3 · seed 2"
+        start = pd.Series("", index=frame.index)
+        return functools.reduce(lambda a, b: a + b + " · ", [text[k] for k in columns], start) + "seed " + text[SEED]
 
     return frame.assign(block=label(keys), pair=label([k for k in keys if k != WD]), seed=frame[SEED])
 
@@ -103,8 +103,9 @@ def trend_verdict(runs: pd.DataFrame, knob: str, convergence: pd.DataFrame, min_
     """(verdict, why, blocks table, tests) of one knob's trend on ``runs`` (:func:`final_values`).
 
     A B or μ trend is tested on the runs with λ > 0 and, as the control, on their λ = 0 twins;
-    ``holds`` needs the λ > 0 effect to exceed the control's (the per-seed difference's bootstrap
-    interval above 0), else ``holds without weight decay``.
+    ``holds`` needs the λ > 0 effect to exceed the control's by more than ``min_effect`` (the
+    difference per pair of twin blocks: sign-flip p ≤ α and bootstrap interval over seeds above
+    ``min_effect``), else ``holds without weight decay``. The rules: docs/reproduce.md, "The tests".
     """
     direction = KNOBS[knob]
     decays = runs[WD].astype(float)
