@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import api, plots
 from ..config import RunConfig, expand
-from ..plots.select import subset
+from ..plots.select import label, subset
 from ..summary import varied_keys
 from . import catalog, claims
 
@@ -189,6 +189,8 @@ def draw(preset: catalog.Preset, records, out: Path) -> tuple[list[Path], str | 
         for k, (values, _) in enumerate(slices):
             where = dict(zip(extra, values if isinstance(values, tuple) else (values,)))
             figure = function(records, where=where or None, **preset.roles)
+            if where:  # which slice: e.g. "λ = 0" for a trend's control figure
+                figure.suptitle(", ".join(label(key, value) for key, value in where.items()))
             stem = "figure" if len(slices) == 1 else f"figure-{k + 1}"
             paths += [plots.save(figure, out / f"{stem}.{suffix}") for suffix in ("pdf", "png")]
     except plots.PlotError as exc:
