@@ -246,3 +246,17 @@ def test_no_holds_with_weight_decay_pinned_to_zero_or_after_one_epoch(tmp_path):
     assert early.exit_code == 0, early.output
     assert early.output.count("verdict: ") == 3 and "verdict: holds" not in early.output
     assert "verdict: uninformative" in early.output  # Thm 3.3: every bound is infinite after one epoch
+
+
+def test_seeds_set_both_seed_keys_and_b_trends_get_their_weight_decay_twins():
+    runs = configs("gsgp-fig7", "quick", seeds=2, first_seed=100)
+    assert {(c.train.seed, c.data.subset_seed) for c in runs} == {(100, 100), (101, 101)}
+    decayed = [c for c in runs if c.optimizer.weight_decay > 0]
+    twins = {c.run_id() for c in runs if c.optimizer.weight_decay == 0}
+    assert len(decayed) == len(twins) == len(runs) / 2  # every run with λ > 0 has its λ = 0 twin
+    assert all(rb.api._flatten(c.to_dict()) | {"optimizer.weight_decay": 0.0} in [rb.api._flatten(t.to_dict()) for t in runs] for c in decayed)
+    lam = configs("gsgp-fig6", "quick", seeds=1)  # a λ trend: λ = 0 is one of its levels, no twins added
+    assert len(lam) == 6
+    with pytest.raises(ValueError, match="train.seed is pinned"):
+        configs("gsgp-fig7", "quick", ["train.seed=5"], seeds=3)
+    assert {c.train.seed for c in configs("gsgp-fig7", "quick", ["train.seed=5"], seeds=1)} == {5}
