@@ -242,10 +242,14 @@ def test_no_holds_with_weight_decay_pinned_to_zero_or_after_one_epoch(tmp_path):
                                        "train.epochs=2", *small])  # fmt: skip
     assert pinned.exit_code == 0, pinned.output
     assert pinned.output.count("verdict: not applicable") == 4 and "verdict: holds" not in pinned.output
-    early = CliRunner().invoke(main, ["reproduce", "gp-fig6", "gp-fig7", "gsgp-fig18", "train.epochs=1", *small])
+    early = CliRunner().invoke(main, ["reproduce", "gp-fig6", "gp-fig7", "gsgp-fig18", "train.epochs=1", "--results", str(tmp_path),
+                                      "--device", "cpu", "--no-progress"])  # fmt: skip
     assert early.exit_code == 0, early.output
     assert early.output.count("verdict: ") == 3 and "verdict: holds" not in early.output
-    assert "verdict: uninformative" in early.output  # Thm 3.3: every bound is infinite after one epoch
+    # Thm 3.3 after one epoch: its bound is informative (416 < 512 at ε = 0.5), but no run has reached
+    # the norm equilibrium the theorem assumes; the balance of GP Fig. 7 is the initialization's
+    assert "verdict: inconclusive — not converged: 3 of 3 runs" in early.output
+    assert "verdict: uninformative — training did not lower the ranks" in early.output
 
 
 def test_seeds_set_both_seed_keys_and_b_trends_get_their_weight_decay_twins():

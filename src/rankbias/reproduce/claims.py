@@ -175,19 +175,26 @@ def _balanced(claim: Claim, results, convergence, rng):
 
 # -- bounds and properties ----------------------------------------------------------------------
 def _theorem(claim: Claim, results, convergence, rng):
-    """GSGP Thm 3.3 over ε (Fig. 18) on the counted matrices: measured ε-rank ≤ bound, on the rows
-    where the bound says something (below the smaller dimension)."""
+    """GSGP Thm 3.3 over ε (Fig. 18) on the counted matrices: the theorem's quantity, the smallest
+    rank within Frobenius distance ε of W/‖W‖_F (``approx_rank``), is at most the bound, on the
+    rows where the bound says something (below the smaller dimension), for runs that reached the
+    norm equilibrium the theorem assumes (‖W_{T−1}‖/‖W_T‖ → 1)."""
     table = theory.theorem_3_3(results)
     table = table[table["counted"]].copy()
-    table["agrees"] = table["holds"].where(~table["trivial"])
+    table["agrees"] = (table["approx_rank"] <= table["bound"]).where(~table["trivial"])
     informative = table[~table["trivial"]]
-    tests = [{"test": "bound", "rows": len(table), "informative_rows": len(informative), "holding": int(informative["holds"].sum())}]
+    tests = [{"test": "bound", "rows": len(table), "informative_rows": len(informative),
+              "holding": int(informative["agrees"].astype(bool).sum())}]  # fmt: skip
     if table.empty:
         return NOT_ENOUGH, "no counted matrix", table, tests
     if informative.empty:
         smallest = float(table["bound"].min())
         return UNINFORMATIVE, f"every bound is at least the matrix's smaller dimension (smallest bound {smallest:.3g}): the theorem says nothing here", table, tests
-    failed = informative[~informative["holds"].astype(bool)]
+    stopped = convergence[convergence["run_id"].isin(informative["run_id"]) & (convergence["converged"] == False)]  # noqa: E712
+    if len(stopped):
+        return INCONCLUSIVE, (f"not converged: {len(stopped)} of {informative['run_id'].nunique()} runs have not reached the norm "
+                              "equilibrium the theorem assumes"), table, tests
+    failed = informative[~informative["agrees"].astype(bool)]
     if len(failed):
         return FAILS, f"{len(failed)} of {len(informative)} informative rows exceed the bound", table, tests
     return HOLDS, f"all {len(informative)} informative rows (of {len(table)}) are below the bound", table, tests
