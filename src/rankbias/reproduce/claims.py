@@ -31,13 +31,41 @@ from ..plots.select import subset
 from ..summary import varied_keys
 from ..theory.drift import TOLERANCE as DRIFT_TOLERANCE
 from ..theory.drift import norm_drift
-from ..theory.prediction import (ALPHA, FAILS, HOLDS, INCONCLUSIVE, KNOBS, NOT_APPLICABLE, NOT_ENOUGH, REPLICATE_KEYS, SEED,
-                                 UNINFORMATIVE, VERDICTS, WITHOUT_WD, final_values, trend_verdict)
+from ..theory.prediction import (
+    ALPHA,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    KNOBS,
+    NOT_APPLICABLE,
+    NOT_ENOUGH,
+    REPLICATE_KEYS,
+    SEED,
+    UNINFORMATIVE,
+    VERDICTS,
+    WITHOUT_WD,
+    final_values,
+    trend_verdict,
+)
 from ..theory.trend import bootstrap_mean, sign_flip_p
 from .catalog import WD, Claim
 
-__all__ = ["ALPHA", "CHECKS", "REPLICATE_KEYS", "VERDICTS", "Verdict", "check", "learned", "NOT_ENOUGH", "FAILS", "HOLDS",
-           "INCONCLUSIVE", "NOT_APPLICABLE", "UNINFORMATIVE", "WITHOUT_WD"]
+__all__ = [
+    "ALPHA",
+    "CHECKS",
+    "FAILS",
+    "HOLDS",
+    "INCONCLUSIVE",
+    "NOT_APPLICABLE",
+    "NOT_ENOUGH",
+    "REPLICATE_KEYS",
+    "UNINFORMATIVE",
+    "VERDICTS",
+    "WITHOUT_WD",
+    "Verdict",
+    "check",
+    "learned",
+]
 
 
 class Verdict(NamedTuple):
@@ -190,7 +218,7 @@ def _theorem(claim: Claim, results, convergence, rng):
     if informative.empty:
         smallest = float(table["bound"].min())
         return UNINFORMATIVE, f"every bound is at least the matrix's smaller dimension (smallest bound {smallest:.3g}): the theorem says nothing here", table, tests
-    stopped = convergence[convergence["run_id"].isin(informative["run_id"]) & (convergence["converged"] == False)]  # noqa: E712
+    stopped = convergence[convergence["run_id"].isin(informative["run_id"]) & convergence["converged"].eq(False)]
     if len(stopped):
         return INCONCLUSIVE, (f"not converged: {len(stopped)} of {informative['run_id'].nunique()} runs have not reached the norm "
                               "equilibrium the theorem assumes"), table, tests

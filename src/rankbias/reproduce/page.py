@@ -75,8 +75,9 @@ def _classes(table: pd.DataFrame) -> list[str]:
 def _section(out: Path, row) -> str:
     preset = catalog.get(row.preset)
     about = f"{preset.claim.check}; {row.runs} runs; seeds {row.seeds}; varies: {preset.varies}"
-    parts = [f'<p><b class="{VERDICT_CLASSES.get(row.verdict, "")}">{html.escape(str(row.verdict))}</b>: '
-             f"{html.escape(row.claim)} ({html.escape(about)})</p><p class=\"note\">{html.escape(str(row.why))}</p>"]
+    verdict = f'<b class="{VERDICT_CLASSES.get(row.verdict, "")}">{html.escape(str(row.verdict))}</b>'
+    why = f'<p class="note">{html.escape(str(row.why))}</p>'
+    parts = [f"<p>{verdict}: {html.escape(row.claim)} ({html.escape(about)})</p>{why}"]
     summary = json.loads((out / "claim.json").read_text())
     if summary.get("tests"):
         tests = pd.DataFrame(summary["tests"]).drop(columns=["seeds"], errors="ignore")

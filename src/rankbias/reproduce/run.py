@@ -11,6 +11,7 @@ share, its run ids).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,7 @@ def _number(value):
     if value is None or value is pd.NA:
         return None
     value = float(value)
-    return None if value != value else value
+    return None if math.isnan(value) else value
 
 
 def _flag(value):

@@ -130,7 +130,7 @@ def trend_verdict(runs: pd.DataFrame, knob: str, convergence: pd.DataFrame, min_
         if half.n_blocks:  # the papers' other half: without weight decay B barely matters
             tests.append(_test_dict("λ = 0: B effect (claimed ≈ 0)", half))
     decayed = treated[treated[WD].astype(float) > 0]["run_id"]
-    stopped = convergence[convergence["run_id"].isin(decayed) & (convergence["converged"] == False)]  # noqa: E712
+    stopped = convergence[convergence["run_id"].isin(decayed) & convergence["converged"].eq(False)]
     verdict, why = _decide(test, tests[0], control, knob, min_effect, len(stopped), len(decayed))
     return verdict, why, table, tests
 
