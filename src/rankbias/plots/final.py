@@ -14,7 +14,17 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..conventions import symbol
-from .select import PlotError, as_results, at_epoch, counted_layers, fmt, rank_label, replicate_table, same_value, select
+from .select import (
+    PlotError,
+    as_results,
+    at_epoch,
+    counted_layers,
+    fmt,
+    rank_label,
+    replicate_table,
+    same_value,
+    select,
+)
 from .style import CMAP, line_style, mean_band, new_figure, styled
 from .training import _legend, _name, _panel_title
 

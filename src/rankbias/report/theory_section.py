@@ -43,7 +43,7 @@ CHECKS = {
     "gp_sgd_noise": ("GP Propositions 1–2: SGD noise", "With weight decay, the weights collapse towards zero or d(W<sub>t+1</sub>, W<sub>t</sub>) stays away from zero (above the same run without weight decay when the sweep has one); runs without weight decay are the baselines."),
 }
 PREDICTION = ("GSGP Prediction 4.1: a trend test per knob",
-              "The final average rank is lower with smaller B, larger μ or larger λ; without weight decay B and μ change it little. "
+              ("The final average rank is lower with smaller B, larger μ or larger λ; without weight decay B and μ change it little. "
               "Per knob that varies, on the finished runs: runs that share every other setting and the seed form a block; the "
               "statistic is the mean over blocks of Kendall's τ between the knob and the final average rank, its p-value from "
               "permutations of the knob within blocks; the <em>effect</em> is the rank at the level predicted highest minus at the "
@@ -55,7 +55,7 @@ PREDICTION = ("GSGP Prediction 4.1: a trend test per knob",
               "<em>inconclusive</em>: not significant, too few seeds, or runs not at the norm equilibrium; <em>fails</em>: the "
               "rank goes significantly the other way, or the whole interval lies below the minimum effect; <em>not applicable</em>: "
               "B or μ without any run with weight decay. "
-              "(docs/reproduce.md, &ldquo;The tests&rdquo;.)")
+              "(docs/reproduce.md, &ldquo;The tests&rdquo;.)"))
 MAX_ROWS = 300  # rows of a check's full table in the page (the CLI prints them all)
 WHY_PARTS = 3  # distinct reasons shown per run
 RESTATED = ("norm ratio",)  # note parts that restate a column shown on its own
