@@ -7,6 +7,7 @@ from torch import nn
 import rankbias as rb
 from rankbias.models import build_model, list_models, matrix_infos, parse_model_name, plain_model
 from rankbias.models.layers import CohortBatchNorm, DetachedVarBatchNorm
+from rankbias.models.registry import parse_template
 
 DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)
@@ -47,6 +48,19 @@ def test_registry_parses_the_papers_names_and_lists_every_family():
     assert patterns == ["mlp-L-H", "mlp-bn-L-H", "res-L-H", "res-bn-L-H", "twolayer-H", "convnet-D-W", "vgg16", "resnet18", "vit"]
     assert all(m["paper"] and m["description"] for m in list_models())
     assert rb.list_models() == list_models()
+
+
+def test_a_family_is_registered_from_one_name_template():
+    assert parse_template("mlp-bn-{depth:L}-{width:H}")[:2] == ("mlp-bn", "mlp-bn-L-H")
+    assert parse_template("twolayer-{width:H}")[:2] == ("twolayer", "twolayer-H")
+    assert parse_template("vgg16")[:2] == ("vgg16", "vgg16")
+    regex = parse_template("convnet-{depth:D}-{width:W}")[2]
+    assert regex.fullmatch("convnet-3-64").groupdict() == {"depth": "3", "width": "64"}
+    assert not any(regex.fullmatch(n) for n in ("convnet-3", "convnet-D-W", "convnet-3-64-1", "convnetx3-64"))
+    spec = parse_model_name("vit")  # the options are plain fields of the spec
+    assert (spec.width, spec.mlp_dim, spec.dropout, spec.activation, spec.bn_detach_var) == (512, None, 0.1, "gelu", False)
+    assert parse_model_name("res-bn-2-8").bn_detach_var is False
+    assert build_model(model_config("res-bn-2-8", bn_detach_var=True), 1, DIGITS, 3).spec.bn_detach_var is True
 
 
 def parameters(module: nn.Module) -> int:

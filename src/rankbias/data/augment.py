@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..transfer import to_device
+from ..models.layers import to_device
 
 
 def augment(x: torch.Tensor, generators: list[torch.Generator], config) -> torch.Tensor:

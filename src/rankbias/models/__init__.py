@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from . import conv, mlp, vit  # noqa: F401  (each module registers its families)
+# each module registers its families: mlp.py's first, as `rankbias models` lists them
+from . import mlp  # noqa: F401
+
+# isort: split
+from . import conv, vit  # noqa: F401
 from .base import CohortModel, MatrixInfo
 from .registry import FAMILIES, ModelSpec, list_models, resolve
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mlp import activation
+from .layers import activation
 from .registry import register
 
 
 def _bn(layers, spec, channels: int) -> nn.Module:
-    return layers.batchnorm(channels, spatial=True, detach_var=spec.options.get("bn_detach_var", False))
+    return layers.batchnorm(channels, spatial=True, detach_var=spec.bn_detach_var)
 
 
 # -- ConvNet-D-W ----------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ class ConvNet(nn.Module):
 
 
 @register(
-    "convnet", "convnet-D-W", r"convnet-(?P<depth>\d+)-(?P<width>\d+)", "the GSGP/GP authors' code (TomerGalanti/LowRankBias)",
+    "convnet-{depth:D}-{width:W}", "the GSGP/GP authors' code (TomerGalanti/LowRankBias)",
     classifier="fc", loop_on_cpu=True, bias=True, activation="relu", bn_detach_var=False,
 )
 def convnet(layers, spec, input_shape, n_out):
@@ -85,7 +85,7 @@ class VGG(nn.Module):
 
 
 @register(
-    "vgg16", "vgg16", r"vgg16", "Simonyan & Zisserman 2015 (configuration D); GSGP App. B.1",
+    "vgg16", "Simonyan & Zisserman 2015 (configuration D); GSGP App. B.1",
     classifier="fc", loop_on_cpu=True, width=64, bias=True, activation="relu", bn_detach_var=False,
 )
 def vgg16(layers, spec, input_shape, n_out):
@@ -137,7 +137,7 @@ class ResNet(nn.Module):
 
 
 @register(
-    "resnet18", "resnet18", r"resnet18", "He et al. 2016, CIFAR variant; GSGP App. B.1",
+    "resnet18", "He et al. 2016, CIFAR variant; GSGP App. B.1",
     uncounted=("*.shortcut.*",), classifier="fc", loop_on_cpu=True, width=64, activation="relu", bn_detach_var=False,
 )
 def resnet18(layers, spec, input_shape, n_out):

@@ -31,8 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..transfer import to_device
-
 
 class PlainLayers:
     """The factory of ordinary ``torch.nn`` layers: one network."""
@@ -63,6 +61,12 @@ class PlainLayers:
 
 
 PLAIN = PlainLayers()
+
+
+def activation(name: str) -> nn.Module:
+    """``relu``, ``leaky_relu`` (slope 0.01, PyTorch's default) or ``gelu``: parameter-free, the
+    same module in a plain network and a cohort."""
+    return {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}[name]()
 
 
 class CohortLayers(PlainLayers):
@@ -332,6 +336,16 @@ class CohortTensor(nn.Module):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t``, drawn on the host during a step (dropout masks, augmentation parameters), on
+    ``device`` without synchronizing the host with the GPU: a non-blocking copy from pinned
+    memory (PyTorch's caching host allocator keeps the pinned block until the copy is done).
+    A plain ``.to(device)`` from pageable memory waits for the GPU's queue to drain."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _detached_var_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps):
     """Batch norm over dim 1 in train mode with the variance detached (GP Eq. 5)."""
     return _DetachedVarBatchNormFn.apply(x, weight, bias, running_mean, running_var, momentum, eps)

@@ -17,19 +17,15 @@ import math
 import torch
 from torch import nn
 
+from .layers import activation
 from .registry import register
 
 _FC = {"bias": False, "activation": "relu", "bn_detach_var": False}
 _FC_PLAIN = {"bias": False, "activation": "relu"}
 
 
-def activation(name: str) -> nn.Module:
-    """``relu``, ``leaky_relu`` (slope 0.01, PyTorch's default) or ``gelu``."""
-    return {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}[name]()
-
-
 def _norm(layers, spec, width: int, bn: bool) -> nn.Module:
-    return layers.batchnorm(width, spatial=False, detach_var=spec.options.get("bn_detach_var", False)) if bn else nn.Identity()
+    return layers.batchnorm(width, spatial=False, detach_var=spec.bn_detach_var) if bn else nn.Identity()
 
 
 class MLP(nn.Module):
@@ -48,13 +44,13 @@ class MLP(nn.Module):
         return self.out(x)
 
 
-@register("mlp", "mlp-L-H", r"mlp-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC_PLAIN)
+@register("mlp-{depth:L}-{width:H}", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC_PLAIN)
 def mlp(layers, spec, input_shape, n_out):
     """L hidden Linear→ReLU layers of width H, then a linear output."""
     return MLP(layers, spec, input_shape, n_out, bn=False)
 
 
-@register("mlp-bn", "mlp-bn-L-H", r"mlp-bn-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC)
+@register("mlp-bn-{depth:L}-{width:H}", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC)
 def mlp_bn(layers, spec, input_shape, n_out):
     """The same with batch norm: Linear→BN→ReLU."""
     return MLP(layers, spec, input_shape, n_out, bn=True)
@@ -85,13 +81,13 @@ class ResMLP(nn.Module):
         return self.out(z)
 
 
-@register("res", "res-L-H", r"res-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC_PLAIN)
+@register("res-{depth:L}-{width:H}", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC_PLAIN)
 def res(layers, spec, input_shape, n_out):
     """Linear of width H, L residual blocks z + σ(W2 σ(W1 z)), linear output."""
     return ResMLP(layers, spec, input_shape, n_out, bn=False)
 
 
-@register("res-bn", "res-bn-L-H", r"res-bn-(?P<depth>\d+)-(?P<width>\d+)", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC)
+@register("res-bn-{depth:L}-{width:H}", "GSGP App. B.1; GP Sec. 5", classifier="out", **_FC)
 def res_bn(layers, spec, input_shape, n_out):
     """The same with batch norm in each block: z + σ(n2(W2 σ(n1(W1 z))))."""
     return ResMLP(layers, spec, input_shape, n_out, bn=True)
@@ -108,7 +104,7 @@ class TwoLayer(nn.Module):
         return self.a(self.act(self.V(x.flatten(1))))
 
 
-@register("twolayer", "twolayer-H", r"twolayer-(?P<width>\d+)", "CHEN Sec. 2, Eq. 1", classifier="a", bias=True, activation="relu")
+@register("twolayer-{width:H}", "CHEN Sec. 2, Eq. 1", classifier="a", bias=True, activation="relu")
 def twolayer(layers, spec, input_shape, n_out):
     """CHEN's a·σ(Vx+b) with H hidden units: Kaiming-normal V and a, b = 0; the rank studied is V's."""
     return TwoLayer(layers, spec, input_shape, n_out)

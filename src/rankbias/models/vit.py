@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mlp import activation
+from .layers import activation
 from .registry import register
 
 PATCH, HEADS, DEPTH = 4, 8, 6
@@ -78,7 +78,7 @@ class ViT(nn.Module):
 
 
 @register(
-    "vit", "vit", r"vit", "Dosovitskiy et al. 2021; GSGP App. B.1",
+    "vit", "Dosovitskiy et al. 2021; GSGP App. B.1",
     uncounted=("patch_embed",), classifier="head", loop_on_cpu=True, width=512, mlp_dim=None, dropout=0.1, activation="gelu",
 )
 def vit(layers, spec, input_shape, n_out):
