@@ -229,7 +229,32 @@ def test_plot_command(grid, tmp_path):
     result = runner.invoke(main, ["plot", str(grid), "rank-vs-time"])
     assert result.exit_code == 2 and "unknown figure family 'rank-vs-time'" in result.output
     helptext = runner.invoke(main, ["plot", "--help"]).output
-    assert all(name in helptext for name in plots.FAMILIES)
+    assert all(name in helptext for name, figure in plots.FIGURES.items() if figure.table is None)
+
+
+def test_one_registry_holds_every_figure():
+    """plots.FIGURES: the families drawn from records, and the theory and compression figures,
+    which draw a table (``rankbias plot`` says where that table comes from)."""
+    import inspect
+
+    from rankbias.compress.figure import compression_figure
+    from rankbias.theory.figures import theorem_3_3_figure
+
+    figures = plots.FIGURES
+    assert [n for n, f in figures.items() if f.table is None] == [
+        "rank-vs-epoch", "heatmap", "layer-ranks", "layer-spectra", "convergence", "norm-ratio", "weight-decay", "rank-vs-eps",
+        "spectra-over-training",
+    ]
+    assert {f.number for f in figures.values() if f.table} == {"theory", "compress"}
+    assert figures["compression"].function is compression_figure and figures["theorem-3-3"].function is theorem_3_3_figure
+    for figure in figures.values():
+        assert figure.help and "\n" not in figure.help
+        assert next(iter(inspect.signature(figure.function).parameters)) == ("results" if figure.table is None else "table")
+    assert plots.results_figure("heatmap") is plots.rank_heatmap
+    with pytest.raises(PlotError, match=r"theorem-3-3 is drawn from a table.*theorem_3_3_figure\(table\).*rb\.theory\.theorem_3_3"):
+        plots.results_figure("theorem-3-3")
+    with pytest.raises(PlotError, match="unknown figure family 'rank-vs-time'; one of: rank-vs-epoch, heatmap"):
+        plots.results_figure("rank-vs-time")
 
 
 def replicate_stats(records, decay, column="avg_rank", table="scalars", layer=None):
