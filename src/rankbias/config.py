@@ -27,31 +27,131 @@ import yaml
 from .errors import ConfigError
 
 LOSSES = ("cross_entropy", "mse_onehot", "mse_scalar")
+ACTIVATIONS = ("relu", "leaky_relu", "gelu")
+NORMS = ("fro", "spectral")
+
+
+# -- declared checks ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Interval:
+    """The values a number field allows: from ``low`` to ``high`` (``None``: no bound on that side);
+    ``closed`` names the ends that belong to it: ``both``, ``left``, ``right`` or ``neither``.
+
+    Declared on a field with :func:`checked`; NaN lies in no interval.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    closed: Literal["both", "left", "right", "neither"] = "both"
+
+    def __post_init__(self):
+        if self.closed not in ("both", "left", "right", "neither") or (self.low is None and self.high is None):
+            raise TypeError(f"not an interval: {self!r}")  # a bug in rankbias, not user input
+
+    def __contains__(self, value) -> bool:
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        above = self.low is None or (value >= self.low if left else value > self.low)
+        below = self.high is None or (value <= self.high if right else value < self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.high is None:
+            return f"{'>=' if left else '>'} {self.low}"
+        if self.low is None:
+            return f"{'<=' if right else '<'} {self.high}"
+        return f"in {'[' if left else '('}{self.low}, {self.high}{']' if right else ')'}"
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class Choices:
+    """The values a ``Literal[...]`` field allows; derived from the annotation, never declared by hand."""
+
+    values: tuple
+
+    def __contains__(self, value) -> bool:
+        return value in self.values
+
+    def __str__(self) -> str:
+        return f"one of {', '.join(map(repr, self.values))}"
+
+
+def checked(default, check: Interval):
+    """A dataclass field with ``default`` whose values must lie in ``check`` (``None`` passes where
+    the field's type is optional). The check is field metadata: it enters no dict and no run id."""
+    return field(default=default, metadata={"check": check})
+
+
+def violation(check: Interval | Choices, value) -> str:
+    """The one message of a value outside its declared range or choices."""
+    return f"must be {check}, got {value!r}"
+
+
+def check_values(cls, values: dict, prefix: str) -> None:
+    """Raise ConfigError(``prefix.name``, ...) for the first of ``values`` (field name -> value;
+    names that are not fields of ``cls`` or have no check are skipped) outside its field's check."""
+    for name, (check, optional) in _checks(cls).items():
+        if name in values:
+            value = values[name]
+            if not (value is None and optional) and value not in check:
+                raise ConfigError(f"{prefix}.{name}" if prefix else name, violation(check, value))
+
+
+@functools.cache
+def _checks(cls) -> dict:
+    """Field name -> (check, None allowed) for the fields of ``cls`` that have one: the Interval
+    in the field's metadata, or the Choices of a ``Literal`` (or optional ``Literal``) type."""
+    hints, checks = _type_hints(cls), {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+        optional = type(None) in options
+        options = [t for t in options if t is not type(None)]
+        check = f.metadata.get("check")
+        if check is None and len(options) == 1 and typing.get_origin(options[0]) is Literal:
+            check = Choices(typing.get_args(options[0]))
+        if check is not None:
+            checks[f.name] = (check, optional)
+    return checks
+
+
+class Section:
+    """Base of the config sections. :meth:`validate` is one function for all of them: the
+    declared checks of the section's own fields, then each nested section, then the section's
+    cross-field rules (:meth:`rules`), the few that no range or choice can say."""
+
+    def validate(self, prefix: str = "") -> None:
+        check_values(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, prefix)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Section):
+                value.validate(f"{prefix}.{f.name}" if prefix else f.name)
+        self.rules(prefix)
+
+    def rules(self, prefix: str) -> None:
+        """Checks across fields; each raises ConfigError naming its key."""
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(Section):
     """The ``synthetic`` data set: x ~ N(0, I_dim), targets from a random two-layer ReLU teacher.
 
     ``classes > 0``: the label is the argmax of the teacher's ``classes`` outputs.
     ``classes == 0``: regression on the teacher's scalar output plus Gaussian ``noise``.
     """
 
-    dim: int = 20
+    dim: int = checked(20, Interval(1))
     classes: int = 10
-    teacher_width: int = 64
-    noise: float = 0.0
+    teacher_width: int = checked(64, Interval(1))
+    noise: float = checked(0.0, Interval(0))
 
-    def validate(self, prefix: str) -> None:
-        _positive(self, prefix, "dim", "teacher_width")
+    def rules(self, prefix: str) -> None:
         if self.classes < 0 or self.classes == 1:
             raise ConfigError(f"{prefix}.classes", f"must be 0 (regression) or at least 2, got {self.classes}")
-        if self.noise < 0:
-            raise ConfigError(f"{prefix}.noise", f"must be >= 0, got {self.noise}")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """Which data set, which seeded subset of it, and how inputs are standardized.
 
     ``train_size`` / ``test_size``: ``None`` takes the data set's default sizes (all of it for
@@ -61,35 +161,26 @@ class DataConfig:
     """
 
     name: str = "digits"
-    train_size: int | None = None
-    test_size: int | None = None
+    train_size: int | None = checked(None, Interval(1))
+    test_size: int | None = checked(None, Interval(1))
     subset_seed: int = 0
     standardize: Literal["auto", "channel", "feature", "none"] = "auto"
-    pad: int = 0
-    resize: int | None = None
+    pad: int = checked(0, Interval(0))
+    resize: int | None = checked(None, Interval(1))
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
-    def validate(self, prefix: str) -> None:
+    def rules(self, prefix: str) -> None:
         from .data import DATASETS
 
         if self.name not in DATASETS:
             raise ConfigError(f"{prefix}.name", f"unknown data set {self.name!r}; known: {', '.join(sorted(DATASETS))}")
-        for key in ("train_size", "test_size"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"{prefix}.{key}", f"must be at least 1, got {value}")
-        self.synthetic.validate(f"{prefix}.synthetic")
-        if self.pad < 0:
-            raise ConfigError(f"{prefix}.pad", f"must be >= 0, got {self.pad}")
-        if self.resize is not None and self.resize < 1:
-            raise ConfigError(f"{prefix}.resize", f"must be at least 1, got {self.resize}")
         if (self.pad or self.resize) and DATASETS[self.name].kind != "image":
             key = "pad" if self.pad else "resize"
             raise ConfigError(f"{prefix}.{key}", f"applies to images; {self.name!r} is tabular")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """A model of the registry by name (``mlp-bn-10-100``, ``resnet18``, ``vit`` ...; ``docs/models.md``).
 
     The options default to ``null``: the family's own default (``rankbias models`` lists them).
@@ -102,14 +193,14 @@ class ModelConfig:
     """
 
     name: str = "mlp-bn-4-64"
-    width: int | None = None
+    width: int | None = checked(None, Interval(1))
     bias: bool | None = None
-    activation: Literal["relu", "leaky_relu", "gelu"] | None = None
-    dropout: float | None = None
-    mlp_dim: int | None = None
+    activation: Literal[ACTIVATIONS] | None = None
+    dropout: float | None = checked(None, Interval(0, 1, closed="left"))
+    mlp_dim: int | None = checked(None, Interval(1))
     bn_detach_var: bool = False
 
-    def validate(self, prefix: str) -> None:
+    def rules(self, prefix: str) -> None:
         from .models import resolve
 
         try:
@@ -120,27 +211,21 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(Section):
     """SGD in PyTorch's convention: ``g = grad + weight_decay*W; buf = momentum*buf + g; W -= lr*buf``."""
 
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 5e-4
+    lr: float = checked(0.1, Interval(0, closed="neither"))
+    momentum: float = checked(0.0, Interval(0, 1, closed="left"))
+    weight_decay: float = checked(5e-4, Interval(0))
     nesterov: bool = False
 
-    def validate(self, prefix: str) -> None:
-        if not self.lr > 0:
-            raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"{prefix}.momentum", f"must be in [0, 1), got {self.momentum}")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+    def rules(self, prefix: str) -> None:
         if self.nesterov and self.momentum == 0:
             raise ConfigError(f"{prefix}.nesterov", "needs momentum > 0")
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """Learning-rate schedule, applied per epoch.
 
     ``constant``; ``multistep``: lr × factor at each epoch in ``milestones``;
@@ -149,12 +234,10 @@ class ScheduleConfig:
 
     kind: Literal["constant", "multistep", "step"] = "constant"
     milestones: tuple[int, ...] = ()
-    factor: float = 0.1
+    factor: float = checked(0.1, Interval(0, closed="neither"))
     every: int = 0
 
-    def validate(self, prefix: str) -> None:
-        if not self.factor > 0:
-            raise ConfigError(f"{prefix}.factor", f"must be > 0, got {self.factor}")
+    def rules(self, prefix: str) -> None:
         if self.kind == "multistep":
             if not self.milestones:
                 raise ConfigError(f"{prefix}.milestones", "multistep needs at least one milestone")
@@ -174,22 +257,17 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """Mini-batch size, number of epochs, the run's seed (initialization and data order)."""
 
-    batch_size: int = 32
-    epochs: int = 10
-    seed: int = 0
+    batch_size: int = checked(32, Interval(1))
+    epochs: int = checked(10, Interval(1))
+    seed: int = checked(0, Interval(0))
     drop_last: bool = True
-
-    def validate(self, prefix: str) -> None:
-        _positive(self, prefix, "batch_size", "epochs")
-        if self.seed < 0:
-            raise ConfigError(f"{prefix}.seed", f"must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Section):
     """Augmentation of training images, on tensors, batched, each member from its own generator.
 
     ``crop``: random crop with this much zero padding (4 in the papers' CIFAR setting; 0 = off).
@@ -200,16 +278,10 @@ class AugmentConfig:
     most images far from upright. Off by default, as in all the authors' logged runs.
     """
 
-    crop: int = 0
+    crop: int = checked(0, Interval(0))
     flip: bool = False
-    rotate: float = 0.0
+    rotate: float = checked(0.0, Interval(0, 180))
     rotate_mode: Literal["uniform", "steps"] = "uniform"
-
-    def validate(self, prefix: str) -> None:
-        if self.crop < 0:
-            raise ConfigError(f"{prefix}.crop", f"must be >= 0, got {self.crop}")
-        if not 0 <= self.rotate <= 180:
-            raise ConfigError(f"{prefix}.rotate", f"must be in [0, 180] degrees, got {self.rotate}")
 
     @property
     def enabled(self) -> bool:
@@ -217,7 +289,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class RecordConfig:
+class RecordConfig(Section):
     """What is recorded and how ranks are derived from the stored singular values.
 
     ``every``: record every k epochs (epoch 0 and the last epoch always). ``eps``: rank threshold.
@@ -229,29 +301,24 @@ class RecordConfig:
     norm of every weight matrix after each of the epoch's last k steps (GSGP Lemma 3.2's check).
     """
 
-    every: int = 1
-    eps: float = 1e-3
-    norm: Literal["fro", "spectral"] = "fro"
+    every: int = checked(1, Interval(1))
+    eps: float = checked(1e-3, Interval(0, 1, closed="neither"))
+    norm: Literal[NORMS] = "fro"
     layers: Literal["hidden", "all"] | tuple[str, ...] = "hidden"
-    step_norms: int = 0
+    step_norms: int = checked(0, Interval(0))
 
-    def validate(self, prefix: str) -> None:
-        _positive(self, prefix, "every")
-        if not 0 < self.eps < 1:
-            raise ConfigError(f"{prefix}.eps", f"must be in (0, 1), got {self.eps}")
+    def rules(self, prefix: str) -> None:
         if isinstance(self.layers, tuple) and not self.layers:
             raise ConfigError(f"{prefix}.layers", "an explicit list of matrices must not be empty")
-        if self.step_norms < 0:
-            raise ConfigError(f"{prefix}.step_norms", f"must be >= 0, got {self.step_norms}")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Section):
     """Everything that determines one training run and its records."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: Literal["cross_entropy", "mse_onehot", "mse_scalar"] = "cross_entropy"
+    loss: Literal[LOSSES] = "cross_entropy"
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -284,16 +351,12 @@ class RunConfig:
             _set_dotted(raw, key.replace("__", "."), value)
         return RunConfig.from_dict(raw)
 
-    def validate(self) -> None:
+    def rules(self, prefix: str) -> None:
         from .data import DATASETS
 
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if hasattr(value, "validate"):
-                value.validate(f.name)
-        regression = self.data.name == "california" or (
-            self.data.name == "synthetic" and self.data.synthetic.classes == 0
-        )
+        info = DATASETS[self.data.name]  # known: DataConfig's rules ran first
+        classes = self.data.synthetic.classes if info.layout == "generated" else info.num_classes
+        regression = classes == 0  # DatasetInfo: num_classes 0 is regression; synthetic's config decides
         if regression and self.loss != "mse_scalar":
             raise ConfigError("loss", f"data set {self.data.name!r} is a regression task: use mse_scalar")
         if self.augment.enabled and DATASETS[self.data.name].kind != "image":
@@ -461,9 +524,9 @@ def _coerce(tp, value: Any, key: str):
                 errors.append(str(exc).split(": ", 1)[-1])
         raise ConfigError(key, " or ".join(errors))
     if origin is Literal:
-        choices = typing.get_args(tp)
+        choices = Choices(typing.get_args(tp))
         if value not in choices:
-            raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+            raise ConfigError(key, violation(choices, value))
         return value
     if origin is tuple:
         (item_type, _) = typing.get_args(tp)
@@ -510,6 +573,18 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as one level of dotted keys (``{"optimizer.lr": 0.1, ...}``); lists
+    become tuples, so values can be compared and hashed."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -517,9 +592,3 @@ def _plain(value):
         return [_plain(v) for v in value]
     return value
 
-
-def _positive(section, prefix: str, *keys: str) -> None:
-    for key in keys:
-        value = getattr(section, key)
-        if value < 1:
-            raise ConfigError(f"{prefix}.{key}", f"must be at least 1, got {value}")

@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-ACTIVATIONS = ("relu", "leaky_relu", "gelu")
+from ..config import ModelConfig, check_values
+
 OPTIONS = ("width", "bias", "activation", "dropout", "mlp_dim", "bn_detach_var")
 
 
@@ -129,13 +130,7 @@ def resolve(config) -> ModelSpec:
 
 
 def _check_options(options: dict) -> None:
-    if options.get("activation") not in (None, *ACTIVATIONS):
-        raise ValueError(f"model.activation: must be one of {', '.join(ACTIVATIONS)}, got {options['activation']!r}")
-    for key in ("width", "mlp_dim"):
-        if options.get(key) is not None and options[key] < 1:
-            raise ValueError(f"model.{key}: must be at least 1, got {options[key]}")
-    if options.get("dropout") is not None and not 0 <= options["dropout"] < 1:
-        raise ValueError(f"model.dropout: must be in [0, 1), got {options['dropout']}")
+    check_values(ModelConfig, options, "model")  # the ranges and choices declared on ModelConfig's fields (a ValueError)
 
 
 def is_counted(family: Family, matrix: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-NORMS = ("fro", "spectral")
+from ..config import NORMS  # the one definition; importable from here too
 
 
 def singular_values(matrices: torch.Tensor) -> torch.Tensor:
