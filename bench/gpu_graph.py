@@ -24,6 +24,7 @@ import torch
 
 import rankbias as rb
 from rankbias.data import load_dataset
+from rankbias.options import EngineOptions
 from rankbias.store import RunStore
 from rankbias.training.engine import CohortTrainer, Member
 
@@ -32,7 +33,7 @@ DEVICE = torch.device("cuda")
 
 def train(configs, results: Path, graph: bool) -> CohortTrainer:
     data = load_dataset(configs[0].data)
-    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in configs], data, DEVICE, cuda_graph=graph)
+    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in configs], data, EngineOptions(device=str(DEVICE), cuda_graph=graph))
     trainer.run()
     return trainer
 
@@ -74,9 +75,9 @@ def check_tf32_default() -> None:
     configs = [rb.RunConfig.from_dict({"model": {"name": "mlp-bn-2-16"}, "data": {"name": "digits"}})]
     with tempfile.TemporaryDirectory() as tmp:
         data = load_dataset(configs[0].data)
-        CohortTrainer([Member(configs[0], RunStore(tmp, configs[0].run_id()))], data, DEVICE)
+        CohortTrainer([Member(configs[0], RunStore(tmp, configs[0].run_id()))], data, EngineOptions(device=str(DEVICE)))
         off = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        CohortTrainer([Member(configs[0], RunStore(tmp, configs[0].run_id()))], data, DEVICE, tf32=True)
+        CohortTrainer([Member(configs[0], RunStore(tmp, configs[0].run_id()))], data, EngineOptions(device=str(DEVICE), tf32=True))
         on = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     print(f"tf32 default {off}, tf32=True {on}")
     assert off == (False, False) and on == (True, True)
@@ -86,7 +87,7 @@ def check_tf32_default() -> None:
 def epoch_seconds(configs, graph: bool, repeats: int = 3) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         data = load_dataset(configs[0].data)
-        trainer = CohortTrainer([Member(c, RunStore(tmp, c.run_id())) for c in configs], data, DEVICE, cuda_graph=graph)
+        trainer = CohortTrainer([Member(c, RunStore(tmp, c.run_id())) for c in configs], data, EngineOptions(device=str(DEVICE), cuda_graph=graph))
     trainer._train_epoch()  # warm-up (and capture)
     times = []
     for _ in range(repeats):

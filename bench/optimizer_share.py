@@ -18,6 +18,7 @@ import torch
 from throughput import CASES, configs
 
 from rankbias.data import load_dataset
+from rankbias.options import EngineOptions
 from rankbias.store import RunStore
 from rankbias.training.engine import CohortTrainer, Member
 
@@ -26,7 +27,7 @@ def share(case: str, steps: int) -> tuple[float, float, int]:
     runs = configs(case, steps)
     data = load_dataset(runs[0].data)
     with tempfile.TemporaryDirectory() as results:
-        trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, torch.device("cpu"))
+        trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device="cpu"))
         step, spent = trainer.optimizer.step, [0.0]
 
         def timed_step() -> None:

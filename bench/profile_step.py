@@ -17,6 +17,7 @@ from throughput import CASES, configs
 from torch.profiler import ProfilerActivity, profile
 
 from rankbias.data import load_dataset
+from rankbias.options import EngineOptions
 from rankbias.store import RunStore
 from rankbias.training.engine import CohortTrainer, Member
 
@@ -32,7 +33,7 @@ def main() -> None:
     runs = configs(args.case, args.steps)
     data = load_dataset(runs[0].data)
     with tempfile.TemporaryDirectory() as results:
-        trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, torch.device("cpu"))
+        trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device="cpu"))
         trainer._train_epoch()
         steps = len(data.x_train) // runs[0].train.batch_size
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import rankbias as rb
-from rankbias.store.run_store import SCHEMA_KEY, SCHEMA_VERSION
+from rankbias.store.schema import SCHEMA_KEY, SCHEMA_VERSION
 
 LAYERS = [("hidden.0", 16, 64, True), ("hidden.1", 16, 16, True), ("out", 10, 16, False)]
 EPOCHS = range(11)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import rankbias as rb
 from rankbias.data import load_dataset
 from rankbias.models import plain_model
+from rankbias.options import EngineOptions
 from rankbias.store import RunStore
 from rankbias.training.engine import CohortTrainer, Member
 
@@ -83,7 +84,7 @@ SETTING: dict[str, bool] = {}  # what the engine chose: fused update, CUDA graph
 def cohort_engine(runs: list[rb.RunConfig], data, device: torch.device, results: str, fused: bool | None = None, graph: bool | None = None) -> float:
     """All runs as one cohort: one epoch of the engine's training loop (after one epoch of
     warm-up, which also captures the CUDA graph). Returns seconds."""
-    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, device, fused_update=fused, cuda_graph=graph)
+    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device=str(device), fused_update=fused, cuda_graph=graph))
     SETTING.update(fused_update=trainer.fused_update, cuda_graph=trainer.graphed is not None)
     trainer._train_epoch()
     _sync(device)

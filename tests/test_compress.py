@@ -12,8 +12,9 @@ from torch import nn
 
 import rankbias as rb
 from rankbias.cli import main
-from rankbias.compress import _factorize, evaluate, parse_sweep, smallest
-from rankbias.compress_plot import compression_figure
+from rankbias.compress import evaluate, parse_sweep, smallest
+from rankbias.compress.factorize import _factorize
+from rankbias.compress.figure import compression_figure
 from rankbias.data import load_dataset
 
 
@@ -53,9 +54,9 @@ def test_rank_follows_eps_and_norm_as_the_records_define_it():
     assert rb.compress(layer, eps=0.00999)[1]["rank"].item() == 2 and norm > 1  # σ/‖W‖_F = 0.00995 < ε
     small, _table = rb.compress(layer, eps=0.5)  # rank 1 of 4: 8 < 16 parameters
     torch.testing.assert_close(small(torch.eye(4)), torch.diag(torch.tensor([1.0, 0, 0, 0])), atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="norm must be one of"):
+    with pytest.raises(ValueError, match="norm: must be one of"):
         rb.compress(layer, eps=1e-3, norm="nuclear")
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps: must be > 0"):
         rb.compress(layer, eps=0)
 
 
@@ -260,7 +261,7 @@ def test_cli_compress(trained):
     assert "smallest network per run" in every.output and "train.batch_size" in every.output
     assert (results / "compress.png").exists()
     bad_input = {
-        "eps must be in (0, 1)": ["--eps", "0"],
+        "eps: must be in (0, 1)": ["--eps", "0"],
         "not both": ["--eps", "0.1", "--sweep-eps", "1e-3:1e-1:3"],
         "LOW:HIGH:COUNT": ["--sweep-eps", "3"],
         "not a config key": ["--eps", "0.1", "--by", "batch_size"],

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import rankbias as rb
 from rankbias.data import load_dataset
+from rankbias.options import EngineOptions
 from rankbias.store import RunStore
 from rankbias.training.engine import CohortTrainer, Member
 
@@ -100,7 +101,7 @@ def test_engine_equals_plain_pytorch_sgd(tmp_path):
     """One member trained by the engine = its plain nn.Module trained with torch.optim.SGD."""
     config = small_config(**{"optimizer.weight_decay": 1e-2, "model.bias": True})
     data = load_dataset(config.data)
-    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, torch.device("cpu"))
+    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, EngineOptions(device="cpu"))
     plain = trainer.model.member_module(0)
     generator = torch.Generator()
     generator.set_state(trainer.generators[0].get_state())
@@ -293,9 +294,9 @@ def test_a_run_killed_after_its_first_checkpoint_joins_a_cohort_of_new_runs(tmp_
 def test_cuda_graph_is_refused_where_the_step_cannot_be_captured(tmp_path):
     config = small_config()
     data = load_dataset(config.data)
-    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
-        CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, torch.device("cpu"), cuda_graph=True)
-    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, torch.device("cpu"))
+    with pytest.raises(rb.ConfigError, match="cuda_graph: needs a CUDA device"):
+        CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, EngineOptions(device="cpu", cuda_graph=True))
+    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, EngineOptions(device="cpu"))
     assert trainer.graphed is None  # auto: eager on a CPU
     assert not list(tmp_path.iterdir())  # nothing written before run()
 

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import rankbias as rb
+from rankbias.errors import SchemaError, StoreError
 from rankbias.store import RunStore
 from rankbias.store.lock import RunLock, lock_owner
-from rankbias.store.run_store import SCHEMA_KEY, SchemaError
-from rankbias.sweep.worker import StoreError
+from rankbias.store.schema import SCHEMA_KEY
 from rankbias.training.engine import CohortTrainer
 
 from .test_engine import assert_same_records

@@ -13,6 +13,7 @@ import torch
 import rankbias as rb
 from rankbias.data import load_dataset
 from rankbias.models import build_model
+from rankbias.options import EngineOptions
 from rankbias.store import RunStore
 from rankbias.training.engine import CohortTrainer, Member
 from rankbias.training.losses import member_losses
@@ -125,8 +126,7 @@ def test_engine_fused_and_unfused_give_the_same_records(tmp_path):
         trainer = CohortTrainer(
             [Member(c, RunStore(tmp_path / folder, c.run_id())) for c in configs],
             data,
-            torch.device("cpu"),
-            fused_update=fused,
+            EngineOptions(device="cpu", fused_update=fused),
         )
         assert (trainer.model.net.out.fused_step is not None) == (fused is None)
         trainer.run()

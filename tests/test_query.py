@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 import rankbias as rb
 from rankbias.cli import main
-from rankbias.query import QueryError
+from rankbias.errors import QueryError
 from rankbias.spectra.measures import rank_measures
 from rankbias.store import RunStore
 

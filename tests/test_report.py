@@ -21,7 +21,7 @@ import rankbias as rb
 from rankbias import report
 from rankbias.cli import main
 from rankbias.compress import smallest
-from rankbias.compress_plot import compression_figure
+from rankbias.compress.figure import compression_figure
 from rankbias.conventions import LAMBDA_NOTE
 from rankbias.plots.style import OKABE_ITO, STYLE
 from rankbias.report import choose_figures, write_report
@@ -278,7 +278,7 @@ def test_compression_section_when_runs_were_compressed(sweep, tmp_path, monkeypa
     root, diverged, _ = sweep
     copy = tmp_path / "compressed"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("report.html"))
-    with pytest.warns(UserWarning, match="no checkpoint.pt"):  # the run that failed before its first record
+    with pytest.warns(UserWarning, match="no checkpoint, not compressed"):  # the run that failed before its first record
         rb.compress_run(copy, eps=[1e-2, 0.3])
     summary, _ = rb.read_compressed(copy)
     monkeypatch.setattr(report, "choose_figures", lambda records: [])  # quick

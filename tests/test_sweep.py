@@ -9,6 +9,7 @@ import rankbias as rb
 from rankbias.cli import main
 from rankbias.data import load_dataset
 from rankbias.models import build_model
+from rankbias.options import SweepOptions
 from rankbias.sweep import plan_sweep
 from rankbias.sweep.plan import estimate_bytes, split_evenly
 from rankbias.sweep.progress import SweepProgress
@@ -75,17 +76,17 @@ def test_memory_estimate_counts_parameters_gradients_momentum_and_activations():
 
 def test_cohorts_are_cut_to_the_memory_cap_and_feed_every_worker(tmp_path):
     configs = [small_config(**{"train.seed": s}) for s in range(7)] + [small_config(**{"train.seed": s, "train.batch_size": 64}) for s in range(2)]
-    datasets = {repr(configs[0].data): load_dataset(configs[0].data)}
-    data = datasets[repr(configs[0].data)]
-    big = plan_sweep(configs, tmp_path, datasets, memory_cap=1 << 40)
+    datasets = {configs[0].data: load_dataset(configs[0].data)}
+    data = datasets[configs[0].data]
+    big = plan_sweep(configs, tmp_path, datasets, SweepOptions(memory_cap=1 << 40))
     assert sorted(len(c.configs) for c in big.cohorts) == [2, 7]  # one cohort per cohort key
     cap = estimate_bytes(configs[0], 3, data)
-    capped = plan_sweep(configs, tmp_path, datasets, memory_cap=cap)
+    capped = plan_sweep(configs, tmp_path, datasets, SweepOptions(memory_cap=cap))
     sizes = sorted(len(c.configs) for c in capped.cohorts if c.configs[0].train.batch_size == 32)
     assert sizes == [2, 2, 3] and all(c.bytes <= cap for c in capped.cohorts)  # 7 in three near-equal cohorts
-    tiny = plan_sweep(configs, tmp_path, datasets, memory_cap=1)  # below one run: cohorts of one
+    tiny = plan_sweep(configs, tmp_path, datasets, SweepOptions(memory_cap=1))  # below one run: cohorts of one
     assert all(len(c.configs) == 1 for c in tiny.cohorts) and len(tiny.cohorts) == 9
-    workers = plan_sweep(configs[:4], tmp_path, datasets, memory_cap=1 << 40, workers=3)
+    workers = plan_sweep(configs[:4], tmp_path, datasets, SweepOptions(jobs=3, memory_cap=1 << 40))
     assert sorted(len(c.configs) for c in workers.cohorts) == [1, 1, 2]  # split so that 3 workers have work
     assert split_evenly(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
 

@@ -14,11 +14,11 @@ from torch import nn
 
 import rankbias as rb
 from rankbias import theory
-from rankbias.api import Results, _flatten
 from rankbias.cli import main
-from rankbias.config import ModelConfig
+from rankbias.config import ModelConfig, flatten
 from rankbias.data import load_dataset
 from rankbias.models import plain_model
+from rankbias.store.records import Results
 from rankbias.theory import figures
 from rankbias.theory.gradients import numerical_rank
 
@@ -254,7 +254,7 @@ def hand_made_sweep(rank=None, shrinking: bool = False) -> Results:
     settings = [(b, wd, s) for b in BATCHES for wd in DECAYS for s in SEEDS]
     configs = [base.replace(**{"train.batch_size": b, "optimizer.weight_decay": wd, "train.seed": s, "data.subset_seed": s})
                for b, wd, s in settings]
-    runs = [{"run_id": c.run_id(), "state": "done", **_flatten(c.to_dict())} for c in configs]
+    runs = [{"run_id": c.run_id(), "state": "done", **flatten(c.to_dict())} for c in configs]
     runs.append({**runs[0], "run_id": "bad", "state": "diverged", "train.batch_size": 4})
     scalars, layers = [], []
     for run, (b, wd, s) in zip(runs, [*settings, (4, 5e-3, 0)]):

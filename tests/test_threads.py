@@ -13,6 +13,7 @@ import rankbias as rb
 from rankbias import sweep
 from rankbias.cli import main
 from rankbias.errors import ConfigError
+from rankbias.options import EngineOptions
 from rankbias.sweep.executors import run_inline
 
 from .conftest import small_config
@@ -40,7 +41,7 @@ def test_default_threads_is_one_unless_asked():
     assert sweep.default_threads() == 1 and sweep.default_threads(None) == 1 and sweep.default_threads(3) == 3
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ConfigError, match="threads: must be a whole number"):
-            sweep.default_threads(bad)
+            EngineOptions(threads=bad)
 
 
 def test_a_bad_thread_count_stops_before_anything_is_written(tmp_path):

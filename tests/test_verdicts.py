@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 
 import rankbias as rb
-from rankbias.api import Results
 from rankbias.reproduce.catalog import Claim
 from rankbias.reproduce.claims import check
+from rankbias.store.records import Results
 from rankbias.theory.prediction import trend_verdict
 from rankbias.theory.trend import signed_tau, trend_test
 

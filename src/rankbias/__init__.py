@@ -8,12 +8,13 @@
 
 import importlib
 
-from .api import Results, RunResult, load, load_model, rerank, spectra, train
+from .api import RunResult, load_model, spectra, train
 from .compress import compress, compress_run, read_compressed
 from .config import RunConfig, expand, load_configs
 from .errors import ConfigError, DataError, RankbiasError
 from .models import list_models
 from .query import export, query
+from .store.records import Results, load, rerank
 
 __version__ = "0.1.0"
 

@@ -9,15 +9,22 @@ import click
 import pandas as pd
 
 from . import api
-from .config import load_configs
-from .errors import RankbiasError
-from .summary import epoch_table, final_summary
+from .config import NORMS, RunConfig, flatten, load_configs
+from .errors import ConfigError, PlotError, RankbiasError
+from .store.records import epoch_table, final_summary, load
+from .store.run_store import is_run
 
 
-def _fail(exc: Exception) -> None:
-    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+class Commands(click.Group):
+    """The command group. Every :class:`~rankbias.errors.RankbiasError` a command raises (bad
+    input, data, records or results directory) is printed here, as one line, with exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RankbiasError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
 
 
 def _print(table: pd.DataFrame) -> None:
@@ -25,7 +32,7 @@ def _print(table: pd.DataFrame) -> None:
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """rankbias: train with SGD + weight decay, record every weight matrix's spectrum."""
 
@@ -52,28 +59,27 @@ def run(config, overrides, results, force, device, data_dir, progress, jobs, thr
 
     OVERRIDES are dotted.key=value pairs, e.g. optimizer.lr=0.05 train.batch_size=8.
     """
+    from .options import EngineOptions, SweepOptions
     from .sweep import default_jobs, plan_table
 
-    jobs = jobs or default_jobs()
     cap = None if memory_cap is None else int(memory_cap * 2**20)
-    try:
-        configs = load_configs(config, list(overrides))
-        if dry_run:
-            plan = api.plan(configs, results, force=force, device=device, data_root=data_dir, max_cohort=max_cohort, jobs=jobs, memory_cap=cap)
-            click.echo(f"{len(configs)} run(s): {plan.pending} to train in {len(plan.cohorts)} cohort(s), {len(plan.finished)} already finished; memory cap {plan.memory_cap / 2**20:.0f} MiB per cohort")
-            _print(plan_table(plan, configs, results))
-            return
-        click.echo(f"{len(configs)} run(s) -> {results}/", err=True)
-        outcome = api.train(
-            configs, results, force=force, device=device, data_root=data_dir, progress=progress, jobs=jobs,
-            threads=threads, executor=executor, address=address, max_cohort=max_cohort, memory_cap=cap, fail_fast=fail_fast, tf32=tf32,
-        )  # fmt: skip
-    except RankbiasError as exc:
-        _fail(exc)
+    engine = EngineOptions(device=device, tf32=tf32, progress=progress, threads=threads)
+    sweep = SweepOptions(jobs or default_jobs(), executor, address, max_cohort, cap, fail_fast)
+    configs = load_configs(config, list(overrides))
+    if dry_run:
+        plan = api.plan(configs, results, force=force, data_root=data_dir, engine=engine, sweep=sweep)
+        click.echo(
+            f"{len(configs)} run(s): {plan.pending} to train in {len(plan.cohorts)} cohort(s), {len(plan.finished)} "
+            f"already finished; memory cap {plan.memory_cap / 2**20:.0f} MiB per cohort"
+        )
+        _print(plan_table(plan, configs, results))
+        return
+    click.echo(f"{len(configs)} run(s) -> {results}/", err=True)
+    outcome = api.train(configs, results, force=force, data_root=data_dir, engine=engine, sweep=sweep)
     reused = sum(r.reused for r in outcome)
     if reused:
         click.echo(f"{reused} run(s) reused from earlier results (use --force to retrain)", err=True)
-    records = api.load(results)
+    records = load(results)
     if len(outcome) == 1:
         click.echo(f"run {outcome[0].run_id}: {outcome[0].state} ({outcome[0].path})")
         _print(epoch_table(records, outcome[0].run_id))
@@ -89,13 +95,10 @@ def run(config, overrides, results, force, device, data_dir, progress, jobs, thr
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--eps", type=float, help="Rank threshold (default: the run's record.eps).")
-@click.option("--norm", type=click.Choice(["fro", "spectral"]), help="Normalization for the rank.")
+@click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank.")
 def show(run_dir, eps, norm) -> None:
     """Print a run's table: epoch, losses, accuracies, average rank, per-layer ranks."""
-    try:
-        records = api.load(run_dir, eps=eps, norm=norm)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    records = load(run_dir, eps=eps, norm=norm)
     row = records.runs.iloc[0]
     click.echo(f"run {row['run_id']}: {row['state']} at epoch {row['state_epoch']}  ({row['model.name']}, {row['data.name']})")
     if row["message"]:
@@ -111,10 +114,7 @@ def status(results, eps) -> None:
     then list them: settings that differ, state, last record."""
     from .sweep.status import sweep_status
 
-    try:
-        records = api.load(results, eps=eps)
-    except (FileNotFoundError, ValueError, RankbiasError) as exc:
-        _fail(exc)
+    records = load(results, eps=eps)
     counts, failures = sweep_status(records.runs)
     click.echo("  ".join(f"{state}: {n}" for state, n in counts.items()))
     for run_id, message in failures:
@@ -137,7 +137,7 @@ def models() -> None:
 @click.argument("results", default="results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="A .html file, or a directory: DIR/report.html + DIR/figures/*.png, *.pdf (default RESULTS/report.html).")
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
-@click.option("--norm", type=click.Choice(["fro", "spectral"]), help="Normalization for the rank (default: each run's record.norm).")
+@click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank (default: each run's record.norm).")
 def report(results, out, eps, norm) -> None:
     """Write one self-contained HTML page: configuration, run table, figures, problems, provenance.
 
@@ -146,10 +146,7 @@ def report(results, out, eps, norm) -> None:
     """
     from .report import write_report  # matplotlib: imported by the commands that draw
 
-    try:
-        path = write_report(results, out, eps, norm)
-    except (RankbiasError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    path = write_report(results, out, eps, norm)
     click.echo(f"report written to {path}")
 
 
@@ -157,7 +154,7 @@ def report(results, out, eps, norm) -> None:
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
 @click.option("--sweep-eps", metavar="LOW:HIGH:N", help="N log-spaced thresholds, LOW to HIGH (1e-4:1e-1:13).")
-@click.option("--norm", type=click.Choice(["fro", "spectral"]), help="Rank normalization (default: each run's).")
+@click.option("--norm", type=click.Choice(NORMS), help="Rank normalization (default: each run's).")
 @click.option("--by", metavar="KEY", help="Figure: one curve per value of this setting (e.g. train.batch_size).")
 @click.option("--max-drop", type=float, default=0.01, show_default=True,
               help="Test accuracy that may be lost when picking each run's smallest network.")
@@ -171,40 +168,22 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
     PATH is a run directory or a results directory (every run). Results are stored in each run's
     compress/ folder; with several rows (an ε sweep or several runs) a figure is written too.
     """
-    from .compress import compress_run, read_compressed, smallest
-    from .compress_plot import compression_figure
-    from .config import RunConfig
+    from .compress.figure import compression_figure
+    from .compress.runs import compress_run, figure_path, layer_table, smallest_table, summary_table
     from .plots.style import save
 
-    if by is not None and by not in api._flatten(RunConfig().to_dict()):
-        _fail(ValueError(f"--by {by!r} is not a config key (such as train.batch_size or optimizer.weight_decay)"))
-    try:
-        table = compress_run(path, eps, norm, sweep_eps=sweep_eps, device=device, data_root=data_dir)
-    except (RankbiasError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    if by is not None and by not in flatten(RunConfig().to_dict()):
+        raise ConfigError("--by", f"{by!r} is not a config key (such as train.batch_size or optimizer.weight_decay)")
+    table = compress_run(path, eps, norm, sweep_eps=sweep_eps, device=device, data_root=data_dir)
     if len(table) == 1:  # one run, one ε: what happened to each layer
-        row = table.iloc[0]
-        layers = read_compressed(path)[1]
-        layers = layers[(layers["eps"] == row["eps"]) & (layers["norm"] == row["norm"])]
-        columns = ["name", "kind", "shape", "rank", "params_before", "params_after", "flops_before", "flops_after"]
-        _print(layers[[*columns, "compressed", "reason"]])
+        _print(layer_table(path, table.iloc[0]))
         click.echo("")
-    settings = [c for c in table.columns if "." in c]
-    table = table.sort_values([*settings, "run_id", "eps"])
-    sizes = ["params_before", "params_after", "flops_before", "flops_after"]
-    accuracies = ["test_acc_before", "test_acc_after", "train_acc_before", "train_acc_after"]
-    _print(table[["run_id", *settings, "eps", *sizes, *accuracies]])
+    _print(summary_table(table))
     if table["run_id"].nunique() > 1:
         click.echo(f"\nsmallest network per run with test accuracy within {max_drop:g} of the uncompressed one:")
-        best = smallest(table, max_drop)
-        _print(best[["run_id", *settings, "eps", "params_before", "params_after", *accuracies[:2]]])
+        _print(smallest_table(table, max_drop))
     if len(table) > 1:
-        try:
-            figure = compression_figure(table, by)
-        except ValueError as exc:
-            _fail(exc)
-        default = path / "compress" / "compress.png" if (path / "config.json").exists() else path / "compress.png"
-        click.echo(f"figure written to {save(figure, out or default)}")
+        click.echo(f"figure written to {save(compression_figure(table, by), out or figure_path(path))}")
 
 
 @main.command()
@@ -229,19 +208,16 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
     from . import theory as th
 
     if (path is None) == (gradient_source is None):
-        _fail(ValueError("give a run or results directory, or --gradient-rank CONFIG_OR_RUN (one of the two)"))
-    try:
-        if gradient_source is not None:
-            table = th.gradient_rank_at(gradient_source, samples, data_root=data_dir, device=device)
-        else:
-            table = th.check_run(path, eps=eps or th.DEFAULT_EPS, n=list(steps) or None, samples=samples,
-                                 batches=batches, data_root=data_dir, models=not records_only, device=device)
-    except (RankbiasError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+        raise ConfigError("", "give a run or results directory, or --gradient-rank CONFIG_OR_RUN (one of the two)")
+    if gradient_source is not None:
+        table = th.gradient_rank_at(gradient_source, samples, data_root=data_dir, device=device)
+    else:
+        table = th.check_run(path, eps=eps or th.THEOREM_3_3_EPS, n=list(steps) or None, samples=samples,
+                             batches=batches, data_root=data_dir, models=not records_only, device=device)
     columns = [c for c in th.COLUMNS if c != "run_id" or table["run_id"].nunique() > 1]
     _print(table[columns])
-    if path is not None and not (path / "config.json").exists():
-        tests = th.prediction_4_1(api.load(path)).tests
+    if path is not None and not is_run(path):
+        tests = th.prediction_4_1(load(path)).tests
         if len(tests):
             click.echo("\nGSGP Prediction 4.1:")
             shown = ["symbol", "verdict", "effect", "ci_low", "ci_high", "p", "control_effect", "why"]
@@ -254,9 +230,9 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
 
 
 def _plot_help() -> str:
-    from .plots import FAMILIES
+    from .plots import FIGURES
 
-    lines = [f"  {name:<22} {number}: {text}" for name, (number, _, text) in FAMILIES.items()]
+    lines = [f"  {name:<22} {f.number}: {f.help}" for name, f in FIGURES.items() if f.table is None]
     return (
         "Draw one figure family of RESULTS and save it to --out (.pdf vector, .png, .svg).\n\n"
         "Roles take a config key, its paper symbol (B, μ, λ) or its last part (batch_size);\n"
@@ -286,18 +262,16 @@ class _PlotCommand(click.Command):
 @click.option("--layer", help="The weight matrix (layer-spectra, rank-vs-eps, spectra-over-training, weight-decay).")
 @click.option("--epoch", type=int, help="The record to show (default: each run's last).")
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
-@click.option("--norm", type=click.Choice(["fro", "spectral"]), help="Normalization for the rank (default: each run's).")
+@click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank (default: each run's).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default FAMILY.pdf).")
 def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, norm, out) -> None:
     import inspect
 
     import yaml
 
-    from .plots import FAMILIES, save
+    from .plots import results_figure, save
 
-    if family not in FAMILIES:
-        _fail(ValueError(f"unknown figure family {family!r}; one of: {', '.join(FAMILIES)}"))
-    function = FAMILIES[family][1]
+    function = results_figure(family)
     parameters = inspect.signature(function).parameters
     given = {"vary": vary, "panel": panel, "x": x, "y": y, "runs": list(runs) or None, "epoch": epoch, "eps": eps, "norm": norm}
     given["layers" if "layers" in parameters else "layer"] = [layer] if layer and "layers" in parameters else layer
@@ -306,19 +280,15 @@ def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, nor
     wrong = [k for k, v in given.items() if v is not None and k not in accepted]
     if wrong:
         takes = ", ".join(option.get(k, f"--{k}") for k in accepted)
-        _fail(ValueError(f"{option.get(wrong[0], '--' + wrong[0])} does not apply to {family}; it takes {takes}, --where"))
+        raise PlotError(f"{option.get(wrong[0], '--' + wrong[0])} does not apply to {family}; it takes {takes}, --where")
     given = {k: v for k, v in given.items() if v is not None}
     chosen = {}
     for item in where:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _fail(ValueError(f"--where takes KEY=VALUE, got {item!r}"))
+            raise ConfigError("--where", f"takes KEY=VALUE, got {item!r}")
         chosen[key] = yaml.safe_load(value)
-    try:
-        figure = function(results, where=chosen or None, **given)
-        path = save(figure, out or Path(f"{family}.pdf"))
-    except (RankbiasError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+    path = save(function(results, where=chosen or None, **given), out or Path(f"{family}.pdf"))
     click.echo(f"figure written to {path}")
 
 
@@ -333,13 +303,9 @@ def query_command(results, sql) -> None:
 
     rankbias query results/ 'select "train.batch_size", avg(avg_rank) from final group by 1 order by 1'
     """
-    from .query import QueryError, query
+    from .query import query
 
-    try:
-        table = query(results, sql)
-    except (FileNotFoundError, QueryError, RankbiasError) as exc:
-        _fail(exc)
-    _print(table)
+    _print(query(results, sql))
 
 
 @main.command("export")
@@ -350,11 +316,7 @@ def export_command(results, out, fmt) -> None:
     """Write the views of the runs under RESULTS (runs, scalars, layers, spectra, final) to OUT/<view>.<format>."""
     from .query import export
 
-    try:
-        files = export(results, out, fmt)
-    except (FileNotFoundError, RankbiasError) as exc:
-        _fail(exc)
-    for path in files:
+    for path in export(results, out, fmt):
         click.echo(str(path))
 
 
@@ -389,11 +351,8 @@ def reproduce_command(args, list_, scale, results, jobs, reading, device, data_d
                          **{s: f"{len(c)} × {c[0].train.epochs} ep" for s, c in sizes.items()}})
         _print(pd.DataFrame(rows))
         return
-    try:
-        done = reproduce_many(select(patterns), scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device,
-                              data_root=data_dir, progress=progress, seeds=seeds, first_seed=first_seed)  # fmt: skip
-    except (RankbiasError, KeyError, ValueError) as exc:
-        _fail(exc)
+    done = reproduce_many(select(patterns), scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device,
+                          data_root=data_dir, progress=progress, seeds=seeds, first_seed=first_seed)  # fmt: skip
     for result in done:
         if dry_run:
             click.echo(f"{result.preset.paper} ({result.preset.id}, {scale}): {len(result.configs)} run(s); nothing trained")

@@ -20,6 +20,10 @@ SYMBOLS = {
     "train.seed": "seed",
 }
 
+# Runs that differ only in these keys are replicates of one configuration (seeds): figures draw
+# their mean, the trend tests block on everything else.
+REPLICATE_KEYS = ("train.seed", "data.subset_seed")
+
 LAMBDA_NOTE = (
     "λ is the optimizer's weight_decay (added to the gradient as λ·W), as in the papers' figure labels; "
     "the λ of their theory is weight_decay / 2."

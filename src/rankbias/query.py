@@ -23,8 +23,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .errors import ConfigError, QueryError
 from .store.catalog import check_files, run_dirs, runs_table, table_files
-from .store.run_store import TABLES
+from .store.schema import TABLES
 
 VIEWS = ("runs", *TABLES, "final")
 FORMATS = ("csv", "parquet")
@@ -75,7 +76,7 @@ def query(path: str | Path, sql: str) -> pd.DataFrame:
 def export(path: str | Path, out: str | Path, format: str = "csv") -> list[Path]:
     """Write every view of the runs under ``path`` to ``out/<view>.<format>``; returns the files."""
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        raise ConfigError("format", f"must be one of {FORMATS}, got {format!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     con = connect(path)
@@ -89,10 +90,6 @@ def export(path: str | Path, out: str | Path, format: str = "csv") -> list[Path]
     finally:
         con.close()
     return written
-
-
-class QueryError(ValueError):
-    """A query DuckDB could not run (its message, plus the views there are)."""
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .layers import activation
 from .registry import register
 
@@ -48,7 +49,7 @@ class ConvNet(nn.Module):
 def convnet(layers, spec, input_shape, n_out):
     """Conv(k2,s2)+BN, Conv(k2,s2)+BN+σ, D × [Conv(k3)+BN+σ] at W channels, then one linear layer."""
     if len(input_shape) != 3 or input_shape[1] < 4 or input_shape[2] < 4:
-        raise ValueError(f"model.name: convnet needs images of at least 4×4, got input shape {input_shape}")
+        raise ConfigError("model.name", f"convnet needs images of at least 4×4, got input shape {input_shape}")
     return ConvNet(layers, spec, input_shape, n_out)
 
 

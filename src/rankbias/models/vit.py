@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .layers import activation
 from .registry import register
 
@@ -33,7 +34,7 @@ class Attention(nn.Module):
     def __init__(self, layers, dim: int, heads: int):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"model.width: {dim} is not divisible by the {heads} attention heads")
+            raise ConfigError("model.width", f"{dim} is not divisible by the {heads} attention heads")
         self.head_dim = dim // heads
         self.q, self.k, self.v, self.o = (layers.linear(dim, dim, True) for _ in range(4))
 
@@ -64,7 +65,7 @@ class ViT(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         if height % PATCH or width % PATCH:
-            raise ValueError(f"model.name: vit needs image sides divisible by {PATCH}, got {height}×{width} (see data.pad / data.resize)")
+            raise ConfigError("model.name", f"vit needs image sides divisible by {PATCH}, got {height}×{width} (see data.pad / data.resize)")
         dim, tokens = spec.width, (height // PATCH) * (width // PATCH) + 1
         self.patch_embed = layers.conv2d(channels, dim, PATCH, stride=PATCH, bias=True)
         self.cls_token, self.pos_embed = layers.parameter(1, 1, dim), layers.parameter(1, tokens, dim)

@@ -16,37 +16,40 @@ the theory checks and of compression, which draw a table (``rankbias.theory.figu
 >>> rb.plots.save(fig, "fig.pdf")                                     # doctest: +SKIP
 """
 
+import importlib
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
 
-from ..compress.figure import compression_figure
-from ..theory.figures import (
-    batch_gradient_figure,
-    gradient_rank_figure,
-    lemma_3_2_figure,
-    prediction_figure,
-    theorem_3_3_figure,
-)
+from ..errors import PlotError
 from .final import layer_ranks, rank_heatmap, weight_decay_generalization
-from .select import PlotError
 from .spectra import layer_spectra, rank_vs_eps, spectra_over_training
 from .style import save
 from .training import convergence, norm_ratio, rank_vs_epoch
 
 
-class FigureSpec(NamedTuple):
+@dataclass(frozen=True)
+class FigureSpec:
     """A registered figure.
 
     ``number``: its family's number in docs/report.md, or for a figure of a table its group
-    (``"theory"``, ``"compress"``). ``function``: draws it. ``help``: one line for ``rankbias plot
-    --help``. ``table``: ``None`` when ``function(results, where=..., **roles)`` draws records or
-    a results folder (``rankbias plot``); else the table it draws instead, and where it comes from.
+    (``"theory"``, ``"compress"``). ``target``: the function that draws it, or its
+    ``"module:function"`` path (the theory and compression figures import this package, so they
+    are imported on first use). ``help``: one line for ``rankbias plot --help``. ``table``:
+    ``None`` when ``function(results, where=..., **roles)`` draws records or a results folder
+    (``rankbias plot``); else the table it draws instead, and where it comes from.
     """
 
     number: int | str
-    function: Callable
+    target: Callable | str
     help: str
     table: str | None = None
+
+    @property
+    def function(self) -> Callable:
+        if callable(self.target):
+            return self.target
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 FIGURES: dict[str, FigureSpec] = {
@@ -61,17 +64,17 @@ FIGURES: dict[str, FigureSpec] = {
         "weight-decay": (6, weight_decay_generalization, "CHEN: stable rank, train MSE, test - train against λ"),
         "rank-vs-eps": (7, rank_vs_eps, "average rank against the threshold ε"),
         "spectra-over-training": (8, spectra_over_training, "one matrix's singular values: epoch × index image"),
-        "theorem-3-3": ("theory", theorem_3_3_figure, "GSGP Fig. 18: Thm 3.3's bound and the measured ε-rank against ε",
+        "theorem-3-3": ("theory", "rankbias.theory.figures:theorem_3_3_figure", "GSGP Fig. 18: Thm 3.3's bound and the measured ε-rank against ε",
                         "rb.theory.theorem_3_3(records); `rankbias theory RESULTS` prints it"),
-        "lemma-3-2": ("theory", lemma_3_2_figure, "GSGP Lemma 3.2: distance to rank ≤ m_l·B·n and its bound against n",
+        "lemma-3-2": ("theory", "rankbias.theory.figures:lemma_3_2_figure", "GSGP Lemma 3.2: distance to rank ≤ m_l·B·n and its bound against n",
                       "rb.theory.lemma_3_2(records), with record.step_norms; `rankbias theory RESULTS` prints it"),
-        "batch-gradients": ("theory", batch_gradient_figure, "CHEN Figs. 3/7: batch-gradient norms, Gaussian reference",
+        "batch-gradients": ("theory", "rankbias.theory.figures:batch_gradient_figure", "CHEN Figs. 3/7: batch-gradient norms, Gaussian reference",
                             "rb.theory.chen_theorem_2_6(run), from the trained network; `rankbias theory RUN` prints it"),
-        "gradient-rank": ("theory", gradient_rank_figure, "GSGP Lemma 3.1 / GP Lemma 2: gradient rank and bound per matrix",
+        "gradient-rank": ("theory", "rankbias.theory.figures:gradient_rank_figure", "GSGP Lemma 3.1 / GP Lemma 2: gradient rank and bound per matrix",
                           "rb.theory.gradient_rank_at(run, samples), from the network; `rankbias theory --gradient-rank RUN`"),
-        "prediction-4-1": ("theory", prediction_figure, "GSGP Prediction 4.1: each knob's effect, λ = 0 control, verdict",
+        "prediction-4-1": ("theory", "rankbias.theory.figures:prediction_figure", "GSGP Prediction 4.1: each knob's effect, λ = 0 control, verdict",
                            "rb.theory.prediction_4_1(records); `rankbias theory RESULTS` prints it"),
-        "compression": ("compress", compression_figure, "test accuracy against parameter count over ε",
+        "compression": ("compress", "rankbias.compress.figure:compression_figure", "test accuracy against parameter count over ε",
                         "rb.read_compressed(results)[0]; `rankbias compress RESULTS` draws it"),
     }.items()
 }
@@ -90,15 +93,10 @@ def results_figure(name: str) -> Callable:
     return figure.function
 
 
-# TODO(lead): temporary, until cli.py, report/choose.py, reproduce/run.py and tests/test_reproduce.py
-# use FIGURES / results_figure: the figures of a results folder as (number, function, help)
-FAMILIES = {name: figure[:3] for name, figure in FIGURES.items() if figure.table is None}
-
 __all__ = [
     "FIGURES",
     "FigureSpec",
     "PlotError",
-    "compression_figure",
     "convergence",
     "layer_ranks",
     "layer_spectra",

@@ -14,9 +14,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..conventions import symbol
+from ..store.records import as_results
 from .select import (
     PlotError,
-    as_results,
     at_epoch,
     counted_layers,
     fmt,
@@ -25,8 +25,7 @@ from .select import (
     same_value,
     select,
 )
-from .style import CMAP, line_style, mean_band, new_figure, styled
-from .training import _legend, _name, _panel_title
+from .style import CMAP, legend, line_name, line_style, mean_band, new_figure, panel_title, styled
 
 SCALARS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss", "train_loss": "train loss"}
 MEASURES = {"eps_rank": "rank", "stable_rank": "stable rank", "effective_rank": "effective rank"}
@@ -68,7 +67,7 @@ def rank_heatmap(results, x=None, y=None, panel=None, where=None, runs=None, val
         ax.set_xlabel(symbol(sel.keys["x"]))
         ax.set_ylabel(symbol(sel.keys["y"]))
         ax.grid(False)
-        _panel_title(ax, sel, pval)
+        panel_title(ax, sel, pval)
     what = f"average rank ({rank_label(sel, eps, norm)})" if value == "avg_rank" else SCALARS.get(value, value)
     note = sel.replicate_note(band=False)
     label = f"final {what}" if epoch is None else f"{what} at epoch {epoch}"
@@ -126,15 +125,15 @@ def layer_ranks(results, vary=None, panel=None, where=None, runs=None, epoch=Non
     for ax, (pval, members) in zip(axes, groups):
         for i, vval, run_ids in sel.replicates(members):
             ranks = replicate_table(table, run_ids, measure, by="index")
-            mean_band(ax, ranks, label=_name(sel, vval, run_ids), **line_style(i, len(values)))
+            mean_band(ax, ranks, label=line_name(sel, vval, run_ids), **line_style(i, len(values)))
         ax.set_xlabel("layer index")
         positions = table.drop_duplicates("layer").sort_values("index")
         if len(positions) <= 12:
             ax.set_xticks(positions["index"], positions["layer"], rotation=45, ha="right")
-        _panel_title(ax, sel, pval)
+        panel_title(ax, sel, pval)
     name = MEASURES[measure]
     axes[0].set_ylabel(f"{name} ({rank_label(sel, eps, norm)})" if measure == "eps_rank" else name)
-    _legend(fig, sel, "vary")
+    legend(fig, sel, "vary")
     return fig
 
 
@@ -175,5 +174,5 @@ def weight_decay_generalization(results, vary=None, where=None, runs=None, layer
             ax.set_xscale("log")
         ax.set_xlabel(symbol(key))
         ax.set_ylabel(ylabel)
-    _legend(fig, sel, "vary")
+    legend(fig, sel, "vary")
     return fig

@@ -12,34 +12,19 @@ mean over its replicates (:meth:`Selection.replicates`, :meth:`Selection.replica
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..api import Results, load, rerank
-from ..conventions import SYMBOLS, symbol
-from ..errors import RankbiasError
-from ..summary import varied_keys
+from ..conventions import REPLICATE_KEYS, SYMBOLS, symbol
+from ..errors import PlotError
+from ..store.records import Results, subset, varied_keys
 
 PREFERRED = ["train.batch_size", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.name", "data.name", "loss"]
 ALIASES = {"mu": "optimizer.lr", "lambda": "optimizer.weight_decay", "wd": "optimizer.weight_decay"}
-REPLICATE_KEYS = ("train.seed", "data.subset_seed")  # runs differing only in these are replicates
-
-
-class PlotError(RankbiasError, ValueError):
-    """A figure cannot be drawn from these records with these arguments."""
-
-
-def as_results(results: Results | str | Path, eps: float | None = None, norm: str | None = None) -> Results:
-    """``results`` as :class:`Results`, with ranks at ``eps``/``norm`` (recomputed by ``api.rerank``)."""
-    if isinstance(results, Results):
-        return rerank(results, eps, norm) if eps is not None or norm is not None else results
-    return load(results, eps=eps, norm=norm)
 
 
 def fmt(value) -> str:
@@ -84,16 +69,6 @@ def _matches(column: pd.Series, wanted, prefix: bool = False) -> pd.Series:
     """Rows whose value equals ``wanted`` (or one of a list); numbers compare with a tolerance."""
     wanted = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
     return column.map(lambda v: any(same_value(v, w, prefix) for w in wanted)).astype(bool)
-
-
-def subset(results: Results, run_ids) -> Results:
-    """The records of ``run_ids`` only (every table of ``Results``)."""
-    ids = set(run_ids)
-
-    def pick(table: pd.DataFrame) -> pd.DataFrame:
-        return table[table["run_id"].isin(ids)] if "run_id" in table.columns else table
-
-    return dataclasses.replace(results, **{f.name: pick(getattr(results, f.name)) for f in dataclasses.fields(results)})
 
 
 def order_values(values) -> list:

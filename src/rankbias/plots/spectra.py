@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..errors import PlotError
 from ..spectra.measures import eps_rank, frobenius_norm, spectral_norm
-from .select import PlotError, Selection, as_results, at_epoch, counted_layers, select
-from .style import CMAP, grid_shape, line_style, mean_band, new_figure, styled
-from .training import _legend, _name, _panel_title
+from ..store.records import as_results
+from .select import Selection, at_epoch, counted_layers, select
+from .style import CMAP, grid_shape, legend, line_name, line_style, mean_band, new_figure, panel_title, styled
 
 FLOOR = 1e-8  # smallest σ/‖W‖ drawn (float32 singular values carry ~7 digits)
 NORM_TEX = {"fro": r"\|W\|_F", "spectral": r"\|W\|_2"}
@@ -70,7 +71,7 @@ def layer_spectra(results, vary=None, where=None, runs=None, epoch=None, layers=
                 thresholds.add(_eps_of(sel, run_id, eps))
             if curves:
                 table = pd.DataFrame(curves)
-                mean_band(ax, table, label=_name(sel, vval, list(curves)), **line_style(i, len(values), len(table)))
+                mean_band(ax, table, label=line_name(sel, vval, list(curves)), **line_style(i, len(values), len(table)))
         for t in thresholds:
             ax.axhline(t, color="0.3", linestyle="--", linewidth=0.9)
         ax.set_yscale("log")
@@ -84,7 +85,7 @@ def layer_spectra(results, vary=None, where=None, runs=None, epoch=None, layers=
     tex = NORM_TEX[norms.pop()] if len(norms) == 1 else r"\|W\|"
     for ax in axes[::ncols]:
         ax.set_ylabel(rf"$\sigma_i / {tex}$")
-    _legend(fig, sel, "vary")
+    legend(fig, sel, "vary")
     return fig
 
 
@@ -117,17 +118,17 @@ def rank_vs_eps(results, vary=None, panel=None, where=None, runs=None, epoch=Non
         marks = set()
         for i, vval, run_ids in sel.replicates(members):
             ranks = {r: average_rank_over_eps(sel, r, int(final[r]), names, grid, _norm_of(sel, r, norm)) for r in run_ids}
-            mean_band(ax, pd.DataFrame(ranks, index=grid), label=_name(sel, vval, run_ids), **line_style(i, len(values), len(grid)))
+            mean_band(ax, pd.DataFrame(ranks, index=grid), label=line_name(sel, vval, run_ids), **line_style(i, len(values), len(grid)))
             marks.update(_eps_of(sel, r, None) for r in run_ids)
         for m in marks:
             ax.axvline(m, color="0.3", linestyle=":", linewidth=1.0)
         ax.set_xscale("log")
         ax.set_xlabel("ε")
-        _panel_title(ax, sel, pval)
+        panel_title(ax, sel, pval)
     what = "average rank" if layer is None else f"rank of {layer}"
     norms = {_norm_of(sel, r, norm) for r in sel.runs["run_id"]}
     axes[0].set_ylabel(what + (" (spectral norm)" if norms == {"spectral"} else ""))
-    _legend(fig, sel, "vary")
+    legend(fig, sel, "vary")
     return fig
 
 

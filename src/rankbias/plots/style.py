@@ -18,6 +18,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -102,3 +103,31 @@ def save(figure: Figure, path: str | Path) -> Path:
     with matplotlib.rc_context(STYLE):
         figure.savefig(path, metadata=metadata)
     return path
+
+
+# -- legends and titles of a figure's selection (plots.select.Selection) ---------------------------
+def legend(fig: Figure, selection, role: str, extra: list | None = None) -> None:
+    """One figure legend: a line per value of ``role`` (plus ``extra`` handles), right of the panels."""
+    values = selection.values(role)
+    handles = []
+    if selection.keys.get(role) is not None:
+        handles = [Line2D([], [], label=selection.label(role, v), **{k: s for k, s in line_style(i, len(values)).items() if k != "markevery"}) for i, v in enumerate(values)]
+    figure_legend(fig, selection, handles + (extra or []))
+
+
+def figure_legend(fig: Figure, selection, handles: list, title: str = "") -> None:
+    """``handles`` right of the panels, under ``title`` and, when lines average seed replicates, a
+    note that says so ("mean of 3 seeds, band: min–max")."""
+    title = "\n".join(t for t in (title, selection.replicate_note()) if t)
+    if handles or title:
+        fig.legend(handles=handles, loc="outside right upper", frameon=False, title=title or None)
+
+
+def line_name(selection, value, run_ids: list[str]) -> str:
+    """A line's label: its ``vary`` value, else its run (or how many runs it averages)."""
+    return selection.label("vary", value) or (run_ids[0] if len(run_ids) == 1 else f"mean of {len(run_ids)} runs")
+
+
+def panel_title(ax, selection, value) -> None:
+    if selection.keys.get("panel") is not None:
+        ax.set_title(selection.label("panel", value))

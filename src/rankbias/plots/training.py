@@ -1,7 +1,7 @@
 """Families 1 and 5: quantities over training, one line per setting.
 
 A setting run with several seeds is drawn as the mean over its replicates per epoch, with a
-min–max band (``plots.select.REPLICATE_KEYS``).
+min–max band (``conventions.REPLICATE_KEYS``).
 
 Every number is a stored record (``rb.load``): ``scalars.avg_rank`` (recomputed at another ε by
 ``api.rerank``), ``train_acc``/``test_acc``, ``train_loss``, ``distance``; ``layers.norm_ratio``.
@@ -13,39 +13,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .select import Selection, as_results, counted_layers, rank_label, replicate_table, select
-from .style import colors, line_style, mean_band, new_figure, styled
+from ..store.records import as_results
+from .select import counted_layers, rank_label, replicate_table, select
+from .style import colors, figure_legend, legend, line_name, line_style, mean_band, new_figure, panel_title, styled
 
 
 def _has(values) -> bool:
     return bool(np.isfinite(np.asarray(values, dtype=float)).any())
-
-
-def _legend(fig: Figure, selection: Selection, role: str, extra: list | None = None) -> None:
-    """One figure legend: a line per value of ``role`` (plus ``extra`` handles), right of the panels."""
-    values = selection.values(role)
-    handles = []
-    if selection.keys.get(role) is not None:
-        handles = [Line2D([], [], label=selection.label(role, v), **{k: s for k, s in line_style(i, len(values)).items() if k != "markevery"}) for i, v in enumerate(values)]
-    _figure_legend(fig, selection, handles + (extra or []))
-
-
-def _figure_legend(fig: Figure, selection: Selection, handles: list, title: str = "") -> None:
-    """``handles`` right of the panels, under ``title`` and, when lines average seed replicates, a
-    note that says so ("mean of 3 seeds, band: min–max")."""
-    title = "\n".join(t for t in (title, selection.replicate_note()) if t)
-    if handles or title:
-        fig.legend(handles=handles, loc="outside right upper", frameon=False, title=title or None)
-
-
-def _name(selection: Selection, value, run_ids: list[str]) -> str:
-    """A line's label: its ``vary`` value, else its run (or how many runs it averages)."""
-    return selection.label("vary", value) or (run_ids[0] if len(run_ids) == 1 else f"mean of {len(run_ids)} runs")
-
-
-def _panel_title(ax, selection: Selection, value) -> None:
-    if selection.keys.get("panel") is not None:
-        ax.set_title(selection.label("panel", value))
 
 
 @styled
@@ -70,19 +44,19 @@ def rank_vs_epoch(results, vary=None, panel=None, where=None, runs=None, eps=Non
         for i, vval, run_ids in sel.replicates(members):
             ranks = replicate_table(scalars, run_ids, "avg_rank")
             style = line_style(i, len(values), len(ranks))
-            name = _name(sel, vval, run_ids)
+            name = line_name(sel, vval, run_ids)
             mean_band(top, ranks, label=name, **style)
             for part, dashes in (("train", "-"), ("test", "--")):
                 table = replicate_table(scalars, run_ids, f"{part}_{lower}")
                 mean_band(bottom, table, label=f"{name}, {part}", linestyle=dashes, **style)
-        _panel_title(top, sel, pval)
+        panel_title(top, sel, pval)
         bottom.set_xlabel("epoch")
         if not classify:
             bottom.set_yscale("log")
     axes[0, 0].set_ylabel(f"average rank\n({rank_label(sel, eps, norm)})")
     axes[1, 0].set_ylabel("accuracy" if classify else ("MSE" if str(sel.runs["loss"].iloc[0]).startswith("mse") else "loss"))
     kinds = [Line2D([], [], color="0.3", label="train"), Line2D([], [], color="0.3", linestyle="--", label="test")]
-    _legend(fig, sel, "vary", kinds)
+    legend(fig, sel, "vary", kinds)
     return fig
 
 
@@ -108,15 +82,15 @@ def convergence(results, vary=None, panel=None, where=None, runs=None) -> Figure
         for i, vval, run_ids in sel.replicates(members):
             for r, (column, _, _) in enumerate(rows):
                 table = replicate_table(scalars, run_ids, column)
-                mean_band(axes[r, j], table, label=_name(sel, vval, run_ids), **line_style(i, len(values), len(table)))
-        _panel_title(axes[0, j], sel, pval)
+                mean_band(axes[r, j], table, label=line_name(sel, vval, run_ids), **line_style(i, len(values), len(table)))
+        panel_title(axes[0, j], sel, pval)
         for r, (_, name, log) in enumerate(rows):
             if log:
                 axes[r, j].set_yscale("log")
             if j == 0:
                 axes[r, j].set_ylabel(name)
         axes[-1, j].set_xlabel("epoch")
-    _legend(fig, sel, "vary")
+    legend(fig, sel, "vary")
     return fig
 
 
@@ -140,11 +114,11 @@ def norm_ratio(results, panel=None, where=None, runs=None, layers="counted") -> 
             ratios = replicate_table(table[table["layer"] == name], members["run_id"], "norm_ratio")
             mean_band(ax, ratios, color=palette[k], label=name, linewidth=1.0)
         ax.axhline(1.0, color="0.4", linestyle=":", linewidth=1.0)
-        _panel_title(ax, sel, pval)
+        panel_title(ax, sel, pval)
         ax.set_xlabel("epoch")
     axes[0].set_ylabel(r"$\|W_{t-1}\|_F \,/\, \|W_t\|_F$")
     handles = [Line2D([], [], color=palette[k], label=n) for k, n in enumerate(names)] if len(names) <= 12 else []
-    _figure_legend(fig, sel, handles, "matrix" if handles else "")
+    figure_legend(fig, sel, handles, "matrix" if handles else "")
     return fig
 
 

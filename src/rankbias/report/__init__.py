@@ -18,10 +18,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..api import Results, load
-from ..plots.select import subset
 from ..plots.style import save
 from ..store.catalog import run_dirs
+from ..store.records import Results, load, subset
 from .choose import Chosen, choose_figures
 from .compression_section import compression_section
 from .page import configuration, figure_html, intro, page, png_base64, problems, provenance, run_table

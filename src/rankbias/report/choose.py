@@ -16,7 +16,7 @@ lowest final average rank):
 8. spectra-over-training: panels k0 (its extreme values past four), the other keys at the
    lowest-rank run's values, the matrix with that run's lowest final rank.
 
-Seeds (``plots.select.REPLICATE_KEYS``) are not varied keys: the figures draw the mean over a
+Seeds (``conventions.REPLICATE_KEYS``) are not varied keys: the figures draw the mean over a
 setting's replicates; spectra-over-training shows the lowest-rank run's seed.
 """
 
@@ -31,11 +31,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..api import Results
-from ..conventions import symbol
-from ..plots import FAMILIES
-from ..plots.select import REPLICATE_KEYS, at_epoch, fmt, label, order_values, ordered_keys
-from ..summary import varied_keys
+from ..conventions import REPLICATE_KEYS, symbol
+from ..plots import FIGURES
+from ..plots.select import at_epoch, fmt, label, order_values, ordered_keys
+from ..store.records import Results, varied_keys
 
 MAX_SLICES = 4
 
@@ -72,7 +71,7 @@ class Chosen:
 
     @property
     def title(self) -> str:
-        number = FAMILIES[self.family][0]
+        number = FIGURES[self.family].number
         fixed = ", ".join(label(k, v) if not isinstance(v, list) else f"{symbol(k)} ∈ {{{', '.join(map(fmt, v))}}}" for k, v in self.where.items())
         kind = " (test accuracy)" if self.about == "heatmap-acc" else ""
         return f"{number}. {self.family}{kind}" + (f" ({fixed})" if fixed else "")
@@ -84,7 +83,7 @@ class Chosen:
 
     def draw(self, results: Results, eps: float | None = None, norm: str | None = None) -> Figure:
         """The figure; ``eps``/``norm`` go to every family that takes them (labels, ε lines)."""
-        function = FAMILIES[self.family][1]
+        function = FIGURES[self.family].function
         accepted = inspect.signature(function).parameters
         extra = {k: v for k, v in {"eps": eps, "norm": norm}.items() if v is not None and k in accepted}
         return function(results, where=self.where or None, **self.kwargs, **extra)

@@ -2,7 +2,7 @@
 
 Shown only when runs were compressed (``rankbias compress``, :func:`rankbias.compress_run`
 stores ``<run>/compress/*.parquet``); read with :func:`rankbias.read_compressed`. The figure is
-:func:`rankbias.compress_plot.compression_figure` (test accuracy against parameter count over ε,
+:func:`rankbias.compress.figure.compression_figure` (test accuracy against parameter count over ε,
 one per normalization), the table :func:`rankbias.compress.smallest` (per run, the smallest
 network within :data:`MAX_DROP` of its uncompressed test accuracy). See docs/compress.md.
 """
@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..compress import read_compressed, smallest
-from ..compress_plot import compression_figure, setting_keys
+from ..compress.figure import compression_figure, setting_keys
 from ..conventions import symbol
 from ..plots.select import fmt
 from .page import table_html

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,11 +14,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..api import Results, _flatten
+from ..config import flatten
 from ..conventions import LAMBDA_NOTE, symbol
 from ..plots.select import fmt, order_values
 from ..plots.style import STYLE
-from ..summary import final_summary, varied_keys
+from ..store.provenance import read as read_provenance
+from ..store.records import Results, final_summary, varied_keys
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1.5em; color: #222; line-height: 1.45; }
@@ -138,13 +138,13 @@ def provenance(run_dirs: list[Path]) -> str:
     """Each run's ``provenance.json`` (flat JSON): the fields all share once, the rest per run."""
     rows = []
     for run_dir in run_dirs:
-        path = run_dir / "provenance.json"
-        if path.exists():
-            try:
-                fields = _flatten(json.loads(path.read_text()))
-                rows.append({"run_id": run_dir.name, **{k: _when(k, v) for k, v in fields.items()}})
-            except (OSError, ValueError) as exc:
-                rows.append({"run_id": run_dir.name, "error": f"unreadable provenance.json: {exc}"})
+        try:
+            record = read_provenance(run_dir)
+        except (OSError, ValueError) as exc:
+            rows.append({"run_id": run_dir.name, "error": f"unreadable provenance.json: {exc}"})
+            continue
+        if record is not None:
+            rows.append({"run_id": run_dir.name, **{k: _when(k, v) for k, v in flatten(record).items()}})
     if not rows:
         return "<p>No run has a provenance.json.</p>"
     table = pd.DataFrame(rows).astype(object)

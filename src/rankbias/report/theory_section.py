@@ -4,7 +4,7 @@ Everything is computed by :mod:`rankbias.theory` (docs/theory.md) from the recor
 already loaded — no network is loaded and no gradient is computed, so the section costs about
 as much as reading the records:
 
-- GSGP Theorem 3.3 over :data:`rankbias.theory.DEFAULT_EPS` (and its figure, GSGP Fig. 18),
+- GSGP Theorem 3.3 over :data:`rankbias.theory.THEOREM_3_3_EPS` (and its figure, GSGP Fig. 18),
 - GSGP Lemma 3.2 when runs recorded step norms (``record.step_norms``), with its figure,
 - GP Propositions 1–2 (SGD noise),
 - GSGP Prediction 4.1: a trend test per knob that varies (B, μ, λ), with its λ = 0 control, its
@@ -28,10 +28,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import theory
-from ..api import Results
 from ..conventions import symbol
 from ..plots.select import label, ordered_keys
-from ..summary import varied_keys
+from ..store.records import Results, varied_keys
 from ..theory import figures
 from ..theory.prediction import ALPHA, FAILS, HOLDS, MIN_EFFECT
 from .page import table_html

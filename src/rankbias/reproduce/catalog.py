@@ -20,6 +20,8 @@ import copy
 import fnmatch
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
+
 B, MU, WD = "train.batch_size", "optimizer.lr", "optimizer.weight_decay"
 
 
@@ -51,7 +53,7 @@ class Preset:
     model: str  # as the paper names it
     data: str
     varies: str
-    family: str  # rb.plots.FAMILIES key
+    family: str  # rb.plots.FIGURES key
     roles: dict  # family arguments: vary / panel / x / y
     claim: Claim
     paper_config: dict
@@ -61,7 +63,7 @@ class Preset:
 
     def config(self, scale: str = "quick") -> dict:
         if scale not in ("quick", "paper"):
-            raise ValueError(f"scale must be 'quick' or 'paper', got {scale!r}")
+            raise ConfigError("scale", f"must be 'quick' or 'paper', got {scale!r}")
         return copy.deepcopy(self.quick_config if scale == "quick" else self.paper_config)
 
 
@@ -372,7 +374,7 @@ def select(patterns) -> list[str]:
         else:
             matched = [get(pattern).id]
         if not matched:
-            raise KeyError(f"no preset matches {pattern!r}; known: {', '.join(PRESETS)}")
+            raise ConfigError("preset", f"no preset matches {pattern!r}; known: {', '.join(PRESETS)}")
         chosen.update(matched)
     return [p for p in PRESETS if p in chosen]
 
@@ -383,5 +385,5 @@ def get(preset_id: str) -> Preset:
 
         close = difflib.get_close_matches(preset_id, list(PRESETS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(PRESETS)}"
-        raise KeyError(f"unknown preset {preset_id!r}{hint}")
+        raise ConfigError("preset", f"unknown preset {preset_id!r}{hint}")
     return PRESETS[preset_id]

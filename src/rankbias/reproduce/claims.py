@@ -27,8 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from .. import theory
-from ..plots.select import subset
-from ..summary import varied_keys
+from ..store.records import subset, varied_keys
 from ..theory.drift import TOLERANCE as DRIFT_TOLERANCE
 from ..theory.drift import norm_drift
 from ..theory.prediction import (

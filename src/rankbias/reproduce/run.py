@@ -20,8 +20,9 @@ import pandas as pd
 
 from .. import api, plots
 from ..config import RunConfig, expand
-from ..plots.select import label, subset
-from ..summary import varied_keys
+from ..errors import ConfigError
+from ..plots.select import label
+from ..store.records import load, subset, varied_keys
 from . import catalog, claims
 
 RUNS = "runs"  # the run store under a results folder, shared by every preset and scale
@@ -65,15 +66,15 @@ def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | N
     extra = []
     if reading is not None:
         if reading not in preset.alternatives:
-            raise ValueError(f"{preset_id} has no reading {reading!r}; it has: {', '.join(preset.alternatives) or 'none'}")
+            raise ConfigError("reading", f"{preset_id} has no reading {reading!r}; it has: {', '.join(preset.alternatives) or 'none'}")
         extra = [f"{key}={json.dumps(value)}" for key, value in preset.alternatives[reading].items()]
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive number of seeds, got {seeds!r}")
+        raise ConfigError("seeds", f"must be a positive number of seeds, got {seeds!r}")
     if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
-        raise ValueError(f"first_seed must be a seed >= 0, got {first_seed!r}")
+        raise ConfigError("first_seed", f"must be a seed >= 0, got {first_seed!r}")
     pinned = [o.partition("=")[0] for o in overrides if o.partition("=")[0] in claims.REPLICATE_KEYS]
     if pinned and (seeds > 1 or first_seed):
-        raise ValueError(f"{pinned[0]} is pinned by an override: drop it or the seeds options (they set both seed keys)")
+        raise ConfigError(pinned[0], "is pinned by an override: drop it or the seeds options (they set both seed keys)")
     expanded = expand(preset.config(scale), extra + list(overrides))
     if preset.claim.check == "trend" and preset.claim.knob != catalog.WD:
         expanded += [_with(c, {catalog.WD: 0.0}) for c in expanded if c.optimizer.weight_decay > 0]
@@ -126,7 +127,7 @@ def reproduce_many(preset_ids, scale: str = "quick", results: str | Path = "resu
     start = time.perf_counter()
     trained = {r.run_id: r for r in api.train(unique, runs_dir, jobs=jobs, device=device, data_root=data_root, progress=progress)}
     seconds = time.perf_counter() - start
-    records = api.load(runs_dir, runs=trained)
+    records = load(runs_dir, runs=trained)
     for result in done:
         result.runs = [trained[c.run_id()] for c in result.configs]
         result.seconds = seconds
@@ -180,7 +181,7 @@ def draw(preset: catalog.Preset, records, out: Path) -> tuple[list[Path], str | 
     """The preset's figure family with its roles; one figure per combination of the keys that
     vary but no role covers. Returns the files written (PDF and PNG) and the error of a figure
     that could not be drawn (e.g. every run diverged before its first record)."""
-    function = plots.FAMILIES[preset.family][1]
+    function = plots.FIGURES[preset.family].function
     drawn = records.runs[records.runs["run_id"].isin(set(records.scalars["run_id"]))]
     covered = {*preset.roles.values(), *IMPLICIT.get(preset.family, ()), *claims.REPLICATE_KEYS}  # seeds: one line, their mean
     extra = [k for k in varied_keys(drawn) if k not in covered]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..config import NORMS  # the one definition; importable from here too
+from ..errors import ConfigError
 
 
 def singular_values(matrices: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ def spectral_norm(sv):
 def eps_rank(sv, eps: float = 1e-3, norm: str = "fro"):
     """Number of singular values of the normalized matrix above ``eps`` (GSGP's rank)."""
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        raise ConfigError("norm", f"must be one of {NORMS}, got {norm!r}")
     scale = frobenius_norm(sv) if norm == "fro" else spectral_norm(sv)
     above = sv > eps * scale[..., None]
     above = above & (scale[..., None] > 0)

@@ -68,7 +68,7 @@ def _reason(owner: nn.Module, name: str) -> str:
 def module_spectra(module: nn.Module, eps: float = 1e-3, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
     """One row per weight matrix of ``module`` (and one per skipped parameter); see the module doc."""
     matrices, skipped = weight_matrices(module)
-    patches = _patch_counts(module, input_shape) if input_shape is not None else {}
+    patches = patch_counts(module, input_shape) if input_shape is not None else {}
     rows = []
     for name, kind, layer, matrix in matrices:
         layer_name = name.rpartition(".")[0] if kind == "attention" else name
@@ -81,7 +81,7 @@ def module_spectra(module: nn.Module, eps: float = 1e-3, norm: str = "fro", inpu
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _patch_counts(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+def patch_counts(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """m_l of each layer from one forward pass on a zero input (forward hooks)."""
     counts, hooks = {}, []
 

@@ -7,7 +7,6 @@ schema check.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,18 +14,20 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from ..errors import NotFoundError
 from .lock import lock_owner
-from .run_store import SCHEMA_KEY, TABLES, RunStore, check_schema
+from .run_store import RunStore, is_run
+from .schema import SCHEMA_KEY, TABLES, check_schema
 
 
 def run_dirs(path: str | Path) -> list[Path]:
     """``path`` itself if it is a run directory, else the run directories under it (sorted)."""
     path = Path(path)
-    if (path / "config.json").exists():
+    if is_run(path):
         return [path]
-    found = sorted(p.parent for p in path.glob("*/config.json"))
+    found = sorted(p for p in path.iterdir() if is_run(p)) if path.is_dir() else []
     if not found:
-        raise FileNotFoundError(f"no rankbias runs under {path}")
+        raise NotFoundError(f"no rankbias runs under {path}")
     return found
 
 
@@ -34,7 +35,7 @@ def table_files(dirs: list[Path], name: str) -> list[Path]:
     """Every Parquet file of table ``name`` of the runs ``dirs`` (merged, or per-epoch parts)."""
     files: list[Path] = []
     for run_dir in dirs:
-        files += RunStore(run_dir.parent, run_dir.name).files(name)
+        files += RunStore.at(run_dir).files(name)
     return files
 
 
@@ -85,15 +86,14 @@ def check_files(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
 def runs_table(dirs: list[Path]) -> pd.DataFrame:
     """One row per run: ``run_id``, ``state``, ``state_epoch``, ``message``, ``locked_by``
     (``pid@host`` of a live writer, else None) and every config key (``optimizer.lr`` ...)."""
-    from ..api import _flatten
-    from ..config import RunConfig
+    from ..config import flatten
 
     rows = []
     for run_dir in dirs:
-        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        status = RunStore(run_dir.parent, run_dir.name).status() or {}
+        store = RunStore.at(run_dir)
+        config, status = store.read_config(), store.status() or {}
         owner = lock_owner(run_dir)
         locked = None if owner is None or owner["stale"] else f"{owner['pid']}@{owner['host']}"
         row = {"run_id": run_dir.name, "state": status.get("state"), "state_epoch": status.get("epoch"), "message": status.get("message")}
-        rows.append(row | _flatten(config.to_dict()) | {"locked_by": locked})
+        rows.append(row | flatten(config.to_dict()) | {"locked_by": locked})
     return pd.DataFrame(rows)

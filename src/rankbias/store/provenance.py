@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .run_store import SCHEMA_VERSION
+from ..options import EngineOptions
+from .run_store import write_text
+from .schema import SCHEMA_VERSION
 
 FILE = "provenance.json"
 
@@ -49,9 +51,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device, tf32: bool = False) -> dict:
+def environment(engine: EngineOptions) -> dict:
+    """Where and how a run trained: versions, the device, threads and TensorFloat-32."""
     from .. import __version__
 
+    device, tf32 = engine.torch_device, engine.tf32
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
@@ -71,9 +75,9 @@ def environment(device: torch.device, tf32: bool = False) -> dict:
     }
 
 
-def start(run_dir: Path, device: torch.device, tf32: bool = False) -> None:
+def start(run_dir: Path, engine: EngineOptions) -> None:
     old = read(run_dir) or {}
-    record = environment(device, tf32) | {
+    record = environment(engine) | {
         "start_time": old.get("start_time", time.time()),
         "session_start_time": time.time(),
         "end_time": None,
@@ -94,6 +98,4 @@ def read(run_dir: Path) -> dict | None:
 
 
 def _write(run_dir: Path, record: dict) -> None:
-    from .run_store import _write_text
-
-    _write_text(Path(run_dir) / FILE, json.dumps(record, indent=2))
+    write_text(Path(run_dir) / FILE, json.dumps(record, indent=2))

@@ -13,10 +13,8 @@ Every file is written to a temporary name and renamed, so a killed run leaves wh
 checkpoint is written after the epoch's records, so on resume any record newer than the
 checkpoint is dropped and recomputed.
 
-Every Parquet file carries the records' layout version in its key-value metadata
-(``rankbias.schema``); readers refuse files of another version with a :class:`SchemaError`.
-Files without the key predate versioning and have layout 1. ``run.lock`` (see ``lock.py``) and
-``provenance.json`` (see ``provenance.py``) sit beside the records.
+Every Parquet file carries the records' layout version in its key-value metadata (``schema.py``).
+``run.lock`` (see ``lock.py``) and ``provenance.json`` (see ``provenance.py``) sit beside the records.
 """
 
 from __future__ import annotations
@@ -31,57 +29,61 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..errors import RankbiasError
+from ..errors import NotFoundError
+from .lock import LOCK_NAME
+from .schema import SCHEMA_KEY, SCHEMA_VERSION, TABLES, check_schema, schema_of
 
-TABLES = ("scalars", "layers", "spectra", "step_norms")  # step_norms only with record.step_norms
-SCHEMA_VERSION = 1  # bump when a column is renamed, removed or changes meaning
-SCHEMA_KEY = b"rankbias.schema"
-
-
-class SchemaError(RankbiasError):
-    """Records written with another layout version than this rankbias reads."""
-
-
-def check_schema(version: int | None, where: str | Path) -> None:
-    """Raise :class:`SchemaError` unless ``version`` (None: unversioned, i.e. 1) is readable."""
-    version = 1 if version is None else int(version)
-    if version != SCHEMA_VERSION:
-        newer = version > SCHEMA_VERSION
-        hint = "upgrade rankbias to read it" if newer else "re-run it (or read it with the rankbias that wrote it)"
-        raise SchemaError(
-            f"{where} holds records of schema version {version}, {'newer' if newer else 'older'} than the "
-            f"version {SCHEMA_VERSION} this rankbias reads: {hint}"
-        )
-
-
-def schema_of(table: pa.Table) -> int | None:
-    meta = table.schema.metadata or {}
-    return int(meta[SCHEMA_KEY]) if SCHEMA_KEY in meta else None
+CONFIG, STATUS, CHECKPOINT = "config.json", "status.json", "checkpoint.pt"
+COMPRESS = "compress"  # compressed copies of the network (rankbias.compress)
+def is_run(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory (it has a stored config)."""
+    return (Path(path) / CONFIG).exists()
 
 
 class RunStore:
+    """One run's directory: ``RunStore(results, run_id)``, or ``RunStore.at(run_dir)``."""
+
     def __init__(self, root: str | Path, run_id: str):
         self.run_id = run_id
         self.dir = Path(root) / run_id
 
+    @classmethod
+    def at(cls, run_dir: str | Path) -> RunStore:
+        run_dir = Path(run_dir)
+        return cls(run_dir.parent, run_dir.name)
+
+    @property
+    def compress_dir(self) -> Path:
+        """Where :mod:`rankbias.compress` stores what it measured on this run's network."""
+        return self.dir / COMPRESS
+
     # -- status and config ------------------------------------------------------------------
     def status(self) -> dict | None:
-        path = self.dir / "status.json"
+        path = self.dir / STATUS
         return json.loads(path.read_text()) if path.exists() else None
 
     def set_status(self, state: str, epoch: int | None = None, message: str | None = None) -> None:
-        _write_text(self.dir / "status.json", json.dumps({"state": state, "epoch": epoch, "message": message, "time": time.time()}))
+        write_text(self.dir / STATUS, json.dumps({"state": state, "epoch": epoch, "message": message, "time": time.time()}))
 
     def write_config(self, config: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_text(self.dir / "config.json", json.dumps(config, indent=2, sort_keys=True))
+        write_text(self.dir / CONFIG, json.dumps(config, indent=2, sort_keys=True))
+
+    def read_config(self):
+        """The run's :class:`~rankbias.config.RunConfig`; ``FileNotFoundError`` when this is not a run."""
+        from ..config import RunConfig
+
+        path = self.dir / CONFIG
+        if not path.exists():
+            raise NotFoundError(f"{self.dir} is not a rankbias run directory (no {CONFIG})")
+        return RunConfig.from_dict(json.loads(path.read_text()))
 
     def remove(self) -> None:
         """Delete the run's files, except its lock (held by whoever removes it)."""
         if not self.dir.exists():
             return
         for path in self.dir.iterdir():
-            if path.name == "run.lock":
+            if path.name == LOCK_NAME:
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -125,17 +127,21 @@ class RunStore:
         return pa.concat_tables(tables) if tables else None
 
     # -- checkpoint -------------------------------------------------------------------------
+    def has_checkpoint(self) -> bool:
+        return (self.dir / CHECKPOINT).exists()
+
     def save_checkpoint(self, state: dict) -> None:
-        tmp = self.dir / "checkpoint.pt.tmp"
+        tmp = self.dir / f"{CHECKPOINT}.tmp"
         torch.save(state, tmp)
-        os.replace(tmp, self.dir / "checkpoint.pt")
+        os.replace(tmp, self.dir / CHECKPOINT)
 
     def load_checkpoint(self) -> dict | None:
-        path = self.dir / "checkpoint.pt"
+        path = self.dir / CHECKPOINT
         return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """``text`` into ``path`` whole or not at all: written to a temporary name, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -13,23 +13,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..config import RunConfig
-from ..errors import ConfigError
+from ..config import RunConfig, flatten
+from ..options import EXECUTORS, EngineOptions, SweepOptions, cores
 from ..store.lock import RunLock, lock_owner
 from ..store.run_store import RunStore
 from .executors import run_inline, run_local, run_ray
 from .plan import Cohort, Plan, estimate_bytes, plan_sweep
 from .progress import SweepProgress
-from .worker import StoreError, Task
+from .worker import Task
 
-EXECUTORS = ("local", "ray")
-
-__all__ = ["EXECUTORS", "Cohort", "Plan", "StoreError", "cores", "default_threads", "estimate_bytes", "execute", "plan_sweep", "plan_table"]
-
-
-def cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+__all__ = ["EXECUTORS", "Cohort", "Plan", "cores", "default_threads", "estimate_bytes", "execute", "plan_sweep", "plan_table"]
 
 
 def default_jobs() -> int:
@@ -50,45 +43,33 @@ def default_threads(threads: int | None = None) -> int:
     on the command line); ask for more threads (``--threads``) on an idle machine or for large
     convolutions, where intra-op parallelism may pay.
     """
-    if threads is None:
-        return 1
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError("threads", f"must be a whole number of at least 1, got {threads!r}")
-    return threads
+    return 1 if threads is None else threads
 
 
 def execute(
     configs: list[RunConfig],
     results: Path,
     datasets: dict,
+    engine: EngineOptions,
+    sweep: SweepOptions,
     *,
-    device: torch.device,
     data_root=None,
     force: bool = False,
-    max_cohort: int = 64,
-    jobs: int = 1,
-    executor: str = "local",
-    address: str | None = None,
-    threads: int | None = None,
-    fail_fast: bool = False,
-    memory_cap: int | None = None,
-    progress: bool = False,
-    tf32: bool = False,
 ) -> set[str]:
     """Train every run of ``configs`` not finished under ``results``; returns the ids trained.
 
-    Runs locked by another live process (a second sweep on the same directory) are left to it;
-    when this sweep's own cohorts are done it waits for those locks and then resumes whatever
-    the other process did not finish.
+    ``engine``: with its device resolved (``EngineOptions.resolved``). Runs locked by another
+    live process (a second sweep on the same directory) are left to it; when this sweep's own
+    cohorts are done it waits for those locks and then resumes whatever the other process did
+    not finish.
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    per_job = default_threads(threads)
+    per_job = default_threads(engine.threads)
+    progress = engine.progress
     trained: set[str] = set()
     display = None
     todo, first = configs, True
     while todo:
-        plan = plan_sweep(todo, results, datasets, force=force and first, max_cohort=max_cohort, workers=jobs, memory_cap=memory_cap, device=device)
+        plan = plan_sweep(todo, results, datasets, sweep, device=engine.torch_device, force=force and first)
         for config in plan.finished:  # a sweep killed between finishing a run and releasing it
             RunLock(results / config.run_id()).clear_stale()
         if display is None:
@@ -96,21 +77,22 @@ def execute(
         display.update(len(plan.finished))  # in later rounds: runs another sweep finished
         if not plan.cohorts:
             break
-        workers = max(1, min(jobs, len(plan.cohorts)))
-        inline = executor == "local" and workers == 1
-        tasks = [
-            Task([c.to_dict() for c in cohort.configs], str(results.resolve()), str(device), None if data_root is None else str(data_root), force and first, progress=progress and inline and len(plan.cohorts) == 1, tf32=tf32)
-            for cohort in plan.cohorts
-        ]
+        workers = max(1, min(sweep.jobs, len(plan.cohorts)))
+        inline = sweep.executor == "local" and workers == 1
+        # a bar per cohort only when it is the sweep's one cohort, trained here
+        cohort_engine = dataclasses.replace(engine, progress=progress and inline and len(plan.cohorts) == 1)
+        root = None if data_root is None else str(data_root)
+        tasks = [Task([c.to_dict() for c in cohort.configs], str(results.resolve()), cohort_engine, root, force and first) for cohort in plan.cohorts]
         if progress:
-            where = "in this process" if inline else f"on {workers} {'Ray task' if executor == 'ray' else 'worker process'}(es) at once"
+            kind = "Ray task" if sweep.executor == "ray" else "worker process"
+            where = "in this process" if inline else f"on {workers} {kind}(es) at once"
             print(f"training {len(plan.cohorts)} cohort(s) {where}, {per_job} torch thread(s) each", file=sys.stderr, flush=True)
         if inline:
             stream = _with_threads(run_inline(tasks, datasets), per_job)
-        elif executor == "local":
+        elif sweep.executor == "local":
             stream = run_local(tasks, workers, per_job)
         else:
-            stream = run_ray(tasks, address, per_job)
+            stream = run_ray(tasks, sweep.address, per_job)
         busy, stop = [], False
         try:
             for _, outcomes in stream:
@@ -118,7 +100,7 @@ def execute(
                 trained |= {o.run_id for o in outcomes if o.state not in ("busy", "reused")}
                 failed = sum(o.state == "failed" for o in outcomes)
                 display.update(sum(o.state != "busy" for o in outcomes), failed)
-                if failed and fail_fast:
+                if failed and sweep.fail_fast:
                     stop = True
                     break
         finally:
@@ -162,10 +144,10 @@ def _wait_for_locks(results: Path, run_ids: list[str], poll: float = 0.5) -> Non
 
 def plan_table(plan: Plan, configs: list[RunConfig], results: Path) -> pd.DataFrame:
     """One row per run of ``configs`` for ``--dry-run``: its cohort (or done), what varies."""
-    from ..api import _flatten
+    from ..store.records import varied_keys
 
-    flat = {c.run_id(): _flatten(c.to_dict()) for c in configs}
-    keys = [k for k in next(iter(flat.values()), {}) if len({repr(f[k]) for f in flat.values()}) > 1]
+    flat = {c.run_id(): flatten(c.to_dict()) for c in configs}
+    keys = varied_keys(pd.DataFrame(list(flat.values())))
     rows = []
     for number, cohort in enumerate(plan.cohorts):
         for config in cohort.configs:

@@ -12,20 +12,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from ..errors import RankbiasError
+from ..errors import RankbiasError, WorkerDied
 from .worker import Outcome, Task, init_worker, train_cohort
 
 RAY_MAX_RETRIES = 3
-
-
-class WorkerDied(RankbiasError):
-    """A local worker process ended without reporting (SIGKILL, out of memory)."""
 
 
 def run_inline(tasks: list[Task], datasets: dict | None = None) -> Iterator[tuple[Task, list[Outcome]]]:
@@ -66,7 +63,7 @@ def run_ray(tasks: list[Task], address: str | None, threads: int) -> Iterator[tu
     if started:
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
     try:
-        gpu = any(t.device.startswith("cuda") for t in tasks)
+        gpu = any(t.engine.device.startswith("cuda") for t in tasks)
         remote = ray.remote(_ray_cohort).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=RAY_MAX_RETRIES)
         refs = {remote.remote(task, threads): task for task in tasks}
         pending = list(refs)
@@ -87,6 +84,6 @@ def _ray_cohort(task: Task, threads: int) -> list[Outcome]:
     import torch
 
     torch.set_num_threads(threads)
-    if task.device.startswith("cuda"):
-        task.device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+    if task.engine.device.startswith("cuda"):  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+        task = dataclasses.replace(task, engine=dataclasses.replace(task.engine, device="cuda"))
     return train_cohort(task)

@@ -18,6 +18,7 @@ import torch
 
 from ..config import RunConfig
 from ..models import build_model
+from ..options import SweepOptions
 from ..store.run_store import RunStore
 from ..training.engine import EVAL_FLOATS, checkpoint_epoch
 from ..training.losses import output_size
@@ -124,19 +125,20 @@ def plan_sweep(
     configs: list[RunConfig],
     results: Path,
     datasets: dict,
+    sweep: SweepOptions = SweepOptions(),
     *,
-    force: bool = False,
-    max_cohort: int = 64,
-    workers: int = 1,
-    memory_cap: int | None = None,
     device: torch.device | None = None,
+    force: bool = False,
 ) -> Plan:
-    """Group the runs of ``configs`` that still need training into sized cohorts.
+    """Group the runs of ``configs`` that still need training into cohorts of at most
+    ``sweep.max_cohort`` runs that fit ``sweep.memory_cap``, at least ``sweep.jobs`` of them
+    when the runs allow.
 
-    ``datasets`` maps ``repr(config.data)`` to its loaded :class:`~rankbias.data.Dataset`.
+    ``datasets`` maps a ``config.data`` to its loaded :class:`~rankbias.data.Dataset`.
     """
     device = device if device is not None else torch.device("cpu")
-    cap = memory_cap if memory_cap is not None else default_memory_cap(device, workers)
+    workers = sweep.jobs
+    cap = sweep.memory_cap if sweep.memory_cap is not None else default_memory_cap(device, workers)
     groups: dict[tuple, list[RunConfig]] = {}
     finished = []
     for config in configs:
@@ -149,8 +151,8 @@ def plan_sweep(
         groups.setdefault((config.cohort_key(), epoch), []).append(config)
     cohorts = []
     for (_, epoch), members in groups.items():
-        data = datasets[repr(members[0].data)]
-        size = largest_fitting(members[0], data, cap, max_cohort)
+        data = datasets[members[0].data]
+        size = largest_fitting(members[0], data, cap, sweep.max_cohort)
         cohorts += [Cohort(chunk, epoch, 0) for chunk in split_evenly(members, size)]
     while len(cohorts) < workers and any(len(c.configs) > 1 for c in cohorts):
         big = max(cohorts, key=lambda c: len(c.configs))
@@ -158,6 +160,6 @@ def plan_sweep(
         half = split_evenly(big.configs, math.ceil(len(big.configs) / 2))
         cohorts += [Cohort(chunk, big.resume_epoch, 0) for chunk in half]
     for cohort in cohorts:
-        cohort.bytes = estimate_bytes(cohort.configs[0], len(cohort.configs), datasets[repr(cohort.configs[0].data)])
+        cohort.bytes = estimate_bytes(cohort.configs[0], len(cohort.configs), datasets[cohort.configs[0].data])
     cohorts.sort(key=lambda c: -len(c.configs) * c.configs[0].train.epochs)  # longest first
     return Plan(cohorts, finished, cap)

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..errors import RankbiasError
+from ..errors import StoreError
+from ..options import EngineOptions
 from ..store import provenance
 from ..store.lock import RunLock
 from ..store.run_store import RunStore
@@ -29,21 +30,15 @@ from ..training.engine import CohortTrainer, Member, checkpoint_epoch
 FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
 
 
-class StoreError(RankbiasError):
-    """The results directory cannot be written (full disk, no permission, read-only)."""
-
-
 @dataclass
 class Task:
-    """One cohort to train: resolved configs and where to write."""
+    """One cohort to train: resolved configs, where to write, how to train (device resolved)."""
 
     configs: list[dict]
     results: str
-    device: str
+    engine: EngineOptions
     data_root: str | None = None
     force: bool = False
-    progress: bool = False
-    tf32: bool = False  # TensorFloat-32 matrix products on a GPU (CohortTrainer)
 
 
 @dataclass
@@ -53,7 +48,7 @@ class Outcome:
     message: str | None = None
 
 
-_DATASETS: dict[str, object] = {}  # per process: a worker loads each data set once
+_DATASETS: dict = {}  # per process, by DataConfig: a worker loads each data set once
 
 
 def train_cohort(task: Task, datasets: dict | None = None) -> list[Outcome]:
@@ -62,10 +57,9 @@ def train_cohort(task: Task, datasets: dict | None = None) -> list[Outcome]:
 
     configs = [RunConfig.from_dict(c) for c in task.configs]
     cache = _DATASETS if datasets is None else datasets
-    key = repr(configs[0].data)
+    key = configs[0].data
     if key not in cache:
-        cache[key] = load_dataset(configs[0].data, task.data_root)
-    device = torch.device(task.device)
+        cache[key] = load_dataset(key, task.data_root)
     results = Path(task.results)
     outcomes: dict[str, Outcome] = {}
     locks, groups = [], {}
@@ -85,7 +79,7 @@ def train_cohort(task: Task, datasets: dict | None = None) -> list[Outcome]:
                 continue
             groups.setdefault(checkpoint_epoch(store), []).append(Member(config, store))
         for members in groups.values():
-            _train(members, cache[key], device, task.progress, task.tf32)
+            _train(members, cache[key], task.engine)
             for m in members:
                 status = m.store.status() or {}
                 outcomes[m.store.run_id] = Outcome(m.store.run_id, status.get("state", "failed"), status.get("message"))
@@ -102,11 +96,11 @@ def _acquire(lock: RunLock, store: RunStore) -> bool:
         raise _store_error(exc, store.dir) from exc
 
 
-def _train(members: list[Member], data, device: torch.device, progress: bool, tf32: bool = False) -> None:
+def _train(members: list[Member], data, engine: EngineOptions) -> None:
     for m in members:
-        _guard_io(lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, device, tf32)), m.store.dir)
+        _guard_io(lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, engine)), m.store.dir)
     try:
-        CohortTrainer(members, data, device, progress=progress, tf32=tf32).run()
+        CohortTrainer(members, data, engine).run()
     except (KeyboardInterrupt, SystemExit):
         raise
     except OSError as exc:

@@ -22,13 +22,13 @@ from ._common import COLUMNS
 from .chen import chen_theorem_2_6
 from .gp import gp_theorem_1, sgd_noise
 from .gradients import gradient_rank, weight_matrices
-from .gsgp import lemma_3_2, theorem_3_3
+from .gsgp import THEOREM_3_3_EPS, lemma_3_2, theorem_3_3
 from .prediction import Prediction, prediction_4_1
-from .run import DEFAULT_EPS, check_run, gradient_rank_at, record_checks
+from .run import check_run, gradient_rank_at, record_checks
 
 __all__ = [
     "COLUMNS",
-    "DEFAULT_EPS",
+    "THEOREM_3_3_EPS",
     "Prediction",
     "check_run",
     "chen_theorem_2_6",

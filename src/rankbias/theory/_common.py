@@ -14,15 +14,12 @@ The papers' λ is ``weight_decay / 2`` (:func:`rankbias.conventions.theory_lambd
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import torch
 
-from ..config import RunConfig, ScheduleConfig
+from ..config import ScheduleConfig
 from ..conventions import theory_lambda
+from ..errors import RecordsError
 
 COLUMNS = ["check", "run_id", "layer", "epoch", "param", "measured", "bound", "holds", "trivial", "note"]
 
@@ -73,7 +70,7 @@ def run_row(results, run_id: str) -> pd.Series:
     """The run's row of ``results.runs`` (its flattened config)."""
     rows = results.runs[results.runs["run_id"] == run_id]
     if rows.empty:
-        raise ValueError(f"run {run_id} is not in these results")
+        raise RecordsError(f"run {run_id} is not in these results")
     return rows.iloc[0]
 
 
@@ -88,23 +85,8 @@ def schedule(run: pd.Series) -> ScheduleConfig:
     )
 
 
-def read_config(run_dir: str | Path) -> RunConfig:
-    """A stored run's config (``config.json``); a clear error when it is not a run directory."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a rankbias run directory (no config.json)")
-    return RunConfig.from_dict(json.loads(path.read_text()))
-
-
-def resolve_device(device) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"`` ... or a ``torch.device``."""
-    from ..api import _device
-
-    return device if isinstance(device, torch.device) else _device(str(device))
-
-
 def last_epoch(frame: pd.DataFrame, run_id: str) -> int:
     epochs = frame.loc[frame["run_id"] == run_id, "epoch"]
     if epochs.empty:
-        raise ValueError(f"run {run_id} has no records")
+        raise RecordsError(f"run {run_id} has no records")
     return int(epochs.max())

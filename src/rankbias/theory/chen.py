@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._common import resolve_device, table, tail_distance
+from ..options import resolve_device
+from ._common import table, tail_distance
 from .gradients import as_matrix, batch_gradient, weight_matrices
 from .live import live_run, random_batches
 

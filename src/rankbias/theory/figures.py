@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..errors import PlotError
 from ..plots.style import colors, line_style, new_figure, styled
 from .prediction import MIN_EFFECT
 
@@ -31,7 +32,7 @@ def _rows(table: pd.DataFrame, check: str, run_id: str | None) -> pd.DataFrame:
     if run_id is not None:
         rows = rows[rows["run_id"] == run_id]
     if rows.empty:
-        raise ValueError(f"the table has no {check} rows" + (f" for run {run_id}" if run_id else ""))
+        raise PlotError(f"the table has no {check} rows" + (f" for run {run_id}" if run_id else ""))
     return rows
 
 
@@ -111,7 +112,7 @@ def gradient_rank_figure(table: pd.DataFrame, run_id: str | None = None) -> Figu
     measured rank (bars) and the bound (markers) per matrix, one panel per check."""
     checks = [c for c in ("gsgp_lemma_3_1", "gp_lemma_2") if (table["check"] == c).any()]
     if not checks:
-        raise ValueError("the table has no gradient-rank rows")
+        raise PlotError("the table has no gradient-rank rows")
     fig = new_figure(nrows=len(checks), panel_size=(4.6, 3.0))
     first, second = colors(2)
     for i, check in enumerate(checks):
@@ -138,7 +139,7 @@ def prediction_figure(table, min_effect: float = MIN_EFFECT) -> Figure:
     the minimum effect (``min_effect`` %) a verdict of *holds* needs the whole interval above."""
     table = getattr(table, "tests", table)
     if table.empty:
-        raise ValueError("the table has no knobs")
+        raise PlotError("the table has no knobs")
     fig = new_figure(panel_size=(max(3.6, 1.2 * len(table) + 1.2), 3.0))
     ax = fig.add_subplot()
     x = np.arange(len(table), dtype=float)

@@ -20,8 +20,9 @@ import pandas as pd
 import torch
 
 from ..conventions import theory_lambda
-from ..summary import varied_keys
-from ._common import last_epoch, resolve_device, run_row, table
+from ..options import resolve_device
+from ..store.records import varied_keys
+from ._common import last_epoch, run_row, table
 from .gradients import as_matrix, batch_gradient, weight_matrices
 from .live import live_run, random_batches
 

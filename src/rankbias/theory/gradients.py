@@ -25,8 +25,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ..errors import ConfigError
+from ..options import resolve_device
 from ..training.losses import member_losses
-from ._common import resolve_device, table
+from ._common import table
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,11 @@ class WeightMatrix:
 def weight_matrices(module: nn.Module, sample: torch.Tensor) -> list[WeightMatrix]:
     """Every weight matrix of ``module`` with its m_l, from one forward pass of an input shaped
     like ``sample`` (one input, without the batch dimension; forward hooks, eval mode)."""
-    from ..spectra.modules import _patch_counts
+    from ..spectra.modules import patch_counts
     from ..spectra.modules import weight_matrices as module_matrices
 
     matrices, _ = module_matrices(module)
-    patches = _patch_counts(module, tuple(sample.shape))
+    patches = patch_counts(module, tuple(sample.shape))
     out = []
     for name, kind, layer, matrix in matrices:
         prefix = name.rpartition(".")[0]
@@ -169,7 +171,7 @@ def gradient_rank(
     distribution of the per-sample ranks.
     """
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as samples, at least one: got {len(x)} and {len(y)}")
+        raise ConfigError("y", f"need as many labels as samples, at least one: got {len(x)} and {len(y)}")
     device = resolve_device(device)
     weights = weight_matrices(module, x[0])
     module = copy.deepcopy(module).to(device, dtype)

@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ..conventions import theory_lambda
+from ..errors import ConfigError, RecordsError
 from ..spectra.measures import eps_rank
 from ._common import approximate_rank, decay_factor, last_epoch, run_row, schedule, table, tail_distance
 
+THEOREM_3_3_EPS = (1e-3, 1e-2, 0.1, 0.3, 0.5)  # the ε of Thm 3.3 checked by default (GSGP Fig. 18)
 STEP_NORMS_HINT = "train with record.step_norms=k (k > 0) to record ‖W‖_F after each of the last k steps of each recorded epoch"
 
 
@@ -42,10 +44,10 @@ def lemma_3_2(results, n=None, *, step_norms: pd.DataFrame | None = None, atol: 
     """
     norms = step_norms if step_norms is not None else getattr(results, "step_norms", None)
     if norms is None or len(norms) == 0:
-        raise ValueError(f"these records have no step norms: {STEP_NORMS_HINT}")
+        raise RecordsError(f"these records have no step norms: {STEP_NORMS_HINT}")
     wanted = None if n is None else sorted({int(v) for v in np.atleast_1d(n)})
     if wanted is not None and wanted[0] < 1:
-        raise ValueError(f"n counts steps and must be at least 1, got {wanted[0]}")
+        raise ConfigError("n", f"counts steps and must be at least 1, got {wanted[0]}")
     spectra = results.spectra.set_index(["run_id", "epoch", "layer"])["sv"]
     layers = results.layers.set_index(["run_id", "epoch", "layer"])
     scalars = results.scalars.set_index(["run_id", "epoch"])
@@ -58,7 +60,7 @@ def lemma_3_2(results, n=None, *, step_norms: pd.DataFrame | None = None, atol: 
         T = int(by_step.index.max())
         recorded_step = int(scalars.at[(run_id, epoch), "step"])
         if T != recorded_step:
-            raise ValueError(f"run {run_id} epoch {epoch}: step norms end at step {T}, the record is at step {recorded_step}")
+            raise RecordsError(f"run {run_id} epoch {epoch}: step norms end at step {T}, the record is at step {recorded_step}")
         lr_at = _lr_per_update(run, T, int(epoch), float(scalars.at[(run_id, epoch), "lr"]))
         wd, batch, momentum = float(run["optimizer.weight_decay"]), int(run["train.batch_size"]), float(run["optimizer.momentum"])
         available = [T - int(s) for s in by_step.index if s < T]
@@ -72,7 +74,7 @@ def lemma_3_2(results, n=None, *, step_norms: pd.DataFrame | None = None, atol: 
                 rows.append(_lemma_row(run_id, layer, int(epoch), steps, cap, int(min(info["rows"], info["cols"])), measured, bound, momentum, atol))
     if not rows:
         asked = "" if wanted is None else f" for n={wanted}"
-        raise ValueError(f"no epoch has step norms{asked} (n ≤ record.step_norms of the run): {STEP_NORMS_HINT}")
+        raise RecordsError(f"no epoch has step norms{asked} (n ≤ record.step_norms of the run): {STEP_NORMS_HINT}")
     return table(rows)
 
 
@@ -103,11 +105,11 @@ def _lr_per_update(run: pd.Series, T: int, epoch: int, recorded_lr: float):
     per_epoch = T // epoch
     sched, lr0 = schedule(run), float(run["optimizer.lr"])
     if not math.isclose(lr0 * sched.multiplier(epoch), recorded_lr, rel_tol=1e-5):
-        raise ValueError(f"run {run['run_id']} epoch {epoch}: recorded lr {recorded_lr} differs from its schedule's {lr0 * sched.multiplier(epoch)}")
+        raise RecordsError(f"run {run['run_id']} epoch {epoch}: recorded lr {recorded_lr} differs from its schedule's {lr0 * sched.multiplier(epoch)}")
     return lambda s: lr0 * sched.multiplier((s - 1) // per_epoch + 1)
 
 
-def theorem_3_3(results, eps=(1e-3, 1e-2, 0.1, 0.3, 0.5), *, epoch: int | None = None) -> pd.DataFrame:
+def theorem_3_3(results, eps=THEOREM_3_3_EPS, *, epoch: int | None = None) -> pd.DataFrame:
     """GSGP Theorem 3.3 (seed 003, Sec. 3) per matrix and ε, at the last record (or ``epoch``).
 
     ``bound``: m_l·B·n_ε, where n_ε is the number of steps, counted back from the record, over
@@ -125,7 +127,7 @@ def theorem_3_3(results, eps=(1e-3, 1e-2, 0.1, 0.3, 0.5), *, epoch: int | None =
     """
     eps_values = sorted(float(e) for e in np.atleast_1d(eps))
     if any(not 0 < e < 1 for e in eps_values):
-        raise ValueError(f"eps must be in (0, 1), got {eps_values}")
+        raise ConfigError("eps", f"must be in (0, 1), got {eps_values}")
     spectra = results.spectra.set_index(["run_id", "epoch", "layer"])["sv"]
     step_norms = getattr(results, "step_norms", None)
     rows = []
@@ -136,7 +138,7 @@ def theorem_3_3(results, eps=(1e-3, 1e-2, 0.1, 0.3, 0.5), *, epoch: int | None =
         at = last_epoch(results.layers, run_id) if epoch is None else epoch
         layers = results.layers[(results.layers["run_id"] == run_id) & (results.layers["epoch"] == at)]
         if layers.empty:
-            raise ValueError(f"run {run_id} has no record at epoch {at}")
+            raise RecordsError(f"run {run_id} has no record at epoch {at}")
         lr = float(results.scalars.set_index(["run_id", "epoch"]).at[(run_id, at), "lr"])
         steps_per_epoch = float(results.scalars.set_index(["run_id", "epoch"]).at[(run_id, at), "step"]) / max(at, 1)
         wd, batch, momentum = float(run["optimizer.weight_decay"]), int(run["train.batch_size"]), float(run["optimizer.momentum"])

@@ -10,8 +10,8 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data import Dataset, load_dataset
+from ..errors import ConfigError
 from ..store.run_store import RunStore
-from ._common import read_config
 
 
 @dataclass
@@ -30,23 +30,22 @@ def live_run(run_dir: str | Path, data_root: str | Path | None = None) -> LiveRu
     """Load a stored run's network and data (the same data the run trained on)."""
     from ..api import load_model
 
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    store = RunStore.at(run_dir)
+    config, status = store.read_config(), store.status() or {}
     model = load_model(run_dir)
-    status = RunStore(run_dir.parent, run_dir.name).status() or {}
     data = load_dataset(config.data, data_root)
-    return LiveRun(run_dir.name, config, model, data, int(status.get("epoch") or 0))
+    return LiveRun(store.run_id, config, model, data, int(status.get("epoch") or 0))
 
 
 def random_batches(n: int, size: int, count: int | None, seed: int) -> list[torch.Tensor]:
     """``count`` disjoint batches of ``size`` indices out of ``n`` (all full batches of one
     random epoch when ``count`` is None), from a seeded permutation."""
     if not 1 <= size <= n:
-        raise ValueError(f"batch size must be between 1 and the training set's {n} samples, got {size}")
+        raise ConfigError("batch_size", f"must be between 1 and the training set's {n} samples, got {size}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     batches = list(order[: n - n % size].view(-1, size))
     if count is not None:
         if count < 1:
-            raise ValueError(f"need at least one batch, got {count}")
+            raise ConfigError("batches", f"need at least one batch, got {count}")
         batches = batches[:count]
     return batches

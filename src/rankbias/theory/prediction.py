@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..conventions import symbol
-from ..summary import varied_keys
+from ..conventions import REPLICATE_KEYS, symbol
+from ..store.records import subset, varied_keys
 from .drift import norm_drift
 from .trend import TrendTest, bootstrap_mean, sign_flip_p, trend_test
 
@@ -32,7 +32,7 @@ WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH = "holds without weight de
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH)
 ALPHA = 0.05  # significance level of every test
 MIN_EFFECT = 2.0  # % of the full rank the effect's whole interval must clear
-SEED, REPLICATE_KEYS = "train.seed", ("train.seed", "data.subset_seed")  # the keys of a seed replicate
+SEED = "train.seed"
 
 
 class Prediction(NamedTuple):
@@ -50,7 +50,6 @@ def prediction_4_1(results, *, min_effect: float = MIN_EFFECT, rng: int = 0) -> 
     done = results.runs[results.runs["state"] == "done"]
     if len(done) < 2 or results.layers.empty:
         return Prediction(pd.DataFrame(columns=["knob", "symbol", "verdict", "why"]), pd.DataFrame())
-    from ..plots.select import subset
 
     results = subset(results, set(done["run_id"]))
     runs, convergence = final_values(results), norm_drift(results)

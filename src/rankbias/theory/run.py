@@ -10,6 +10,7 @@ from ..config import RunConfig, load_configs
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..models import plain_model
+from ..store.run_store import is_run
 from ..training.losses import output_size
 from ._common import table
 from .chen import chen_theorem_2_6
@@ -27,7 +28,7 @@ def gradient_rank_at(source: str | Path | RunConfig, samples: int = 32, *, data_
     network of ``source``: a stored run's directory (its last checkpoint), or a config (a
     :class:`RunConfig` or a YAML file of one run: the network at initialization, seeded with
     ``train.seed``). GP Lemma 2's batches have the config's batch size (at most ``samples``)."""
-    if isinstance(source, (str, Path)) and (Path(source) / "config.json").exists():
+    if isinstance(source, (str, Path)) and is_run(source):
         live = live_run(source, data_root)
         config, model, data, run_id, epoch = live.config, live.model, live.data, live.run_id, live.epoch
     else:
@@ -36,7 +37,7 @@ def gradient_rank_at(source: str | Path | RunConfig, samples: int = 32, *, data_
         model = plain_model(config.model, data.input_shape, output_size(config.loss, data.num_classes), seed=config.train.seed)
         run_id, epoch = config.run_id(), 0
     if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+        raise ConfigError("samples", f"must be at least 1, got {samples}")
     (index,) = random_batches(len(data.x_train), min(samples, len(data.x_train)), 1, seed)
     return gradient_rank(model, data.x_train[index], data.y_train[index], config.loss,
                          batch_size=min(config.train.batch_size, len(index)), rtol=rtol, device=device, run_id=run_id, epoch=epoch)
@@ -59,11 +60,11 @@ def check_run(path: str | Path, *, eps=DEFAULT_EPS, n=None, samples: int = 32, b
     and CHEN's Assumption 2.5 / Theorem 2.6 on the run's last checkpoint, on ``device``. On a directory of
     runs: the record-based checks of every run (Prediction 4.1 is :func:`prediction_4_1`).
     """
-    from ..api import load
+    from ..store.records import load
 
     path = Path(path)
     parts = [record_checks(load(path), eps=eps, n=n)]
-    single = (path / "config.json").exists()
+    single = is_run(path)
     if single and models:
         parts += [gradient_rank_at(path, samples, data_root=data_root, device=device),
                   gp_theorem_1(path, batches=batches, data_root=data_root, device=device),

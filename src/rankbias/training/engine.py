@@ -23,9 +23,12 @@ import torch
 from ..config import RunConfig
 from ..data import Dataset
 from ..data.augment import augment
+from ..errors import ConfigError
 from ..models import CohortModel, build_model
+from ..options import EngineOptions
 from ..spectra.measures import rank_measures, singular_values
 from ..store.run_store import RunStore
+from ..store.schema import table
 from .cuda_graph import GraphedStep
 from .losses import member_correct, member_losses, output_size, sample_losses
 from .optimizer import CohortSGD
@@ -55,33 +58,27 @@ FUSED_UPDATE_DEVICES = ("cpu",)
 
 
 class CohortTrainer:
-    """``fused_update``: the cohort linear layers apply their weights' SGD update inside their
+    """Trains ``members`` (runs of one cohort key) as one cohort model on ``data``, as ``options``
+    say (:class:`~rankbias.options.EngineOptions`; default: on the CPU).
+
+    ``options.fused_update``: the cohort linear layers apply their weights' SGD update inside their
     backward (``CohortSGD.fuse``, same update, faster on a CPU); ``None``: on the device types in
     :data:`FUSED_UPDATE_DEVICES` — for every cohort size, so that a run does the same arithmetic
     alone as in a cohort (it may resume alone); ``False`` keeps every update in ``CohortSGD.step``.
-
-    ``cuda_graph``: on a GPU, replay the training step from a CUDA graph (``cuda_graph.py``);
-    ``None``: whenever the step can be captured (a CUDA device, no dropout, no augmentation).
-    ``tf32``: let float32 matrix products and convolutions on a GPU use TensorFloat-32 (faster,
-    10-bit mantissa: singular values below ~1e-3 of the largest are then noise); off by default.
+    ``options.cuda_graph``: on a GPU, replay the training step from a CUDA graph
+    (``cuda_graph.py``); ``None``: whenever the step can be captured (a CUDA device, no dropout,
+    no augmentation). ``options.tf32``: float32 matrix products and convolutions on a GPU may use
+    TensorFloat-32 (off by default).
     """
 
-    def __init__(
-        self,
-        members: list[Member],
-        data: Dataset,
-        device: torch.device,
-        progress: bool = False,
-        fused_update: bool | None = None,
-        cuda_graph: bool | None = None,
-        tf32: bool = False,
-    ):
+    def __init__(self, members: list[Member], data: Dataset, options: EngineOptions = EngineOptions(device="cpu")):
         self.members = list(members)
-        self.device = device = torch.device(device)
+        self.device = device = options.torch_device
         self.data = data.to(device)
-        self.progress = progress
+        self.progress = options.progress
+        fused_update, cuda_graph = options.fused_update, options.cuda_graph
         if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = options.tf32
         cfg = self.config = members[0].config
         self.n_out = output_size(cfg.loss, data.num_classes)
         self.model = build_model(cfg.model, len(members), data.input_shape, self.n_out).to(device)
@@ -103,7 +100,7 @@ class CohortTrainer:
             self.optimizer.fuse(self.model.modules())
         capturable = device.type == "cuda" and not cfg.augment.enabled and not self.model.draws_in_forward()
         if cuda_graph and not capturable:
-            raise ValueError("cuda_graph needs a CUDA device and a training step without dropout or augmentation")
+            raise ConfigError("cuda_graph", "needs a CUDA device and a training step without dropout or augmentation")
         self.graphed = GraphedStep(self._train_step) if (capturable if cuda_graph is None else cuda_graph) else None
         self.infos = self.model.matrix_infos()
         self.counted = set(counted_matrices(self.model, cfg.record.layers))
@@ -272,6 +269,7 @@ class CohortTrainer:
             member.store.set_status("running", self.epoch)
 
     def _tables(self, r, member, scalars, per_layer, spectra, seconds) -> dict[str, pa.Table]:
+        """Member ``r``'s rows of this record, as tables of the store's schemas (``store/schema.py``)."""
         run_id, epoch = member.store.run_id, self.epoch
         counted = [float(per_layer[n]["eps_rank"][r]) for n in per_layer if n in self.counted]
         deltas = [float(per_layer[n]["delta_fro"][r]) for n in per_layer]
@@ -298,22 +296,18 @@ class CohortTrainer:
                     **{k: (int(v[r]) if k == "eps_rank" else float(v[r])) for k, v in values.items()},
                 }
             )
-        spectra_table = pa.table(
-            {
-                "run_id": [run_id] * len(self.infos),
-                "epoch": [epoch] * len(self.infos),
-                "layer": [i.name for i in self.infos],
-                "sv": pa.array([spectra[i.name][r].numpy() for i in self.infos], type=pa.list_(pa.float32())),
-            }
-        )
-        return {"scalars": pa.Table.from_pylist([row]), "layers": pa.Table.from_pylist(layer_rows), "spectra": spectra_table}
+        spectra_rows = [{"run_id": run_id, "epoch": epoch, "layer": i.name, "sv": spectra[i.name][r].numpy()} for i in self.infos]
+        return {"scalars": table("scalars", [row]), "layers": table("layers", layer_rows), "spectra": table("spectra", spectra_rows)}
 
     def _step_norm_table(self, r: int, run_id: str, step_norms: list[tuple[int, torch.Tensor]]) -> pa.Table:
         """``record.step_norms``: one row per kept step and weight matrix (GSGP Lemma 3.2's ‖W_t‖)."""
         step_norms = step_norms or [(self.step, self._matrix_norms().cpu())]  # epoch 0: the initialization
-        rows = [(step, info.name, float(norms[i, r])) for step, norms in step_norms for i, info in enumerate(self.infos)]
-        steps, layers, values = zip(*rows)
-        return pa.table({"run_id": [run_id] * len(rows), "epoch": [self.epoch] * len(rows), "step": list(steps), "layer": list(layers), "fro_norm": list(values)})
+        rows = [
+            {"run_id": run_id, "epoch": self.epoch, "step": step, "layer": info.name, "fro_norm": float(norms[i, r])}
+            for step, norms in step_norms
+            for i, info in enumerate(self.infos)
+        ]
+        return table("step_norms", rows)
 
     # -- checkpoints ------------------------------------------------------------------------
     def _member_state(self, r: int) -> dict:

@@ -1,6 +1,6 @@
 """The figure of compression: test accuracy (test loss for regression) against parameter count over ε.
 
-Each point is one ε of :func:`rankbias.compress.compress_run` (a larger ε gives fewer
+Each point is one ε of :func:`rankbias.compress.runs.compress_run` (a larger ε gives fewer
 parameters); the hollow marker at the right end of a curve is the uncompressed network. The
 papers' prediction (GSGP Sec. 4.1, GP Sec. 5) is that small batches with weight decay reach the
 smallest size at equal accuracy: their curves stay flat further to the left.
@@ -11,8 +11,9 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .plots.select import label, ordered_keys
-from .plots.style import line_style, new_figure, styled
+from ..errors import PlotError
+from ..plots.select import label, ordered_keys
+from ..plots.style import line_style, new_figure, styled
 
 
 def setting_keys(table: pd.DataFrame) -> list[str]:
@@ -33,10 +34,10 @@ def compression_figure(table: pd.DataFrame, by: str | None = None) -> Figure:
     test_acc_before, test_acc_after, and the varied config keys).
     """
     if table.empty:
-        raise ValueError("the compression table is empty: nothing to plot")
+        raise PlotError("the compression table is empty: nothing to plot")
     if by is not None and by not in table.columns:
         keys = ", ".join(setting_keys(table)) or "none (a single run)"
-        raise ValueError(f"{by!r} is not a setting that differs between these runs; these do: {keys}")
+        raise PlotError(f"{by!r} is not a setting that differs between these runs; these do: {keys}")
     metric = "test_acc" if table["test_acc_after"].notna().any() else "test_loss"
     columns = ["params_before", "params_after", f"{metric}_before", f"{metric}_after"]
     if by is None:

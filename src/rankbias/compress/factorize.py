@@ -1,7 +1,4 @@
-"""Low-rank compression of trained networks at their ε-ranks, and the accuracy it costs.
-
-The papers' point (GSGP Sec. 1 and 4, GP Sec. 1) is that SGD with weight decay leaves weight
-matrices close to low rank. This module cashes that in without retraining:
+"""Low-rank factorization of any ``torch.nn.Module`` at its layers' ε-ranks (:func:`compress`).
 
 - A linear layer ``W`` (out × in) of ε-rank ``r`` (:func:`rankbias.spectra.measures.eps_rank`:
   the number of singular values of ``W/‖W‖`` above ε) is replaced by its truncated SVD
@@ -14,33 +11,22 @@ matrices close to low rank. This module cashes that in without retraining:
   approximation of the matrix in Frobenius and spectral norm; at full rank it is exact.
 - Every other layer (batch norm, attention, embeddings ...) is kept as it is, and every
   parameter of two or more dimensions that is not compressed gets a row in the table saying why.
-
-:func:`compress` works on any ``torch.nn.Module``; :func:`compress_run` compresses stored runs
-(their last checkpoint, :func:`rankbias.load_model`), evaluates them before and after on the run's
-own data, and stores the result next to the run (``<run>/compress/``, see ``docs/compress.md``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
-from .api import _device, _flatten, load_model
-from .config import RunConfig
-from .data import load_dataset
-from .spectra.measures import NORMS, eps_rank, singular_values
-from .summary import varied_keys
-from .training.losses import member_correct, member_losses
+from ..errors import ConfigError
+from ..spectra.measures import NORMS, eps_rank, singular_values
 
 LAYER_COLUMNS = [
     "name", "kind", "shape", "rank", "params_before", "params_after",
@@ -50,10 +36,8 @@ LAYER_COLUMNS = [
 # built-in module (nn.MultiheadAttention, nn.TransformerEncoderLayer's fast path ...) may have
 # its .weight read directly by the owner, so replacing it would break the owner.
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-EVAL_BATCH = 500  # samples per forward pass when evaluating a compressed run
 
 
-# -- any module ---------------------------------------------------------------------------------
 def compress(
     module: nn.Module,
     eps: float = 1e-3,
@@ -75,9 +59,9 @@ def compress(
     (multiply-adds per sample; NaN where unknown), ``compressed``, ``reason``.
     """
     if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+        raise ConfigError("eps", f"must be > 0, got {eps}")
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        raise ConfigError("norm", f"must be one of {NORMS}, got {norm!r}")
     positions = _positions(module, input_shape) if input_shape is not None else {}
     new = copy.deepcopy(module)
     modules = dict(module.named_modules())
@@ -270,205 +254,3 @@ def _run_once(module: nn.Module, input_shape: Sequence[int]) -> None:
         module(torch.zeros(2, *input_shape, device=device, dtype=dtype))
     finally:
         module.train(was_training)
-
-
-# -- stored runs --------------------------------------------------------------------------------
-SUMMARY_COLUMNS = [
-    "run_id", "eps", "norm", "params_before", "params_after", "matrix_params_before", "matrix_params_after",
-    "flops_before", "flops_after", "layers_compressed", "layers_kept",
-    "test_acc_before", "test_acc_after", "test_loss_before", "test_loss_after",
-    "train_acc_before", "train_acc_after", "train_loss_before", "train_loss_after",
-]
-
-
-def parse_sweep(text: str) -> list[float]:
-    """``"1e-4:1e-1:13"`` → 13 values of ε, evenly spaced in log scale from 1e-4 to 1e-1."""
-    parts = text.split(":")
-    try:
-        if len(parts) != 3:
-            raise ValueError
-        low, high, count = float(parts[0]), float(parts[1]), int(parts[2])
-    except ValueError:
-        raise ValueError(f"an ε sweep must look like LOW:HIGH:COUNT (e.g. 1e-4:1e-1:13), got {text!r}") from None
-    if not 0 < low <= high < 1 or count < 1:
-        raise ValueError(f"an ε sweep needs 0 < LOW <= HIGH < 1 and COUNT >= 1, got {text!r}")
-    return [float(v) for v in np.logspace(np.log10(low), np.log10(high), count)]
-
-
-def run_dirs(path: str | Path) -> list[Path]:
-    """``path`` itself if it is a run directory, else every run directory under it."""
-    path = Path(path)
-    found = [path] if (path / "config.json").exists() else sorted(p.parent for p in path.glob("*/config.json"))
-    if not found:
-        raise FileNotFoundError(f"no rankbias runs under {path}")
-    return found
-
-
-def compress_run(
-    path: str | Path,
-    eps: float | Iterable[float] | None = None,
-    norm: str | None = None,
-    *,
-    sweep_eps: str | None = None,
-    device: str = "cpu",
-    data_root: str | Path | None = None,
-    store: bool = True,
-) -> pd.DataFrame:
-    """Compress a stored run (or every run under a results directory) at one or more ε.
-
-    ``eps``: a value or a list (default: each run's ``record.eps``); ``sweep_eps``: ``"LOW:HIGH:N"``,
-    N log-spaced values (instead of ``eps``). ``norm``: default each run's ``record.norm``.
-    Each run's network (its last checkpoint) is compressed with :func:`compress` and evaluated,
-    before and after, on the run's own training and test sets in eval mode with the run's loss.
-    With ``store``, each run's result is written to ``<run>/compress/`` (see :func:`read_compressed`).
-
-    Returns one row per run and ε (columns :data:`SUMMARY_COLUMNS`, then the run's state and, for
-    several runs, the config keys that differ between them); runs without a checkpoint are
-    skipped with a warning (an error for a single run directory).
-    """
-    if eps is not None and sweep_eps is not None:
-        raise ValueError("give eps or sweep_eps, not both")
-    values = parse_sweep(sweep_eps) if sweep_eps is not None else eps
-    if values is not None:
-        values = [float(values)] if np.isscalar(values) else [float(v) for v in values]
-        bad = [v for v in values if not 0 < v < 1]
-        if bad or not values:
-            raise ValueError(f"eps must be in (0, 1), got {bad[0] if bad else 'an empty list'}")
-    if norm is not None and norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    torch_device = _device(device)
-    dirs = run_dirs(path)
-    # everything that can fail on bad input (configs, data files) is checked before any run is compressed
-    runs, datasets = [], {}
-    for run_dir in dirs:
-        if not (run_dir / "checkpoint.pt").exists():
-            if Path(path) == run_dir:
-                raise FileNotFoundError(f"{run_dir} has no checkpoint.pt (the run never reached its first record)")
-            warnings.warn(f"{run_dir.name}: no checkpoint.pt, not compressed", stacklevel=2)
-            continue
-        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        if repr(config.data) not in datasets:
-            datasets[repr(config.data)] = load_dataset(config.data, data_root)
-        runs.append((run_dir, config, datasets[repr(config.data)]))
-    if not runs:
-        raise FileNotFoundError(f"no run under {path} has a checkpoint")
-    tables = [_compress_one(run_dir, config, data, values, norm, torch_device, store) for run_dir, config, data in runs]
-    return _with_settings(pd.concat(tables, ignore_index=True), dirs)
-
-
-def _compress_one(run_dir: Path, config, data, values, norm, device, store) -> pd.DataFrame:
-    norm = norm or config.record.norm
-    model = load_model(run_dir).to(device)
-    before = evaluate(model, data, config.loss, device)
-    params_before = _count(model)
-    rows, layer_tables = [], []
-    for eps in values if values is not None else [config.record.eps]:
-        small, layers = compress(model, eps, norm, input_shape=data.input_shape)
-        after = evaluate(small, data, config.loss, device)
-        rows.append({
-            "run_id": run_dir.name, "eps": eps, "norm": norm,
-            "params_before": params_before, "params_after": _count(small),
-            "matrix_params_before": int(layers["params_before"].sum()),
-            "matrix_params_after": int(layers["params_after"].sum()),
-            "flops_before": float(layers["flops_before"].sum()), "flops_after": float(layers["flops_after"].sum()),
-            "layers_compressed": int(layers["compressed"].sum()), "layers_kept": int((~layers["compressed"]).sum()),
-            **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},
-        })
-        layer_tables.append(layers.assign(run_id=run_dir.name, eps=eps, norm=norm))
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    if store:
-        _store(run_dir, summary, layer_tables)
-    status_path = run_dir / "status.json"
-    state = json.loads(status_path.read_text()).get("state") if status_path.exists() else None
-    return summary.assign(state=state)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data, loss: str, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Loss and accuracy of a plain module on a data set's train and test sets, in eval mode.
-
-    The same loss and accuracy as the training records (:mod:`rankbias.training.losses`).
-    """
-    was_training = model.training
-    model.eval()
-    out = {}
-    try:
-        for split in ("train", "test"):
-            x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-            loss_sum = correct = 0.0
-            for s in range(0, len(x), EVAL_BATCH):
-                xb, yb = x[s : s + EVAL_BATCH].to(device), y[s : s + EVAL_BATCH].to(device)
-                logits = model(xb)[None]  # (1, B, outputs): the engine's cohort layout
-                loss_sum += float(member_losses(loss, logits, yb[None])[0]) * len(xb)
-                correct += float(member_correct(loss, logits, yb[None], data.num_classes)[0])
-            out[f"{split}_acc"], out[f"{split}_loss"] = correct / len(x), loss_sum / len(x)
-    finally:
-        model.train(was_training)
-    return {k: out[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss")}
-
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _with_settings(table: pd.DataFrame, dirs: list[Path]) -> pd.DataFrame:
-    """Add the config keys that differ between the runs (the sweep's axes)."""
-    if table["run_id"].nunique() < 2:
-        return table
-    runs = pd.DataFrame([{"run_id": d.name, **_flatten(json.loads((d / "config.json").read_text()))} for d in dirs])
-    runs = runs[runs["run_id"].isin(table["run_id"])]
-    keys = varied_keys(runs)
-    return table.merge(runs[["run_id", *keys]], on="run_id", how="left")
-
-
-# -- stored results -----------------------------------------------------------------------------
-def _file_stem(eps: float, norm: str) -> str:
-    return f"eps_{eps:.6e}_{norm}"
-
-
-def _store(run_dir: Path, summary: pd.DataFrame, layer_tables: list[pd.DataFrame]) -> None:
-    folder = run_dir / "compress"
-    folder.mkdir(exist_ok=True)
-    for (_, row), layers in zip(summary.iterrows(), layer_tables):
-        stem = _file_stem(row["eps"], row["norm"])
-        _write(summary[summary["eps"] == row["eps"]], folder / f"{stem}.parquet")
-        _write(layers.assign(shape=layers["shape"].map(list)), folder / f"{stem}.layers.parquet")
-
-
-def _write(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def read_compressed(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The stored compression results of a run or of every run under a results directory.
-
-    Returns ``(summary, layers)``: one row per run, ε and norm (:data:`SUMMARY_COLUMNS`, then
-    the config keys that differ between the runs, as :func:`compress_run` gives them), and
-    one row per run, ε, norm and layer (:data:`LAYER_COLUMNS` + run_id, eps, norm). Both are
-    empty when nothing was compressed yet.
-    """
-    summaries, layers = [], []
-    dirs = run_dirs(path)
-    for run_dir in dirs:
-        for file in sorted((run_dir / "compress").glob("eps_*.parquet")):
-            (layers if file.name.endswith(".layers.parquet") else summaries).append(pd.read_parquet(file))
-    if not summaries:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS), pd.DataFrame(columns=[*LAYER_COLUMNS, "run_id", "eps", "norm"])
-    summary = pd.concat(summaries, ignore_index=True).sort_values(["run_id", "norm", "eps"], ignore_index=True)
-    return _with_settings(summary, dirs), pd.concat(layers, ignore_index=True)
-
-
-def smallest(table: pd.DataFrame, max_drop: float = 0.01) -> pd.DataFrame:
-    """Per run, the most compressed ε whose test accuracy is within ``max_drop`` of the uncompressed
-    network's (the smallest network at equal accuracy); sorted by its parameter count.
-
-    Runs without an accuracy (regression) use the test loss instead: at most ``1 + max_drop``
-    times the uncompressed one.
-    """
-    by_accuracy = table["test_acc_after"] >= table["test_acc_before"] - max_drop
-    by_loss = table["test_loss_after"] <= table["test_loss_before"] * (1 + max_drop)
-    ok = table[by_accuracy.where(table["test_acc_before"].notna(), by_loss)]
-    best = ok.sort_values(["params_after", "eps"]).groupby("run_id", sort=False).head(1)
-    return best.sort_values("params_after", ignore_index=True)

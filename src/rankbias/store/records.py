@@ -1,0 +1,144 @@
+"""Stored records as tables: read runs back (:func:`load`), recompute their ranks at any
+threshold (:func:`rerank`), pick runs (:func:`subset`), and the tables people read (a run's
+epoch table, a sweep's final-epoch summary, the keys that vary between runs).
+
+``rb.load``, the CLI, the figures, the report and the checks all read records through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..spectra.measures import NORMS, eps_rank
+from .catalog import read_tables, run_dirs, runs_table
+
+DEFAULT_RESULTS = Path("results")
+
+
+@dataclass
+class Results:
+    """The records of one or more runs as pandas DataFrames.
+
+    ``runs``: one row per run (run_id, state, and the flattened config: ``optimizer.lr`` ...).
+    ``scalars``: one row per run and recorded epoch. ``layers``: per run, epoch and weight matrix.
+    ``spectra``: the singular values (``sv``, a float32 array) per run, epoch and matrix.
+    ``step_norms``: with ``record.step_norms``, ‖W‖_F after each of the last steps of each
+    recorded epoch (run_id, epoch, step, layer, fro_norm); empty otherwise.
+    """
+
+    runs: pd.DataFrame
+    scalars: pd.DataFrame
+    layers: pd.DataFrame
+    spectra: pd.DataFrame
+    step_norms: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+
+def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: str | None = None, runs: Iterable[str] | None = None) -> Results:
+    """Read a run directory or a results directory of many runs (``runs``: only these run ids).
+
+    With ``eps`` or ``norm``, the ranks (``layers.eps_rank`` and ``scalars.avg_rank``) are
+    recomputed from the stored singular values at that threshold, without retraining. Records
+    of another schema version raise :class:`~rankbias.errors.SchemaError`.
+    """
+    dirs = run_dirs(path)
+    if runs is not None:
+        wanted = set(runs)
+        dirs = [d for d in dirs if d.name in wanted]
+    tables = read_tables(dirs)
+    frames = {name: table.to_pandas() if table is not None else pd.DataFrame() for name, table in tables.items()}
+    results = Results(runs_table(dirs), frames["scalars"], frames["layers"], frames["spectra"], frames["step_norms"])
+    if eps is not None or norm is not None:
+        results = rerank(results, eps, norm)
+    return results
+
+
+def as_results(results: Results | str | Path, eps: float | None = None, norm: str | None = None) -> Results:
+    """``results`` as :class:`Results`, with ranks at ``eps``/``norm`` (recomputed by :func:`rerank`), or the records read from a path."""
+    if isinstance(results, Results):
+        return rerank(results, eps, norm) if eps is not None or norm is not None else results
+    return load(results, eps=eps, norm=norm)
+
+
+def rerank(results: Results, eps: float | None = None, norm: str | None = None) -> Results:
+    """Recompute ε-ranks and average ranks from the stored spectra at a new ``eps``/``norm``.
+
+    Vectorized: the spectra of one length and one normalization are stacked into one array and
+    thresholded at once (``spectra.measures.eps_rank``, each row at its run's ε, in the same
+    precision as a row-by-row computation), so the ranks equal it exactly.
+    """
+    if norm is not None and norm not in NORMS:
+        raise ConfigError("norm", f"must be one of {NORMS}, got {norm!r}")
+    runs = results.runs.set_index("run_id")
+    layers = results.layers.copy()
+    keys = ["run_id", "epoch", "layer"]
+    sv = layers[keys].merge(results.spectra[[*keys, "sv"]], on=keys, how="left")["sv"]
+    # the recorded computation's precision: a Python float ε is cast to the spectra's float32,
+    # a stored ε (float64 in the runs table) promotes the threshold to float64
+    weak = type(eps) is float or type(eps) is int
+    run_eps = np.full(len(layers), eps, dtype=np.float32 if weak else np.float64) if eps is not None else runs["record.eps"].reindex(layers["run_id"]).to_numpy(np.float64)
+    run_norm = np.full(len(layers), norm, dtype=object) if norm is not None else runs["record.norm"].reindex(layers["run_id"]).to_numpy(object)
+    lengths = sv.map(len).to_numpy()
+    ranks = np.zeros(len(layers), dtype=np.int64)
+    for length in np.unique(lengths):
+        for kind in NORMS:
+            rows = np.flatnonzero((lengths == length) & (run_norm == kind))
+            if len(rows):
+                stack = np.stack(sv.iloc[rows].to_list()).astype(np.float32, copy=False)
+                ranks[rows] = eps_rank(stack, run_eps[rows][:, None], kind)
+    layers["eps_rank"] = ranks
+    average = layers[layers["counted"]].groupby(["run_id", "epoch"])["eps_rank"].mean().rename("avg_rank")
+    scalars = results.scalars.drop(columns="avg_rank").merge(average.reset_index(), on=["run_id", "epoch"], how="left")
+    return dataclasses.replace(results, scalars=scalars, layers=layers)
+
+
+def subset(results: Results, run_ids) -> Results:
+    """The records of ``run_ids`` only (every table of ``Results``)."""
+    ids = set(run_ids)
+
+    def pick(table: pd.DataFrame) -> pd.DataFrame:
+        return table[table["run_id"].isin(ids)] if "run_id" in table.columns else table
+
+    return dataclasses.replace(results, **{f.name: pick(getattr(results, f.name)) for f in dataclasses.fields(results)})
+
+
+# -- tables for people ---------------------------------------------------------------------------
+EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "avg_rank"]
+
+
+def epoch_table(results: Results, run_id: str | None = None) -> pd.DataFrame:
+    """One run's records: epoch, lr, losses, accuracies, average rank, then each matrix's ε-rank."""
+    run_id = run_id or results.runs["run_id"].iloc[0]
+    scalars = results.scalars[results.scalars["run_id"] == run_id].set_index("epoch").sort_index()
+    layers = results.layers[results.layers["run_id"] == run_id]
+    ranks = layers.pivot(index="epoch", columns="layer", values="eps_rank")
+    ranks = ranks[layers.sort_values("index")["layer"].unique()]
+    return scalars[EPOCH_COLUMNS[1:]].join(ranks).reset_index()
+
+
+def config_keys(runs: pd.DataFrame) -> list[str]:
+    """The columns of a runs table that are config keys (``optimizer.lr``, ``loss`` ...)."""
+    return [c for c in runs.columns if "." in c or c == "loss"]
+
+
+def varied_keys(runs: pd.DataFrame) -> list[str]:
+    """Config keys whose value differs between the runs (the axes of a sweep). ``runs``: a runs
+    table (``Results.runs``) or any frame with one row per run and config keys as columns."""
+    return [k for k in config_keys(runs) if runs[k].astype(str).nunique() > 1]
+
+
+def final_summary(results: Results, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """One row per run: the varied settings, how it ended, and its last record."""
+    runs = results.runs if run_ids is None else results.runs[results.runs["run_id"].isin(run_ids)]
+    keys = varied_keys(runs) or ["model.name", "train.batch_size", "optimizer.lr", "optimizer.weight_decay"]
+    columns = ["run_id", "epoch", "train_acc", "test_acc", "avg_rank"]
+    scalars = results.scalars if not results.scalars.empty else pd.DataFrame(columns=columns)  # no run has a record yet
+    last = scalars.sort_values("epoch").groupby("run_id").tail(1)
+    table = runs[["run_id", *keys, "state"]].merge(last[columns], on="run_id", how="left")
+    return table.sort_values(keys).reset_index(drop=True)
