@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import ConfigError, RunConfig, flatten
+from .config import DEFAULT_EPS, ConfigError, RunConfig, flatten
 from .data import load_dataset
 from .errors import NotFoundError, StoreError
 from .models import build_model
@@ -179,7 +179,7 @@ def load_model(run: str | Path) -> nn.Module:
 
 
 # -- spectra of any module ---------------------------------------------------------------------
-def spectra(module: nn.Module, *, eps: float = 1e-3, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
+def spectra(module: nn.Module, *, eps: float = DEFAULT_EPS, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
     """Every weight matrix of any ``torch.nn.Module``, one row each (``spectra/modules.py``).
 
     Linear layers as they are, convolutions as ``(out, in·k1·k2)`` matrices (GSGP Sec. 3),

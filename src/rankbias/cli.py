@@ -191,7 +191,7 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
 @click.option("--gradient-rank", "gradient_source", type=click.Path(exists=True, path_type=Path),
               help="Only the per-sample gradient ranks, of a config's network at initialization (YAML) or of a stored run.")
 @click.option("--samples", default=32, show_default=True, help="Training samples for the gradient ranks.")
-@click.option("--eps", "eps", multiple=True, type=float, help="ε values of GSGP Thm 3.3 (repeatable; default 1e-3 1e-2 0.1 0.3 0.5).")
+@click.option("--eps", "eps", multiple=True, type=float, help="ε values of GSGP Thm 3.3 (repeatable; default rankbias.theory.THEOREM_3_3_EPS: 1e-3 1e-2 0.1 0.3 0.5).")
 @click.option("--steps", "steps", multiple=True, type=int, help="n of GSGP Lemma 3.2, in steps (repeatable; default all recorded).")
 @click.option("--batches", default=16, show_default=True, help="Random batches for GP Thm 1 and CHEN's batch-gradient norms.")
 @click.option("--records-only", is_flag=True, help="Skip the checks that load the network and compute gradients.")

@@ -29,6 +29,7 @@ from .errors import ConfigError
 LOSSES = ("cross_entropy", "mse_onehot", "mse_scalar")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu")
 NORMS = ("fro", "spectral")
+DEFAULT_EPS = 1e-3  # the rank threshold ε of GSGP (record.eps, and every function that takes an ε)
 
 
 # -- declared checks ----------------------------------------------------------------------------
@@ -302,7 +303,7 @@ class RecordConfig(Section):
     """
 
     every: int = checked(1, Interval(1))
-    eps: float = checked(1e-3, Interval(0, 1, closed="neither"))
+    eps: float = checked(DEFAULT_EPS, Interval(0, 1, closed="neither"))
     norm: Literal[NORMS] = "fro"
     layers: Literal["hidden", "all"] | tuple[str, ...] = "hidden"
     step_norms: int = checked(0, Interval(0))

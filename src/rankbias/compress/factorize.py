@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
+from ..config import DEFAULT_EPS
 from ..errors import ConfigError
 from ..spectra.measures import NORMS, eps_rank, singular_values
 
@@ -40,7 +41,7 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 def compress(
     module: nn.Module,
-    eps: float = 1e-3,
+    eps: float = DEFAULT_EPS,
     norm: str = "fro",
     *,
     input_shape: Sequence[int] | None = None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import NORMS  # the one definition; importable from here too
+from ..config import DEFAULT_EPS, NORMS  # the one definition of each; importable from here too
 from ..errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def spectral_norm(sv):
     return sv.max(-1) if isinstance(sv, np.ndarray) else sv.amax(-1)
 
 
-def eps_rank(sv, eps: float = 1e-3, norm: str = "fro"):
+def eps_rank(sv, eps: float = DEFAULT_EPS, norm: str = "fro"):
     """Number of singular values of the normalized matrix above ``eps`` (GSGP's rank)."""
     if norm not in NORMS:
         raise ConfigError("norm", f"must be one of {NORMS}, got {norm!r}")
@@ -61,7 +61,7 @@ def effective_rank(sv):
     return lib.where(total[..., 0] > 0, value, 0 * value)
 
 
-def rank_measures(sv, eps: float = 1e-3, norm: str = "fro") -> dict:
+def rank_measures(sv, eps: float = DEFAULT_EPS, norm: str = "fro") -> dict:
     """All measures of one stack of singular values, keyed by record column name."""
     return {
         "fro_norm": frobenius_norm(sv),

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .measures import rank_measures, singular_values
+from .measures import DEFAULT_EPS, rank_measures, singular_values
 
 COLUMNS = ["name", "member", "kind", "shape", "m_l", "analysed", "reason", "sv", "fro_norm", "spectral_norm", "eps_rank", "stable_rank", "effective_rank"]
 
@@ -65,7 +65,7 @@ def _reason(owner: nn.Module, name: str) -> str:
     return f"a parameter of {kind} that is not a Linear, convolution or attention weight; not analysed"
 
 
-def module_spectra(module: nn.Module, eps: float = 1e-3, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
+def module_spectra(module: nn.Module, eps: float = DEFAULT_EPS, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
     """One row per weight matrix of ``module`` (and one per skipped parameter); see the module doc."""
     matrices, skipped = weight_matrices(module)
     patches = patch_counts(module, input_shape) if input_shape is not None else {}

@@ -19,9 +19,6 @@ from .gradients import gradient_rank
 from .gsgp import STEP_NORMS_HINT, lemma_3_2, theorem_3_3
 from .live import live_run, random_batches
 
-DEFAULT_EPS = (1e-3, 1e-2, 0.1, 0.3, 0.5)
-
-
 def gradient_rank_at(source: str | Path | RunConfig, samples: int = 32, *, data_root=None, seed: int = 0,
                      rtol: float | None = None, device="cpu") -> pd.DataFrame:
     """:func:`~rankbias.theory.gradient_rank` on ``samples`` random training samples, for the
@@ -50,7 +47,7 @@ def _single_config(path) -> RunConfig:
     return configs[0]
 
 
-def check_run(path: str | Path, *, eps=DEFAULT_EPS, n=None, samples: int = 32, batches: int = 16, data_root=None,
+def check_run(path: str | Path, *, eps=THEOREM_3_3_EPS, n=None, samples: int = 32, batches: int = 16, data_root=None,
               models: bool = True, device="cpu") -> pd.DataFrame:
     """All checks that apply, as one table (the ``rankbias theory`` command).
 
@@ -72,7 +69,7 @@ def check_run(path: str | Path, *, eps=DEFAULT_EPS, n=None, samples: int = 32, b
     return pd.concat([p for p in parts if len(p)], ignore_index=True)
 
 
-def record_checks(results, *, eps=DEFAULT_EPS, n=None) -> pd.DataFrame:
+def record_checks(results, *, eps=THEOREM_3_3_EPS, n=None) -> pd.DataFrame:
     """The checks that read the stored records only (no network, no gradient): GSGP Theorem 3.3
     over ``eps``, Lemma 3.2 (when ``results.step_norms`` has rows; otherwise one row per run
     saying how to record them) and GP's SGD noise, as one table (used by :func:`check_run` and
