@@ -16,7 +16,7 @@ from ._common import table
 from .chen import chen_theorem_2_6
 from .gp import gp_theorem_1, sgd_noise
 from .gradients import gradient_rank
-from .gsgp import STEP_NORMS_HINT, lemma_3_2, theorem_3_3
+from .gsgp import STEP_NORMS_HINT, THEOREM_3_3_EPS, lemma_3_2, theorem_3_3
 from .live import live_run, random_batches
 
 def gradient_rank_at(source: str | Path | RunConfig, samples: int = 32, *, data_root=None, seed: int = 0,
