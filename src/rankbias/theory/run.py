@@ -19,6 +19,7 @@ from .gradients import gradient_rank
 from .gsgp import STEP_NORMS_HINT, THEOREM_3_3_EPS, lemma_3_2, theorem_3_3
 from .live import live_run, random_batches
 
+
 def gradient_rank_at(source: str | Path | RunConfig, samples: int = 32, *, data_root=None, seed: int = 0,
                      rtol: float | None = None, device="cpu") -> pd.DataFrame:
     """:func:`~rankbias.theory.gradient_rank` on ``samples`` random training samples, for the
