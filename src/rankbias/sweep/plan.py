@@ -125,7 +125,7 @@ def plan_sweep(
     configs: list[RunConfig],
     results: Path,
     datasets: dict,
-    sweep: SweepOptions = SweepOptions(),
+    sweep: SweepOptions | None = None,
     *,
     device: torch.device | None = None,
     force: bool = False,
@@ -137,6 +137,7 @@ def plan_sweep(
     ``datasets`` maps a ``config.data`` to its loaded :class:`~rankbias.data.Dataset`.
     """
     device = device if device is not None else torch.device("cpu")
+    sweep = sweep or SweepOptions()
     workers = sweep.jobs
     cap = sweep.memory_cap if sweep.memory_cap is not None else default_memory_cap(device, workers)
     groups: dict[tuple, list[RunConfig]] = {}

@@ -71,7 +71,8 @@ class CohortTrainer:
     TensorFloat-32 (off by default).
     """
 
-    def __init__(self, members: list[Member], data: Dataset, options: EngineOptions = EngineOptions(device="cpu")):
+    def __init__(self, members: list[Member], data: Dataset, options: EngineOptions | None = None):
+        options = options or EngineOptions(device="cpu")
         self.members = list(members)
         self.device = device = options.torch_device
         self.data = data.to(device)
