@@ -139,20 +139,26 @@ def _check_one(config: RunConfig, datasets: dict, data_root) -> None:
     data = datasets[config.data]
     n_train = len(data.x_train)
     if config.train.batch_size > n_train:
-        raise ConfigError("train.batch_size", f"{config.train.batch_size} is larger than the training set ({n_train} samples)")
+        raise ConfigError(
+            "train.batch_size", f"{config.train.batch_size} is larger than the training set ({n_train} samples)"
+        )
     if isinstance(config.record.layers, tuple):
         with torch.device("meta"):
             model = build_model(config.model, 1, data.input_shape, max(data.num_classes, 1))
         known = counted_matrices(model, "all")
         unmatched = [p for p in config.record.layers if not counted_matrices(model, (p,))]
         if unmatched:
-            raise ConfigError("record.layers", f"no weight matrix matches {unmatched[0]!r}; this model has {', '.join(known)}")
+            raise ConfigError(
+                "record.layers", f"no weight matrix matches {unmatched[0]!r}; this model has {', '.join(known)}"
+            )
 
 
 def _result(results: Path, config: RunConfig, reused: bool) -> RunResult:
     store = RunStore(results, config.run_id())
     status = store.status() or {}
-    return RunResult(config.run_id(), store.dir, status.get("state", "missing"), status.get("epoch"), status.get("message"), reused)
+    return RunResult(
+        config.run_id(), store.dir, status.get("state", "missing"), status.get("epoch"), status.get("message"), reused
+    )
 
 
 # -- trained networks --------------------------------------------------------------------------
@@ -179,7 +185,9 @@ def load_model(run: str | Path) -> nn.Module:
 
 
 # -- spectra of any module ---------------------------------------------------------------------
-def spectra(module: nn.Module, *, eps: float = DEFAULT_EPS, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
+def spectra(
+    module: nn.Module, *, eps: float = DEFAULT_EPS, norm: str = "fro", input_shape: tuple[int, ...] | None = None
+) -> pd.DataFrame:
     """Every weight matrix of any ``torch.nn.Module``, one row each (``spectra/modules.py``).
 
     Linear layers as they are, convolutions as ``(out, in·k1·k2)`` matrices (GSGP Sec. 3),
@@ -196,6 +204,9 @@ def spectra(module: nn.Module, *, eps: float = DEFAULT_EPS, norm: str = "fro", i
     from .spectra.modules import module_spectra
 
     if isinstance(module, CohortModel):
-        parts = [module_spectra(module.member_module(r), eps, norm, input_shape).assign(member=r) for r in range(module.members)]
+        parts = [
+            module_spectra(module.member_module(r), eps, norm, input_shape).assign(member=r)
+            for r in range(module.members)
+        ]
         return pd.concat(parts, ignore_index=True)
     return module_spectra(module, eps, norm, input_shape)

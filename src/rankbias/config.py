@@ -208,7 +208,8 @@ class ModelConfig(Section):
             resolve(self)
         except ValueError as exc:
             key, _, message = str(exc).partition(": ")
-            raise ConfigError(f"{prefix}.{key.split('.', 1)[1]}" if key.startswith("model.") else prefix, message) from None
+            where = f"{prefix}.{key.split('.', 1)[1]}" if key.startswith("model.") else prefix
+            raise ConfigError(where, message) from None
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,9 @@ class ScheduleConfig(Section):
             if not self.milestones:
                 raise ConfigError(f"{prefix}.milestones", "multistep needs at least one milestone")
             if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
-                raise ConfigError(f"{prefix}.milestones", f"must be increasing positive epochs, got {list(self.milestones)}")
+                raise ConfigError(
+                    f"{prefix}.milestones", f"must be increasing positive epochs, got {list(self.milestones)}"
+                )
         if self.kind == "step" and self.every < 1:
             raise ConfigError(f"{prefix}.every", f"step schedule needs every >= 1, got {self.every}")
 
@@ -462,7 +465,8 @@ def _sweep_axes(sweep: dict, overridden: list[str], raw: dict) -> list[list[tupl
         elif key == "zip":
             groups = values if isinstance(values, list) else [values]
             for g, group in enumerate(groups):
-                axes.append(_zip_axis(group, f"sweep.zip[{g}]" if isinstance(values, list) else "sweep.zip", overridden))
+                label = f"sweep.zip[{g}]" if isinstance(values, list) else "sweep.zip"
+                axes.append(_zip_axis(group, label, overridden))
         elif key not in overridden:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"sweep.{key}", "must be a non-empty list of values")

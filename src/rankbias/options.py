@@ -103,13 +103,17 @@ class SweepOptions:
                 raise ConfigError(key, f"must be a whole number of at least 1, got {value!r}")
 
 
-def split_options(engine: EngineOptions | None, sweep: SweepOptions | None, options: dict) -> tuple[EngineOptions, SweepOptions]:
+def split_options(
+    engine: EngineOptions | None, sweep: SweepOptions | None, options: dict
+) -> tuple[EngineOptions, SweepOptions]:
     """``engine`` and ``sweep`` with the keyword ``options`` (any field of either) applied."""
     fields = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (EngineOptions, SweepOptions)}
     unknown = set(options) - fields[EngineOptions] - fields[SweepOptions]
     if unknown:
         known = ", ".join(sorted(fields[EngineOptions] | fields[SweepOptions]))
         raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {known}")
-    engine = dataclasses.replace(engine or EngineOptions(), **{k: v for k, v in options.items() if k in fields[EngineOptions]})
-    sweep = dataclasses.replace(sweep or SweepOptions(), **{k: v for k, v in options.items() if k in fields[SweepOptions]})
+    engine_options = {k: v for k, v in options.items() if k in fields[EngineOptions]}
+    sweep_options = {k: v for k, v in options.items() if k in fields[SweepOptions]}
+    engine = dataclasses.replace(engine or EngineOptions(), **engine_options)
+    sweep = dataclasses.replace(sweep or SweepOptions(), **sweep_options)
     return engine, sweep

@@ -10,4 +10,13 @@ See ``docs/compress.md``.
 from .factorize import LAYER_COLUMNS, compress
 from .runs import SUMMARY_COLUMNS, compress_run, evaluate, parse_sweep, read_compressed, smallest
 
-__all__ = ["LAYER_COLUMNS", "SUMMARY_COLUMNS", "compress", "compress_run", "evaluate", "parse_sweep", "read_compressed", "smallest"]
+__all__ = [
+    "LAYER_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "compress",
+    "compress_run",
+    "evaluate",
+    "parse_sweep",
+    "read_compressed",
+    "smallest",
+]

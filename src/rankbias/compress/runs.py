@@ -227,7 +227,8 @@ ACCURACIES = ["test_acc_before", "test_acc_after", "train_acc_before", "train_ac
 def layer_table(path: str | Path, row: pd.Series) -> pd.DataFrame:
     """What happened to each layer of one compressed run at one ε (a row of :func:`compress_run`)."""
     layers = read_compressed(path)[1]
-    layers = layers[(layers["run_id"] == row["run_id"]) & (layers["eps"] == row["eps"]) & (layers["norm"] == row["norm"])]
+    same = (layers["run_id"] == row["run_id"]) & (layers["eps"] == row["eps"]) & (layers["norm"] == row["norm"])
+    layers = layers[same]
     columns = ["name", "kind", "shape", "rank", "params_before", "params_after", "flops_before", "flops_after"]
     return layers[[*columns, "compressed", "reason"]]
 

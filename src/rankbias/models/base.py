@@ -67,7 +67,8 @@ class CohortModel(nn.Module):
 
     def uses_loop(self, device: torch.device) -> bool:
         if self.strategy == "auto":
-            return self.family.loop_on_cpu and device.type == "cpu"  # one member too: a run's arithmetic is its cohort's
+            # one member too: a run's arithmetic is its cohort's
+            return self.family.loop_on_cpu and device.type == "cpu"
         return self.strategy == "loop"
 
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
@@ -129,7 +130,11 @@ class CohortModel(nn.Module):
         with torch.device("meta"):
             plain = self.plain().eval()
         outputs: dict[str, tuple[int, ...]] = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, tuple(o.shape))) for n, m in plain.named_modules() if not list(m.children())]
+        hooks = [
+            m.register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, tuple(o.shape)))
+            for n, m in plain.named_modules()
+            if not list(m.children())
+        ]
         with torch.no_grad():
             plain(torch.empty(1, *self.input_shape, device="meta"))
         for hook in hooks:

@@ -27,7 +27,9 @@ class ConvNet(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         w, bias = spec.width, spec.bias
-        self.stem = nn.ModuleList([layers.conv2d(channels, w, 2, stride=2, bias=bias), layers.conv2d(w, w, 2, stride=2, bias=bias)])
+        self.stem = nn.ModuleList(
+            [layers.conv2d(channels, w, 2, stride=2, bias=bias), layers.conv2d(w, w, 2, stride=2, bias=bias)]
+        )
         self.stem_norms = nn.ModuleList([_bn(layers, spec, w), _bn(layers, spec, w)])
         self.convs = nn.ModuleList(layers.conv2d(w, w, 3, padding=1, bias=bias) for _ in range(spec.depth))
         self.norms = nn.ModuleList(_bn(layers, spec, w) for _ in range(spec.depth))

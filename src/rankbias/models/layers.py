@@ -42,7 +42,9 @@ class PlainLayers:
         zero bias). Only cohort layers initialize: a plain network gets its weights from a member."""
         return nn.Linear(in_features, out_features, bias=bias)
 
-    def conv2d(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = False) -> nn.Module:
+    def conv2d(
+        self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = False
+    ) -> nn.Module:
         return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=bias)
 
     def batchnorm(self, features: int, spatial: bool, detach_var: bool = False) -> nn.Module:
@@ -105,7 +107,9 @@ class DetachedVarBatchNorm(nn.BatchNorm1d):
     def forward(self, x):
         if not self.training:
             return super().forward(x)
-        return _detached_var_batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum, self.eps)
+        return _detached_var_batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum, self.eps
+        )
 
 
 class Dropout(nn.Dropout):
@@ -143,7 +147,7 @@ class CohortLinear(nn.Module):
 
     ``fused_step``: set by ``CohortSGD.fuse``; then the backward applies the optimizer's update to
     ``weight`` itself (``fused_step(g, x)``, the gradient being ``gᵀx``) after computing the input
-    gradient with the old weight, and leaves ``weight.grad`` empty (issue 9's fused update).
+    gradient with the old weight, and leaves ``weight.grad`` empty (the fused update).
     """
 
     fused_step = None
@@ -313,8 +317,13 @@ class CohortDropout(nn.Module):
         if len(self.generators) == 0:
             raise RuntimeError("CohortDropout needs the members' generators (CohortModel.set_generators)")
         members = len(self.generators)
-        shape = (*x.shape[:-1], x.shape[-1] // members) if x.dim() != 4 else (x.shape[0], x.shape[1] // members, *x.shape[2:])
-        keep = torch.stack([torch.rand(shape, generator=g) >= self.p for g in self.generators], dim=-2 if x.dim() != 4 else 1)
+        shape = (
+            (*x.shape[:-1], x.shape[-1] // members)
+            if x.dim() != 4
+            else (x.shape[0], x.shape[1] // members, *x.shape[2:])
+        )
+        draws = [torch.rand(shape, generator=g) >= self.p for g in self.generators]
+        keep = torch.stack(draws, dim=-2 if x.dim() != 4 else 1)
         mask = keep.flatten(-2) if x.dim() != 4 else keep.flatten(1, 2)
         return x * to_device(mask, x.device).to(x.dtype) / (1 - self.p)
 

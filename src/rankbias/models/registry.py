@@ -73,7 +73,12 @@ def parse_template(template: str) -> tuple[str, str, re.Pattern]:
     regex.append(re.escape(literals[-1]))
     sizes = [m[1] for m in _PLACEHOLDER.finditer(template)]
     text = "".join(literals)  # names are matched in lower case: a bug in rankbias otherwise
-    assert set(sizes) <= set(SIZES) and len(set(sizes)) == len(sizes) and text == text.lower() and not set("{}") & set(text), template
+    assert (
+        set(sizes) <= set(SIZES)
+        and len(set(sizes)) == len(sizes)
+        and text == text.lower()
+        and not set("{}") & set(text)
+    ), template
     name = literals[0].rstrip("-") if sizes else template
     return name, "".join(pattern), re.compile("".join(regex))
 
@@ -87,7 +92,10 @@ def register(template: str, paper: str, *, uncounted=(), classifier: str, loop_o
         doc = (build.__doc__ or "").strip().splitlines()
         unknown = set(defaults) - set(OPTIONS)
         assert not unknown, f"{pattern}: unknown option(s) {unknown}"  # a bug in rankbias
-        FAMILIES[name] = Family(name, pattern, regex, build, paper, doc[0] if doc else "", defaults, tuple(uncounted), classifier, loop_on_cpu)
+        description = doc[0] if doc else ""
+        FAMILIES[name] = Family(
+            name, pattern, regex, build, paper, description, defaults, tuple(uncounted), classifier, loop_on_cpu
+        )
         return build
 
     return decorate
@@ -130,7 +138,8 @@ def resolve(config) -> ModelSpec:
 
 
 def _check_options(options: dict) -> None:
-    check_values(ModelConfig, options, "model")  # the ranges and choices declared on ModelConfig's fields (a ValueError)
+    # the ranges and choices declared on ModelConfig's fields (a ValueError)
+    check_values(ModelConfig, options, "model")
 
 
 def is_counted(family: Family, matrix: str) -> bool:
@@ -140,6 +149,12 @@ def is_counted(family: Family, matrix: str) -> bool:
 def list_models() -> list[dict]:
     """Every family: its name pattern, what it is, its paper, its options with their defaults."""
     return [
-        {"pattern": f.pattern, "description": f.description, "paper": f.paper, "options": dict(f.defaults), "not counted": [f.classifier, *f.uncounted]}
+        {
+            "pattern": f.pattern,
+            "description": f.description,
+            "paper": f.paper,
+            "options": dict(f.defaults),
+            "not counted": [f.classifier, *f.uncounted],
+        }
         for f in FAMILIES.values()
     ]

@@ -53,7 +53,8 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.attn = layers.layernorm(dim), Attention(layers, dim, HEADS)
         self.norm2 = layers.layernorm(dim)
-        self.fc1, self.act, self.drop, self.fc2 = layers.linear(dim, mlp_dim, True), activation(act), layers.dropout(dropout), layers.linear(mlp_dim, dim, True)
+        self.fc1, self.act = layers.linear(dim, mlp_dim, True), activation(act)
+        self.drop, self.fc2 = layers.dropout(dropout), layers.linear(mlp_dim, dim, True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -65,11 +66,16 @@ class ViT(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         if height % PATCH or width % PATCH:
-            raise ConfigError("model.name", f"vit needs image sides divisible by {PATCH}, got {height}×{width} (see data.pad / data.resize)")
+            raise ConfigError(
+                "model.name",
+                f"vit needs image sides divisible by {PATCH}, got {height}×{width} (see data.pad / data.resize)",
+            )
         dim, tokens = spec.width, (height // PATCH) * (width // PATCH) + 1
         self.patch_embed = layers.conv2d(channels, dim, PATCH, stride=PATCH, bias=True)
         self.cls_token, self.pos_embed = layers.parameter(1, 1, dim), layers.parameter(1, tokens, dim)
-        self.blocks = nn.Sequential(*(Block(layers, dim, spec.mlp_dim or dim, spec.dropout, spec.activation) for _ in range(DEPTH)))
+        self.blocks = nn.Sequential(
+            *(Block(layers, dim, spec.mlp_dim or dim, spec.dropout, spec.activation) for _ in range(DEPTH))
+        )
         self.norm, self.head = layers.layernorm(dim), layers.linear(dim, n_out, True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +86,8 @@ class ViT(nn.Module):
 
 @register(
     "vit", "Dosovitskiy et al. 2021; GSGP App. B.1",
-    uncounted=("patch_embed",), classifier="head", loop_on_cpu=True, width=512, mlp_dim=None, dropout=0.1, activation="gelu",
+    uncounted=("patch_embed",), classifier="head", loop_on_cpu=True,
+    width=512, mlp_dim=None, dropout=0.1, activation="gelu",
 )
 def vit(layers, spec, input_shape, n_out):
     """ViT: 4×4 patches, 6 pre-norm blocks of 8 heads, MLP Linear→GELU→Dropout(0.1)→Linear."""

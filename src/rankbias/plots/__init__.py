@@ -64,18 +64,42 @@ FIGURES: dict[str, FigureSpec] = {
         "weight-decay": (6, weight_decay_generalization, "CHEN: stable rank, train MSE, test - train against λ"),
         "rank-vs-eps": (7, rank_vs_eps, "average rank against the threshold ε"),
         "spectra-over-training": (8, spectra_over_training, "one matrix's singular values: epoch × index image"),
-        "theorem-3-3": ("theory", "rankbias.theory.figures:theorem_3_3_figure", "GSGP Fig. 18: Thm 3.3's bound and the measured ε-rank against ε",
-                        "rb.theory.theorem_3_3(records); `rankbias theory RESULTS` prints it"),
-        "lemma-3-2": ("theory", "rankbias.theory.figures:lemma_3_2_figure", "GSGP Lemma 3.2: distance to rank ≤ m_l·B·n and its bound against n",
-                      "rb.theory.lemma_3_2(records), with record.step_norms; `rankbias theory RESULTS` prints it"),
-        "batch-gradients": ("theory", "rankbias.theory.figures:batch_gradient_figure", "CHEN Figs. 3/7: batch-gradient norms, Gaussian reference",
-                            "rb.theory.chen_theorem_2_6(run), from the trained network; `rankbias theory RUN` prints it"),
-        "gradient-rank": ("theory", "rankbias.theory.figures:gradient_rank_figure", "GSGP Lemma 3.1 / GP Lemma 2: gradient rank and bound per matrix",
-                          "rb.theory.gradient_rank_at(run, samples), from the network; `rankbias theory --gradient-rank RUN`"),
-        "prediction-4-1": ("theory", "rankbias.theory.figures:prediction_figure", "GSGP Prediction 4.1: each knob's effect, λ = 0 control, verdict",
-                           "rb.theory.prediction_4_1(records); `rankbias theory RESULTS` prints it"),
-        "compression": ("compress", "rankbias.compress.figure:compression_figure", "test accuracy against parameter count over ε",
-                        "rb.read_compressed(results)[0]; `rankbias compress RESULTS` draws it"),
+        "theorem-3-3": (
+            "theory",
+            "rankbias.theory.figures:theorem_3_3_figure",
+            "GSGP Fig. 18: Thm 3.3's bound and the measured ε-rank against ε",
+            "rb.theory.theorem_3_3(records); `rankbias theory RESULTS` prints it",
+        ),
+        "lemma-3-2": (
+            "theory",
+            "rankbias.theory.figures:lemma_3_2_figure",
+            "GSGP Lemma 3.2: distance to rank ≤ m_l·B·n and its bound against n",
+            "rb.theory.lemma_3_2(records), with record.step_norms; `rankbias theory RESULTS` prints it",
+        ),
+        "batch-gradients": (
+            "theory",
+            "rankbias.theory.figures:batch_gradient_figure",
+            "CHEN Figs. 3/7: batch-gradient norms, Gaussian reference",
+            "rb.theory.chen_theorem_2_6(run), from the trained network; `rankbias theory RUN` prints it",
+        ),
+        "gradient-rank": (
+            "theory",
+            "rankbias.theory.figures:gradient_rank_figure",
+            "GSGP Lemma 3.1 / GP Lemma 2: gradient rank and bound per matrix",
+            "rb.theory.gradient_rank_at(run, samples), from the network; `rankbias theory --gradient-rank RUN`",
+        ),
+        "prediction-4-1": (
+            "theory",
+            "rankbias.theory.figures:prediction_figure",
+            "GSGP Prediction 4.1: each knob's effect, λ = 0 control, verdict",
+            "rb.theory.prediction_4_1(records); `rankbias theory RESULTS` prints it",
+        ),
+        "compression": (
+            "compress",
+            "rankbias.compress.figure:compression_figure",
+            "test accuracy against parameter count over ε",
+            "rb.read_compressed(results)[0]; `rankbias compress RESULTS` draws it",
+        ),
     }.items()
 }
 
@@ -89,7 +113,10 @@ def results_figure(name: str) -> Callable:
         raise PlotError(f"unknown figure family {name!r}; one of: {', '.join(drawable)}")
     if figure.table is not None:
         function = f"{figure.function.__module__}.{figure.function.__name__}"
-        raise PlotError(f"{name} is drawn from a table, not from a results folder: in Python, {function}(table) with the table of {figure.table}")
+        raise PlotError(
+            f"{name} is drawn from a table, not from a results folder: "
+            f"in Python, {function}(table) with the table of {figure.table}"
+        )
     return figure.function
 
 

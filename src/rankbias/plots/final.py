@@ -27,12 +27,19 @@ from .select import (
 )
 from .style import CMAP, legend, line_name, line_style, mean_band, new_figure, panel_title, styled
 
-SCALARS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss", "train_loss": "train loss"}
+SCALARS = {
+    "test_acc": "test accuracy",
+    "train_acc": "train accuracy",
+    "test_loss": "test loss",
+    "train_loss": "train loss",
+}
 MEASURES = {"eps_rank": "rank", "stable_rank": "stable rank", "effective_rank": "effective rank"}
 
 
 @styled
-def rank_heatmap(results, x=None, y=None, panel=None, where=None, runs=None, value="avg_rank", epoch=None, eps=None, norm=None) -> Figure:
+def rank_heatmap(
+    results, x=None, y=None, panel=None, where=None, runs=None, value="avg_rank", epoch=None, eps=None, norm=None
+) -> Figure:
     """Family 2: a ``scalars`` column (default the average rank) at the end of training over two
     hyperparameters, every cell annotated (GSGP Fig. 1). One heatmap per value of ``panel``, one
     colour scale for all; a diverged run's cell says so, a missing run's cell is blank. A cell of
@@ -105,7 +112,18 @@ def _pick(values: list, value):
 
 
 @styled
-def layer_ranks(results, vary=None, panel=None, where=None, runs=None, epoch=None, measure="eps_rank", layers="counted", eps=None, norm=None) -> Figure:
+def layer_ranks(
+    results,
+    vary=None,
+    panel=None,
+    where=None,
+    runs=None,
+    epoch=None,
+    measure="eps_rank",
+    layers="counted",
+    eps=None,
+    norm=None,
+) -> Figure:
     """Family 3: each weight matrix's rank against its index in the network, one line per
     ``vary`` value, one panel per ``panel`` value (GP Figs. 6–7: a bottleneck in the middle layers
     of MLP-BN, balanced ranks in residual networks). ``measure``: eps_rank, stable_rank or
@@ -157,7 +175,11 @@ def weight_decay_generalization(results, vary=None, where=None, runs=None, layer
     scalars = at_epoch(sel.results.scalars, epoch).set_index("run_id")
     mse = str(sel.runs["loss"].iloc[0]).startswith("mse")
     loss = "MSE" if mse else "loss"
-    panels = [(f"stable rank of {name}", stable), (f"train {loss}", scalars["train_loss"]), (f"test − train {loss}", scalars["test_loss"] - scalars["train_loss"])]
+    panels = [
+        (f"stable rank of {name}", stable),
+        (f"train {loss}", scalars["train_loss"]),
+        (f"test − train {loss}", scalars["test_loss"] - scalars["train_loss"]),
+    ]
     fig = new_figure(3, 1, (2.8, 2.5))
     axes = fig.subplots(1, 3, squeeze=False)[0]
     values = sel.values("vary")

@@ -23,7 +23,15 @@ from ..conventions import REPLICATE_KEYS, SYMBOLS, symbol
 from ..errors import PlotError
 from ..store.records import Results, subset, varied_keys
 
-PREFERRED = ["train.batch_size", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.name", "data.name", "loss"]
+PREFERRED = [
+    "train.batch_size",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "model.name",
+    "data.name",
+    "loss",
+]
 ALIASES = {"mu": "optimizer.lr", "lambda": "optimizer.weight_decay", "wd": "optimizer.weight_decay"}
 
 
@@ -52,7 +60,9 @@ def resolve_key(runs: pd.DataFrame, name: str) -> str:
     if len(matches) == 1:
         return matches[0]
     varied = ", ".join(varied_keys(runs)) or "nothing"
-    raise PlotError(f"unknown hyperparameter {name!r}: use a config key such as optimizer.lr (these runs vary in: {varied})")
+    raise PlotError(
+        f"unknown hyperparameter {name!r}: use a config key such as optimizer.lr (these runs vary in: {varied})"
+    )
 
 
 def _is_number(value) -> bool:
@@ -150,7 +160,8 @@ def select(results: Results, where: dict | None = None, runs=None, **roles) -> S
         key = resolve_key(results.runs, name)
         table = table[_matches(table[key], wanted)]
         if table.empty:
-            raise PlotError(f"no run with records has {key} = {fmt(wanted)} (values: {', '.join(map(fmt, order_values(results.runs[key])))})")
+            values = ", ".join(map(fmt, order_values(results.runs[key])))
+            raise PlotError(f"no run with records has {key} = {fmt(wanted)} (values: {values})")
     if runs:
         table = table[_matches(table["run_id"], list(runs), prefix=True)]
     if table.empty:
@@ -163,9 +174,10 @@ def select(results: Results, where: dict | None = None, runs=None, **roles) -> S
     if free:
         names = ", ".join(f"{symbol(k)} ({k})" if symbol(k) != k else k for k in free)
         pick = free[0]
+        values = ", ".join(map(fmt, order_values(table[pick])))
         raise PlotError(
             f"the runs also differ in {names}: bind it to a role or pick runs with "
-            f"where={{{pick!r}: ...}} (CLI: --where {pick}=VALUE; values: {', '.join(map(fmt, order_values(table[pick])))})"
+            f"where={{{pick!r}: ...}} (CLI: --where {pick}=VALUE; values: {values})"
         )
     return Selection(subset(results, table["run_id"]), chosen)
 
@@ -189,7 +201,8 @@ def at_epoch(table: pd.DataFrame, epoch: int | None) -> pd.DataFrame:
         return table[table["epoch"] == last]
     rows = table[table["epoch"] == epoch]
     if rows.empty:
-        raise PlotError(f"no record at epoch {epoch} (recorded: {', '.join(map(str, sorted(table['epoch'].unique())))})")
+        recorded = ", ".join(map(str, sorted(table["epoch"].unique())))
+        raise PlotError(f"no record at epoch {epoch} (recorded: {recorded})")
     return rows
 
 

@@ -41,7 +41,9 @@ def _spectra(selection: Selection) -> pd.Series:
 
 
 @styled
-def layer_spectra(results, vary=None, where=None, runs=None, epoch=None, layers="counted", eps=None, norm=None) -> Figure:
+def layer_spectra(
+    results, vary=None, where=None, runs=None, epoch=None, layers="counted", eps=None, norm=None
+) -> Figure:
     """Family 4: each matrix's normalized singular values σ_i/‖W‖, sorted, log scale, one curve
     per ``vary`` value, one panel per matrix; the dashed line is ε, so the rank is the number of
     points above it (GSGP Figs. 16–17; CHEN's spectra of V for small and large λ). Seed
@@ -89,7 +91,9 @@ def layer_spectra(results, vary=None, where=None, runs=None, epoch=None, layers=
     return fig
 
 
-def average_rank_over_eps(selection: Selection, run_id: str, epoch: int, names: list[str], eps_grid: np.ndarray, norm: str) -> np.ndarray:
+def average_rank_over_eps(
+    selection: Selection, run_id: str, epoch: int, names: list[str], eps_grid: np.ndarray, norm: str
+) -> np.ndarray:
     """Mean over the matrices ``names`` of their ε-rank at every ε of ``eps_grid`` (measures.eps_rank)."""
     sv = _spectra(selection)
     ranks = [eps_rank(np.asarray(sv.at[(run_id, epoch, name)]), eps_grid[:, None], norm) for name in names]
@@ -97,7 +101,9 @@ def average_rank_over_eps(selection: Selection, run_id: str, epoch: int, names: 
 
 
 @styled
-def rank_vs_eps(results, vary=None, panel=None, where=None, runs=None, epoch=None, layer=None, norm=None, eps_grid=None) -> Figure:
+def rank_vs_eps(
+    results, vary=None, panel=None, where=None, runs=None, epoch=None, layer=None, norm=None, eps_grid=None
+) -> Figure:
     """Family 7: the average rank (or ``layer``'s rank) against the threshold ε, from the stored
     singular values, one line per run (seed replicates: their mean, with a min–max band), so a
     reader sees how ε changes the answer; the dotted line marks each run's ``record.eps``.
@@ -117,8 +123,15 @@ def rank_vs_eps(results, vary=None, panel=None, where=None, runs=None, epoch=Non
     for ax, (pval, members) in zip(axes, groups):
         marks = set()
         for i, vval, run_ids in sel.replicates(members):
-            ranks = {r: average_rank_over_eps(sel, r, int(final[r]), names, grid, _norm_of(sel, r, norm)) for r in run_ids}
-            mean_band(ax, pd.DataFrame(ranks, index=grid), label=line_name(sel, vval, run_ids), **line_style(i, len(values), len(grid)))
+            ranks = {
+                r: average_rank_over_eps(sel, r, int(final[r]), names, grid, _norm_of(sel, r, norm)) for r in run_ids
+            }
+            mean_band(
+                ax,
+                pd.DataFrame(ranks, index=grid),
+                label=line_name(sel, vval, run_ids),
+                **line_style(i, len(values), len(grid)),
+            )
             marks.update(_eps_of(sel, r, None) for r in run_ids)
         for m in marks:
             ax.axvline(m, color="0.3", linestyle=":", linewidth=1.0)

@@ -99,7 +99,8 @@ def save(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` (format from the suffix: .pdf vector, .png, .svg), without software metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"Software": None} if path.suffix.lower() == ".png" else {"Creator": None} if path.suffix.lower() in (".pdf", ".svg") else None
+    suffix = path.suffix.lower()
+    metadata = {"Software": None} if suffix == ".png" else {"Creator": None} if suffix in (".pdf", ".svg") else None
     with matplotlib.rc_context(STYLE):
         figure.savefig(path, metadata=metadata)
     return path
@@ -111,7 +112,9 @@ def legend(fig: Figure, selection, role: str, extra: list | None = None) -> None
     values = selection.values(role)
     handles = []
     if selection.keys.get(role) is not None:
-        handles = [Line2D([], [], label=selection.label(role, v), **{k: s for k, s in line_style(i, len(values)).items() if k != "markevery"}) for i, v in enumerate(values)]
+        for i, v in enumerate(values):
+            style = {k: s for k, s in line_style(i, len(values)).items() if k != "markevery"}
+            handles.append(Line2D([], [], label=selection.label(role, v), **style))
     figure_legend(fig, selection, handles + (extra or []))
 
 

@@ -54,7 +54,9 @@ def rank_vs_epoch(results, vary=None, panel=None, where=None, runs=None, eps=Non
         if not classify:
             bottom.set_yscale("log")
     axes[0, 0].set_ylabel(f"average rank\n({rank_label(sel, eps, norm)})")
-    axes[1, 0].set_ylabel("accuracy" if classify else ("MSE" if str(sel.runs["loss"].iloc[0]).startswith("mse") else "loss"))
+    axes[1, 0].set_ylabel(
+        "accuracy" if classify else ("MSE" if str(sel.runs["loss"].iloc[0]).startswith("mse") else "loss")
+    )
     kinds = [Line2D([], [], color="0.3", label="train"), Line2D([], [], color="0.3", linestyle="--", label="test")]
     legend(fig, sel, "vary", kinds)
     return fig
@@ -82,7 +84,9 @@ def convergence(results, vary=None, panel=None, where=None, runs=None) -> Figure
         for i, vval, run_ids in sel.replicates(members):
             for r, (column, _, _) in enumerate(rows):
                 table = replicate_table(scalars, run_ids, column)
-                mean_band(axes[r, j], table, label=line_name(sel, vval, run_ids), **line_style(i, len(values), len(table)))
+                mean_band(
+                    axes[r, j], table, label=line_name(sel, vval, run_ids), **line_style(i, len(values), len(table))
+                )
         panel_title(axes[0, j], sel, pval)
         for r, (_, name, log) in enumerate(rows):
             if log:

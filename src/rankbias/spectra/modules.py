@@ -22,10 +22,15 @@ from torch import nn
 
 from .measures import DEFAULT_EPS, rank_measures, singular_values
 
-COLUMNS = ["name", "member", "kind", "shape", "m_l", "analysed", "reason", "sv", "fro_norm", "spectral_norm", "eps_rank", "stable_rank", "effective_rank"]
+COLUMNS = [
+    "name", "member", "kind", "shape", "m_l", "analysed", "reason",
+    "sv", "fro_norm", "spectral_norm", "eps_rank", "stable_rank", "effective_rank",
+]
 
 
-def weight_matrices(module: nn.Module) -> tuple[list[tuple[str, str, nn.Module, torch.Tensor]], list[tuple[str, tuple, str]]]:
+def weight_matrices(
+    module: nn.Module,
+) -> tuple[list[tuple[str, str, nn.Module, torch.Tensor]], list[tuple[str, tuple, str]]]:
     """``(matrices, skipped)``: matrices as (name, kind, layer, matrix); skipped as (name, shape, reason)."""
     matrices, covered = [], set()
     modules = dict(module.named_modules())
@@ -65,7 +70,9 @@ def _reason(owner: nn.Module, name: str) -> str:
     return f"a parameter of {kind} that is not a Linear, convolution or attention weight; not analysed"
 
 
-def module_spectra(module: nn.Module, eps: float = DEFAULT_EPS, norm: str = "fro", input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
+def module_spectra(
+    module: nn.Module, eps: float = DEFAULT_EPS, norm: str = "fro", input_shape: tuple[int, ...] | None = None
+) -> pd.DataFrame:
     """One row per weight matrix of ``module`` (and one per skipped parameter); see the module doc."""
     matrices, skipped = weight_matrices(module)
     patches = patch_counts(module, input_shape) if input_shape is not None else {}
@@ -75,9 +82,11 @@ def module_spectra(module: nn.Module, eps: float = DEFAULT_EPS, norm: str = "fro
         m_l = patches.get(layer_name, 1 if kind == "linear" else float("nan"))
         sv = singular_values(matrix.detach())
         values = {k: float(v) for k, v in rank_measures(sv, eps, norm).items()}
-        rows.append({"name": name, "member": 0, "kind": kind, "shape": tuple(matrix.shape), "m_l": m_l, "analysed": True, "reason": None, "sv": sv.cpu().numpy(), **values})
+        rows.append({"name": name, "member": 0, "kind": kind, "shape": tuple(matrix.shape), "m_l": m_l,
+                     "analysed": True, "reason": None, "sv": sv.cpu().numpy(), **values})
     for name, shape, reason in skipped:
-        rows.append({"name": name, "member": 0, "kind": "skipped", "shape": shape, "m_l": float("nan"), "analysed": False, "reason": reason})
+        rows.append({"name": name, "member": 0, "kind": "skipped", "shape": shape, "m_l": float("nan"),
+                     "analysed": False, "reason": reason})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

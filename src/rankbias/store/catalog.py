@@ -65,7 +65,8 @@ def _read_table(con: duckdb.DuckDBPyConnection, dirs: list[Path], name: str, att
             return None
         try:
             check_files(con, files)
-            return con.sql("select * from read_parquet($files, union_by_name = true)", params={"files": files}).to_arrow_table()
+            query = "select * from read_parquet($files, union_by_name = true)"
+            return con.sql(query, params={"files": files}).to_arrow_table()
         except duckdb.IOException:
             if attempt == attempts - 1 or all(Path(f).exists() for f in files):
                 raise
@@ -94,6 +95,11 @@ def runs_table(dirs: list[Path]) -> pd.DataFrame:
         config, status = store.read_config(), store.status() or {}
         owner = lock_owner(run_dir)
         locked = None if owner is None or owner["stale"] else f"{owner['pid']}@{owner['host']}"
-        row = {"run_id": run_dir.name, "state": status.get("state"), "state_epoch": status.get("epoch"), "message": status.get("message")}
+        row = {
+            "run_id": run_dir.name,
+            "state": status.get("state"),
+            "state_epoch": status.get("epoch"),
+            "message": status.get("message"),
+        }
         rows.append(row | flatten(config.to_dict()) | {"locked_by": locked})
     return pd.DataFrame(rows)

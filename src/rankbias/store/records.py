@@ -40,7 +40,13 @@ class Results:
     step_norms: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
-def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: str | None = None, runs: Iterable[str] | None = None) -> Results:
+def load(
+    path: str | Path = DEFAULT_RESULTS,
+    *,
+    eps: float | None = None,
+    norm: str | None = None,
+    runs: Iterable[str] | None = None,
+) -> Results:
     """Read a run directory or a results directory of many runs (``runs``: only these run ids).
 
     With ``eps`` or ``norm``, the ranks (``layers.eps_rank`` and ``scalars.avg_rank``) are
@@ -60,7 +66,8 @@ def load(path: str | Path = DEFAULT_RESULTS, *, eps: float | None = None, norm: 
 
 
 def as_results(results: Results | str | Path, eps: float | None = None, norm: str | None = None) -> Results:
-    """``results`` as :class:`Results`, with ranks at ``eps``/``norm`` (recomputed by :func:`rerank`), or the records read from a path."""
+    """``results`` as :class:`Results`, with ranks at ``eps``/``norm`` (recomputed by :func:`rerank`), or the
+    records read from a path."""
     if isinstance(results, Results):
         return rerank(results, eps, norm) if eps is not None or norm is not None else results
     return load(results, eps=eps, norm=norm)
@@ -82,8 +89,14 @@ def rerank(results: Results, eps: float | None = None, norm: str | None = None) 
     # the recorded computation's precision: a Python float ε is cast to the spectra's float32,
     # a stored ε (float64 in the runs table) promotes the threshold to float64
     weak = type(eps) is float or type(eps) is int
-    run_eps = np.full(len(layers), eps, dtype=np.float32 if weak else np.float64) if eps is not None else runs["record.eps"].reindex(layers["run_id"]).to_numpy(np.float64)
-    run_norm = np.full(len(layers), norm, dtype=object) if norm is not None else runs["record.norm"].reindex(layers["run_id"]).to_numpy(object)
+    if eps is not None:
+        run_eps = np.full(len(layers), eps, dtype=np.float32 if weak else np.float64)
+    else:
+        run_eps = runs["record.eps"].reindex(layers["run_id"]).to_numpy(np.float64)
+    if norm is not None:
+        run_norm = np.full(len(layers), norm, dtype=object)
+    else:
+        run_norm = runs["record.norm"].reindex(layers["run_id"]).to_numpy(object)
     lengths = sv.map(len).to_numpy()
     ranks = np.zeros(len(layers), dtype=np.int64)
     for length in np.unique(lengths):

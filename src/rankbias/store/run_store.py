@@ -63,7 +63,8 @@ class RunStore:
         return json.loads(path.read_text()) if path.exists() else None
 
     def set_status(self, state: str, epoch: int | None = None, message: str | None = None) -> None:
-        write_text(self.dir / STATUS, json.dumps({"state": state, "epoch": epoch, "message": message, "time": time.time()}))
+        status = {"state": state, "epoch": epoch, "message": message, "time": time.time()}
+        write_text(self.dir / STATUS, json.dumps(status))
 
     def write_config(self, config: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

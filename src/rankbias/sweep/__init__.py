@@ -22,7 +22,17 @@ from .plan import Cohort, Plan, estimate_bytes, plan_sweep
 from .progress import SweepProgress
 from .worker import Task
 
-__all__ = ["EXECUTORS", "Cohort", "Plan", "cores", "default_threads", "estimate_bytes", "execute", "plan_sweep", "plan_table"]
+__all__ = [
+    "EXECUTORS",
+    "Cohort",
+    "Plan",
+    "cores",
+    "default_threads",
+    "estimate_bytes",
+    "execute",
+    "plan_sweep",
+    "plan_table",
+]
 
 
 def default_jobs() -> int:
@@ -82,11 +92,18 @@ def execute(
         # a bar per cohort only when it is the sweep's one cohort, trained here
         cohort_engine = dataclasses.replace(engine, progress=progress and inline and len(plan.cohorts) == 1)
         root = None if data_root is None else str(data_root)
-        tasks = [Task([c.to_dict() for c in cohort.configs], str(results.resolve()), cohort_engine, root, force and first) for cohort in plan.cohorts]
+        tasks = [
+            Task([c.to_dict() for c in cohort.configs], str(results.resolve()), cohort_engine, root, force and first)
+            for cohort in plan.cohorts
+        ]
         if progress:
             kind = "Ray task" if sweep.executor == "ray" else "worker process"
             where = "in this process" if inline else f"on {workers} {kind}(es) at once"
-            print(f"training {len(plan.cohorts)} cohort(s) {where}, {per_job} torch thread(s) each", file=sys.stderr, flush=True)
+            print(
+                f"training {len(plan.cohorts)} cohort(s) {where}, {per_job} torch thread(s) each",
+                file=sys.stderr,
+                flush=True,
+            )
         if inline:
             stream = _with_threads(run_inline(tasks, datasets), per_job)
         elif sweep.executor == "local":
@@ -152,10 +169,20 @@ def plan_table(plan: Plan, configs: list[RunConfig], results: Path) -> pd.DataFr
     for number, cohort in enumerate(plan.cohorts):
         for config in cohort.configs:
             start = f"resume from epoch {cohort.resume_epoch}" if cohort.resume_epoch else "new"
-            rows.append({"cohort": number, "members": len(cohort.configs), "est_MB": round(cohort.bytes / 2**20, 1), "run_id": config.run_id(), "action": start})
+            rows.append(
+                {
+                    "cohort": number,
+                    "members": len(cohort.configs),
+                    "est_MB": round(cohort.bytes / 2**20, 1),
+                    "run_id": config.run_id(),
+                    "action": start,
+                }
+            )
     for config in plan.finished:
         state = (RunStore(results, config.run_id()).status() or {}).get("state")
-        rows.append({"cohort": None, "members": None, "est_MB": None, "run_id": config.run_id(), "action": f"{state}: reused"})
+        rows.append(
+            {"cohort": None, "members": None, "est_MB": None, "run_id": config.run_id(), "action": f"{state}: reused"}
+        )
     table = pd.DataFrame(rows)
     for key in keys:
         table[key] = [flat[r][key] for r in table["run_id"]]

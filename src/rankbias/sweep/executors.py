@@ -64,7 +64,9 @@ def run_ray(tasks: list[Task], address: str | None, threads: int) -> Iterator[tu
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
     try:
         gpu = any(t.engine.device.startswith("cuda") for t in tasks)
-        remote = ray.remote(_ray_cohort).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=RAY_MAX_RETRIES)
+        remote = ray.remote(_ray_cohort).options(
+            num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=RAY_MAX_RETRIES
+        )
         refs = {remote.remote(task, threads): task for task in tasks}
         pending = list(refs)
         try:

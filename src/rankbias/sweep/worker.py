@@ -98,7 +98,10 @@ def _acquire(lock: RunLock, store: RunStore) -> bool:
 
 def _train(members: list[Member], data, engine: EngineOptions) -> None:
     for m in members:
-        _guard_io(lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, engine)), m.store.dir)
+        _guard_io(
+            lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, engine)),
+            m.store.dir,
+        )
     try:
         CohortTrainer(members, data, engine).run()
     except (KeyboardInterrupt, SystemExit):

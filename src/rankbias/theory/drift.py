@@ -34,7 +34,9 @@ def decay_between(run: pd.Series, steps_per_epoch: float, first: int, last: int)
     return per_step * steps_per_epoch * sum(sched.multiplier(e) for e in range(first + 1, last + 1))
 
 
-def norm_drift(results, *, window: float = WINDOW, tolerance: float = TOLERANCE, layer_level: bool = False) -> pd.DataFrame:
+def norm_drift(
+    results, *, window: float = WINDOW, tolerance: float = TOLERANCE, layer_level: bool = False
+) -> pd.DataFrame:
     """One row per run (``layer_level``: per run and counted matrix) with the drift over the last
     ``window`` share of its recorded epochs (at least the last record interval).
 

@@ -58,7 +58,10 @@ def theorem_3_3_figure(table: pd.DataFrame, run_id: str | None = None, counted_o
     ax.set_yscale("log")
     ax.set_xlabel("ε")
     ax.set_ylabel("rank (mean over matrices)")
-    ax.set_title("GSGP Thm 3.3 (Fig. 18): solid bound m_l·B·log(2/ε)/(2μλ),\ndashed measured ε-rank, dotted matrix size")
+    ax.set_title(
+        "GSGP Thm 3.3 (Fig. 18): solid bound m_l·B·log(2/ε)/(2μλ),\n"
+        "dashed measured ε-rank, dotted matrix size"
+    )
     if ax.get_legend_handles_labels()[0]:  # a single run with nothing varied has no label
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
@@ -150,15 +153,16 @@ def prediction_figure(table, min_effect: float = MIN_EFFECT) -> Figure:
     shift = width / 2 if paired else 0.0
     tops = [np.zeros(len(table))]
     treated = "λ > 0 (for λ: all runs)" if paired else "effect"
-    for offset, prefix, color, name in [(-shift, "", colors(1)[0], treated), (shift, "control_", "#999999", "λ = 0 control")][: 1 + paired]:
+    bars = [(-shift, "", colors(1)[0], treated), (shift, "control_", "#999999", "λ = 0 control")]
+    for offset, prefix, color, name in bars[: 1 + paired]:
         effect, low, high = column(prefix + "effect"), column(prefix + "ci_low"), column(prefix + "ci_high")
         drawn = np.isfinite(effect)
         ax.bar(x[drawn] + offset, effect[drawn], width, color=color, label=name)
         bounded = drawn & np.isfinite(low) & np.isfinite(high)
         if bounded.any():
             error = np.vstack([effect[bounded] - low[bounded], high[bounded] - effect[bounded]])
-            ax.errorbar(x[bounded] + offset, effect[bounded], yerr=np.clip(error, 0, None), fmt="none", ecolor="#000000",
-                        elinewidth=0.8, capsize=3)
+            ax.errorbar(x[bounded] + offset, effect[bounded], yerr=np.clip(error, 0, None), fmt="none",
+                        ecolor="#000000", elinewidth=0.8, capsize=3)
         tops.append(np.where(bounded, high, np.where(drawn, effect, 0.0)))
     ax.axhline(0, color="#000000", lw=0.6)
     ax.axhline(min_effect, color="#999999", lw=0.8, ls="--", label=f"minimum effect {min_effect:g} %")

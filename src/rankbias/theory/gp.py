@@ -73,8 +73,9 @@ def gp_theorem_1(run_dir, *, batch_size: int | None = None, batches: int = 16, s
         holds = measured <= bound * (1 + 1e-9) + 1e-12
         if not holds:
             notes.append("VIOLATED: the theorem is an identity, so the gradient or the records are wrong")
-        rows.append({"check": "gp_theorem_1", "run_id": live.run_id, "layer": w.name, "epoch": live.epoch, "param": f"B*={size}",
-                     "measured": measured, "bound": bound, "holds": holds, "trivial": wd == 0 or cap >= smaller or bound >= fro,
+        trivial = wd == 0 or cap >= smaller or bound >= fro
+        rows.append({"check": "gp_theorem_1", "run_id": live.run_id, "layer": w.name, "epoch": live.epoch,
+                     "param": f"B*={size}", "measured": measured, "bound": bound, "holds": holds, "trivial": trivial,
                      "note": "; ".join(notes), "rank_cap": cap, "fro_norm": fro})
     return table(rows)
 
@@ -121,7 +122,8 @@ def sgd_noise(results, *, collapse: float = 1e-2, floor: float = 1e-3) -> pd.Dat
             bound = float(results.scalars[results.scalars["run_id"] == twin].sort_values("epoch")["distance"].iloc[-1])
             against = f"the run without weight decay ({twin})"
         else:
-            twin, bound, against = None, floor * mean_norm, f"{floor:g} × mean ‖W_T‖_F (no run without weight decay to compare)"
+            twin, bound = None, floor * mean_norm
+            against = f"{floor:g} × mean ‖W_T‖_F (no run without weight decay to compare)"
         collapsed = shrink < collapse
         if collapsed:
             note = f"weights collapsed towards zero: mean ‖W_T‖/‖W_0‖ = {shrink:.3g} (Prop. 1: the zero function)"
@@ -129,8 +131,8 @@ def sgd_noise(results, *, collapse: float = 1e-2, floor: float = 1e-3) -> pd.Dat
             note = f"d(W_t+1, W_t) stays away from zero: above {against}"
         else:
             note = f"d(W_t+1, W_t) is not above {against}: SGD may be converging"
-        rows.append(row | {"bound": bound, "holds": collapsed or d > bound, "note": note + f"; d over the last {interval} epoch(s)",
-                           "twin_run_id": twin})
+        rows.append(row | {"bound": bound, "holds": collapsed or d > bound,
+                           "note": note + f"; d over the last {interval} epoch(s)", "twin_run_id": twin})
     return table(rows)
 
 

@@ -75,7 +75,8 @@ def weight_matrices(module: nn.Module, sample: torch.Tensor) -> list[WeightMatri
             param, part = (f"{name}.weight" if name else "weight"), None
             m_l = patches.get(prefix if kind == "attention" else name)
         param = param.removeprefix(".")
-        out.append(WeightMatrix(name, param, tuple(matrix.shape), m_l, kind, getattr(layer, "groups", 1) if kind == "conv" else 1, part))
+        groups = getattr(layer, "groups", 1) if kind == "conv" else 1
+        out.append(WeightMatrix(name, param, tuple(matrix.shape), m_l, kind, groups, part))
     return out
 
 
@@ -103,7 +104,9 @@ def numerical_rank(matrices: torch.Tensor, rtol: float | None = None) -> tuple[n
     return ranks.cpu().numpy(), float(rtol)
 
 
-def per_sample_gradients(module: nn.Module, weights: list[WeightMatrix], x: torch.Tensor, y: torch.Tensor, loss: str, chunk: int = 16) -> dict[str, torch.Tensor]:
+def per_sample_gradients(
+    module: nn.Module, weights: list[WeightMatrix], x: torch.Tensor, y: torch.Tensor, loss: str, chunk: int = 16
+) -> dict[str, torch.Tensor]:
     """``∂ℓ(f(x_i), y_i)/∂W`` for every sample i and weight matrix, in eval mode (batch norm uses
     its running statistics, so samples do not interact): ``{name: (S, out, in)}``.
 
@@ -117,13 +120,21 @@ def per_sample_gradients(module: nn.Module, weights: list[WeightMatrix], x: torc
         out = functional_call(module, {**state, **params}, (xi.unsqueeze(0),))
         return member_losses(loss, out.unsqueeze(0), yi.reshape(1, 1))[0]
 
-    with warnings.catch_warnings():  # vmap falls back to a loop for some kernels (attention on CPU): slower, same values
+    # vmap falls back to a loop for some kernels (attention on CPU): slower, same values
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="There is a performance drop")
         grads = vmap(grad(sample_loss), in_dims=(None, 0, 0), chunk_size=chunk)({n: state[n] for n in names}, x, y)
     return {w.name: as_matrix(w, grads[w.param], batched=True) for w in weights}
 
 
-def batch_gradient(module: nn.Module, weights: list[WeightMatrix], x: torch.Tensor, y: torch.Tensor, loss: str, weight_decay: float = 0.0) -> dict[str, torch.Tensor]:
+def batch_gradient(
+    module: nn.Module,
+    weights: list[WeightMatrix],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str,
+    weight_decay: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """The gradient of the batch's mean loss plus ``(weight_decay/2)·‖W‖²`` (the papers'
     ``L^λ`` with λ = weight_decay/2, so the gradient is ``∇L + weight_decay·W``), in training
     mode (batch norm uses the batch's statistics, as in SGD). ``module`` is not changed: the
@@ -134,7 +145,10 @@ def batch_gradient(module: nn.Module, weights: list[WeightMatrix], x: torch.Tens
     out = module(x)
     value = member_losses(loss, out.unsqueeze(0), y.unsqueeze(0))[0]
     grads = torch.autograd.grad(value, [params[n] for n in names], allow_unused=True)
-    full = {n: (torch.zeros_like(params[n]) if g is None else g) + weight_decay * params[n].detach() for n, g in zip(names, grads)}
+    full = {
+        n: (torch.zeros_like(params[n]) if g is None else g) + weight_decay * params[n].detach()
+        for n, g in zip(names, grads)
+    }
     return {w.name: as_matrix(w, full[w.param]) for w in weights}
 
 
@@ -181,8 +195,8 @@ def gradient_rank(
     used = [w for w in weights if w.m_l is not None]
     grads = per_sample_gradients(module, used, x, y, loss) if used else {}
     for w in weights:
-        row = {"check": "gsgp_lemma_3_1", "run_id": run_id, "layer": w.name, "epoch": epoch, "param": f"{len(x)} samples",
-               "rows": w.shape[0], "cols": w.shape[1], "m_l": w.m_l, "kind": w.kind}
+        row = {"check": "gsgp_lemma_3_1", "run_id": run_id, "layer": w.name, "epoch": epoch,
+               "param": f"{len(x)} samples", "rows": w.shape[0], "cols": w.shape[1], "m_l": w.m_l, "kind": w.kind}
         if w.m_l is None:
             rows.append(row | {"note": "not called in the forward pass: no gradient to check"})
             continue

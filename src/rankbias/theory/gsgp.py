@@ -23,7 +23,9 @@ from ..spectra.measures import eps_rank
 from ._common import approximate_rank, decay_factor, last_epoch, run_row, schedule, table, tail_distance
 
 THEOREM_3_3_EPS = (1e-3, 1e-2, 0.1, 0.3, 0.5)  # the ε of Thm 3.3 checked by default (GSGP Fig. 18)
-STEP_NORMS_HINT = "train with record.step_norms=k (k > 0) to record ‖W‖_F after each of the last k steps of each recorded epoch"
+STEP_NORMS_HINT = (
+    "train with record.step_norms=k (k > 0) to record ‖W‖_F after each of the last k steps of each recorded epoch"
+)
 
 
 def lemma_3_2(results, n=None, *, step_norms: pd.DataFrame | None = None, atol: float = 1e-5) -> pd.DataFrame:
@@ -60,9 +62,12 @@ def lemma_3_2(results, n=None, *, step_norms: pd.DataFrame | None = None, atol: 
         T = int(by_step.index.max())
         recorded_step = int(scalars.at[(run_id, epoch), "step"])
         if T != recorded_step:
-            raise RecordsError(f"run {run_id} epoch {epoch}: step norms end at step {T}, the record is at step {recorded_step}")
+            raise RecordsError(
+                f"run {run_id} epoch {epoch}: step norms end at step {T}, the record is at step {recorded_step}"
+            )
         lr_at = _lr_per_update(run, T, int(epoch), float(scalars.at[(run_id, epoch), "lr"]))
-        wd, batch, momentum = float(run["optimizer.weight_decay"]), int(run["train.batch_size"]), float(run["optimizer.momentum"])
+        wd, batch = float(run["optimizer.weight_decay"]), int(run["train.batch_size"])
+        momentum = float(run["optimizer.momentum"])
         available = [T - int(s) for s in by_step.index if s < T]
         for steps in sorted(available) if wanted is None else [v for v in wanted if v in available]:
             factor = math.prod(1 - decay_factor(lr_at(s), wd) for s in range(T - steps + 1, T + 1))
@@ -71,7 +76,8 @@ def lemma_3_2(results, n=None, *, step_norms: pd.DataFrame | None = None, atol: 
                 cap = int(info["m_l"]) * batch * steps
                 measured = tail_distance(spectra.loc[(run_id, epoch, layer)], cap)
                 bound = factor * by_step.at[T - steps, layer] / by_step.at[T, layer]
-                rows.append(_lemma_row(run_id, layer, int(epoch), steps, cap, int(min(info["rows"], info["cols"])), measured, bound, momentum, atol))
+                smaller = int(min(info["rows"], info["cols"]))
+                rows.append(_lemma_row(run_id, layer, int(epoch), steps, cap, smaller, measured, bound, momentum, atol))
     if not rows:
         asked = "" if wanted is None else f" for n={wanted}"
         raise RecordsError(f"no epoch has step norms{asked} (n ≤ record.step_norms of the run): {STEP_NORMS_HINT}")
@@ -105,7 +111,10 @@ def _lr_per_update(run: pd.Series, T: int, epoch: int, recorded_lr: float):
     per_epoch = T // epoch
     sched, lr0 = schedule(run), float(run["optimizer.lr"])
     if not math.isclose(lr0 * sched.multiplier(epoch), recorded_lr, rel_tol=1e-5):
-        raise RecordsError(f"run {run['run_id']} epoch {epoch}: recorded lr {recorded_lr} differs from its schedule's {lr0 * sched.multiplier(epoch)}")
+        raise RecordsError(
+            f"run {run['run_id']} epoch {epoch}: recorded lr {recorded_lr} "
+            f"differs from its schedule's {lr0 * sched.multiplier(epoch)}"
+        )
     return lambda s: lr0 * sched.multiplier((s - 1) // per_epoch + 1)
 
 
@@ -117,13 +126,14 @@ def theorem_3_3(results, eps=THEOREM_3_3_EPS, *, epoch: int | None = None) -> pd
     ε/2), with μ_t the schedule's learning rate in force at each of those steps. At a constant
     rate this is the theorem's m_l·B·log(2/ε)/(2μλ); after a decay it uses the rates that were in
     force, not the last decayed value. ``lr_in_force``: the mean μ_t over the n_ε steps. When the
-    whole training does not reach log(2/ε) the bound is infinite (trivial). ``measured``: the ε-rank (singular values of W/‖W‖_F above ε, as in
-    GSGP Fig. 18); ``approx_rank``: the smallest rank within Frobenius distance ε of W/‖W‖_F,
-    the quantity the theorem bounds (≥ the ε-rank). ``holds``: measured ≤ bound. ``norm_ratio``:
-    the theorem's assumption ‖W_{T−1}‖/‖W_T‖ → 1, from the step norms when recorded (one
-    step), else from the records (``record.every`` epochs apart; ``ratio_over`` says which).
-    The theorem is asymptotic in T and for plain SGD: a failure at finite T or with momentum is
-    not a bug. ``trivial``: bound ≥ the smaller dimension (or no weight decay: bound = ∞).
+    whole training does not reach log(2/ε) the bound is infinite (trivial). ``measured``: the
+    ε-rank (singular values of W/‖W‖_F above ε, as in GSGP Fig. 18); ``approx_rank``: the
+    smallest rank within Frobenius distance ε of W/‖W‖_F, the quantity the theorem bounds (≥ the
+    ε-rank). ``holds``: measured ≤ bound. ``norm_ratio``: the theorem's assumption
+    ‖W_{T−1}‖/‖W_T‖ → 1, from the step norms when recorded (one step), else from the records
+    (``record.every`` epochs apart; ``ratio_over`` says which). The theorem is asymptotic in T
+    and for plain SGD: a failure at finite T or with momentum is not a bug. ``trivial``: bound ≥
+    the smaller dimension (or no weight decay: bound = ∞).
     """
     eps_values = sorted(float(e) for e in np.atleast_1d(eps))
     if any(not 0 < e < 1 for e in eps_values):
@@ -141,11 +151,15 @@ def theorem_3_3(results, eps=THEOREM_3_3_EPS, *, epoch: int | None = None) -> pd
             raise RecordsError(f"run {run_id} has no record at epoch {at}")
         lr = float(results.scalars.set_index(["run_id", "epoch"]).at[(run_id, at), "lr"])
         steps_per_epoch = float(results.scalars.set_index(["run_id", "epoch"]).at[(run_id, at), "step"]) / max(at, 1)
-        wd, batch, momentum = float(run["optimizer.weight_decay"]), int(run["train.batch_size"]), float(run["optimizer.momentum"])
+        wd, batch = float(run["optimizer.weight_decay"]), int(run["train.batch_size"])
+        momentum = float(run["optimizer.momentum"])
         ratios = _step_ratios(step_norms, run_id, at)
         for info in layers.itertuples():
             sv = np.asarray(spectra.loc[(run_id, at, info.layer)])
-            ratio, over = (ratios[info.layer], "1 step") if info.layer in ratios else (info.norm_ratio, f"records (every {int(run['record.every'])} epochs)")
+            if info.layer in ratios:
+                ratio, over = ratios[info.layer], "1 step"
+            else:
+                ratio, over = info.norm_ratio, f"records (every {int(run['record.every'])} epochs)"
             for e in eps_values:
                 steps = steps_to_decay(run, at, steps_per_epoch, math.log(2 / e))  # inf without weight decay
                 bound = info.m_l * batch * steps
@@ -164,11 +178,13 @@ def theorem_3_3(results, eps=THEOREM_3_3_EPS, *, epoch: int | None = None) -> pd
                     notes.append("μλ ≥ 0.5: outside the theorem's premise")
                 if measured > bound:
                     notes.append("fails at this T (the theorem holds for sufficiently large T)")
-                rows.append({"check": "gsgp_theorem_3_3", "run_id": run_id, "layer": info.layer, "epoch": at, "param": f"eps={e:g}",
-                             "measured": measured, "bound": bound, "holds": measured <= bound, "trivial": bound >= smaller,
-                             "note": "; ".join(notes), "eps": e, "approx_rank": approximate_rank(sv, e), "norm_ratio": ratio,
-                             "ratio_over": over, "counted": bool(info.counted), "smaller_dim": smaller, "steps": steps,
-                             "lr_in_force": math.log(2 / e) / (steps * wd) if wd > 0 and math.isfinite(steps) else math.nan})
+                lr_in_force = math.log(2 / e) / (steps * wd) if wd > 0 and math.isfinite(steps) else math.nan
+                rows.append({"check": "gsgp_theorem_3_3", "run_id": run_id, "layer": info.layer, "epoch": at,
+                             "param": f"eps={e:g}", "measured": measured, "bound": bound, "holds": measured <= bound,
+                             "trivial": bound >= smaller, "note": "; ".join(notes), "eps": e,
+                             "approx_rank": approximate_rank(sv, e), "norm_ratio": ratio, "ratio_over": over,
+                             "counted": bool(info.counted), "smaller_dim": smaller, "steps": steps,
+                             "lr_in_force": lr_in_force})
     return table(rows)
 
 

@@ -28,7 +28,8 @@ from .trend import TrendTest, bootstrap_mean, sign_flip_p, trend_test
 KNOBS = {"train.batch_size": "smaller", "optimizer.lr": "larger", "optimizer.weight_decay": "larger"}
 WD = "optimizer.weight_decay"
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
-WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH = "holds without weight decay", "not applicable", "uninformative", "not enough runs"
+WITHOUT_WD, NOT_APPLICABLE = "holds without weight decay", "not applicable"
+UNINFORMATIVE, NOT_ENOUGH = "uninformative", "not enough runs"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, WITHOUT_WD, NOT_APPLICABLE, UNINFORMATIVE, NOT_ENOUGH)
 ALPHA = 0.05  # significance level of every test
 MIN_EFFECT = 2.0  # % of the full rank the effect's whole interval must clear
@@ -56,7 +57,8 @@ def prediction_4_1(results, *, min_effect: float = MIN_EFFECT, rng: int = 0) -> 
     rows, blocks = [], []
     for knob in [k for k in KNOBS if k in varied_keys(runs)]:
         verdict, why, table, tests = trend_verdict(runs, knob, convergence, min_effect, rng)
-        rows.append({"knob": knob, "symbol": symbol(knob), "verdict": verdict, "why": why, **(tests[0] if tests else {})})
+        first_test = tests[0] if tests else {}
+        rows.append({"knob": knob, "symbol": symbol(knob), "verdict": verdict, "why": why, **first_test})
         blocks.append(table)
     tests = pd.DataFrame(rows).drop(columns=["test"], errors="ignore")
     return Prediction(tests, pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame())
@@ -67,7 +69,8 @@ def final_values(results, measure: str = "avg_rank") -> pd.DataFrame:
     ``stable_rank`` of the first counted matrix: CHEN's V) and ``full`` (the value's full scale:
     the mean smaller dimension of the counted matrices, or V's)."""
     layers = results.layers[results.layers["counted"]]
-    last = layers[layers["epoch"] == layers.groupby("run_id")["epoch"].transform("max")].sort_values(["run_id", "index"])
+    final_epoch = layers.groupby("run_id")["epoch"].transform("max")
+    last = layers[layers["epoch"] == final_epoch].sort_values(["run_id", "index"])
     smaller = np.minimum(last["rows"], last["cols"])
     if measure == "avg_rank":
         value = results.scalars.sort_values("epoch").groupby("run_id")["avg_rank"].last()
@@ -110,7 +113,8 @@ def trend_verdict(runs: pd.DataFrame, knob: str, convergence: pd.DataFrame, min_
     decays = runs[WD].astype(float)
     treated = runs[decays > 0] if knob != WD else runs
     if knob != WD and treated.empty:
-        return NOT_APPLICABLE, "every run has λ = 0: the papers' B and μ effects come from weight decay", pd.DataFrame(), []
+        why = "every run has λ = 0: the papers' B and μ effects come from weight decay"
+        return NOT_APPLICABLE, why, pd.DataFrame(), []
     test = trend_test(_blocked(treated, knob), knob, direction, blocks=("block", "pair"), rng=rng)
     if test.n_blocks == 0:
         return NOT_ENOUGH, f"no block of runs with two or more values of {knob}", pd.DataFrame(), []
@@ -145,13 +149,16 @@ def _difference(test: TrendTest, control: TrendTest, rng: int) -> dict:
     per_seed = differences.groupby(paired["seed"]).mean()
     low, high = bootstrap_mean(per_seed.to_numpy(), rng)
     return {"control_effect": control.effect, "control_ci_low": control.ci[0], "control_ci_high": control.ci[1],
-            "difference": float(per_seed.mean()), "difference_p": p, "difference_ci_low": low, "difference_ci_high": high}
+            "difference": float(per_seed.mean()), "difference_p": p,
+            "difference_ci_low": low, "difference_ci_high": high}
 
 
 def _decide(test: TrendTest, numbers: dict, control, knob: str, min_effect: float, stopped: int, runs: int):
     effect = f"effect {test.effect:.1f} % of the full rank [{test.ci[0]:.1f}, {test.ci[1]:.1f}], p = {test.p:.3g}"
     if stopped:
-        return INCONCLUSIVE, f"not converged: {stopped} of {runs} runs with λ > 0 have not reached the norm equilibrium ({effect})"
+        return INCONCLUSIVE, (
+            f"not converged: {stopped} of {runs} runs with λ > 0 have not reached the norm equilibrium ({effect})"
+        )
     if test.p_opposite <= ALPHA:
         return FAILS, f"the rank goes significantly the other way (p = {test.p_opposite:.3g}; {effect})"
     if len(test.seeds) < 2:
@@ -159,7 +166,10 @@ def _decide(test: TrendTest, numbers: dict, control, knob: str, min_effect: floa
     if test.ci[1] < min_effect:
         return FAILS, f"the whole interval lies below the minimum effect of {min_effect:g} % ({effect})"
     if test.p > ALPHA or test.ci[0] <= min_effect:
-        reason = f"p > {ALPHA}" if test.p > ALPHA else f"the interval reaches below the minimum effect of {min_effect:g} %"
+        if test.p > ALPHA:
+            reason = f"p > {ALPHA}"
+        else:
+            reason = f"the interval reaches below the minimum effect of {min_effect:g} %"
         return INCONCLUSIVE, f"{reason} ({effect})"
     if knob == WD:
         return HOLDS, f"the rank falls as λ grows: {effect}"
@@ -167,9 +177,9 @@ def _decide(test: TrendTest, numbers: dict, control, knob: str, min_effect: floa
         return INCONCLUSIVE, f"no λ = 0 control runs to compare with ({effect})"
     low, p_difference = numbers["difference_ci_low"], numbers["difference_p"]
     if not (low > min_effect and p_difference <= ALPHA):
-        return WITHOUT_WD, (f"the trend is not clearly larger than without weight decay: control effect {control.effect:.1f} % "
-                            f"[{control.ci[0]:.1f}, {control.ci[1]:.1f}], difference {numbers['difference']:.1f} from {low:.1f}, "
-                            f"p = {p_difference:.3g} ({effect})")
+        return WITHOUT_WD, (f"the trend is not clearly larger than without weight decay: "
+                            f"control effect {control.effect:.1f} % [{control.ci[0]:.1f}, {control.ci[1]:.1f}], "
+                            f"difference {numbers['difference']:.1f} from {low:.1f}, p = {p_difference:.3g} ({effect})")
     return HOLDS, (f"{effect}; larger than without weight decay by {numbers['difference']:.1f} [{low:.1f}, "
                    f"{numbers['difference_ci_high']:.1f}], p = {p_difference:.3g} (control {control.effect:.1f} %)")
 

@@ -32,13 +32,15 @@ def gradient_rank_at(source: str | Path | RunConfig, samples: int = 32, *, data_
     else:
         config = source if isinstance(source, RunConfig) else _single_config(source)
         data = load_dataset(config.data, data_root)
-        model = plain_model(config.model, data.input_shape, output_size(config.loss, data.num_classes), seed=config.train.seed)
+        n_out = output_size(config.loss, data.num_classes)
+        model = plain_model(config.model, data.input_shape, n_out, seed=config.train.seed)
         run_id, epoch = config.run_id(), 0
     if samples < 1:
         raise ConfigError("samples", f"must be at least 1, got {samples}")
     (index,) = random_batches(len(data.x_train), min(samples, len(data.x_train)), 1, seed)
     return gradient_rank(model, data.x_train[index], data.y_train[index], config.loss,
-                         batch_size=min(config.train.batch_size, len(index)), rtol=rtol, device=device, run_id=run_id, epoch=epoch)
+                         batch_size=min(config.train.batch_size, len(index)), rtol=rtol, device=device,
+                         run_id=run_id, epoch=epoch)
 
 
 def _single_config(path) -> RunConfig:
@@ -80,6 +82,10 @@ def record_checks(results, *, eps=THEOREM_3_3_EPS, n=None) -> pd.DataFrame:
     if step_norms is not None and len(step_norms):
         parts.append(lemma_3_2(results, n))
     else:
-        parts.append(table([{"check": "gsgp_lemma_3_2", "run_id": r, "note": f"not recorded: {STEP_NORMS_HINT}"} for r in results.runs["run_id"]]))
+        not_recorded = [
+            {"check": "gsgp_lemma_3_2", "run_id": r, "note": f"not recorded: {STEP_NORMS_HINT}"}
+            for r in results.runs["run_id"]
+        ]
+        parts.append(table(not_recorded))
     parts.append(sgd_noise(results))
     return pd.concat([p for p in parts if len(p)], ignore_index=True)

@@ -148,6 +148,15 @@ def sign_flip_p(values: np.ndarray, rng: int = 0) -> tuple[float, float]:
     values = np.asarray(values, dtype=float)
     if len(values) < 2 or not np.any(values):
         return 1.0, 1.0
-    result = [stats.permutation_test((values,), np.mean, permutation_type="samples", alternative=side, n_resamples=4096,
-                                     rng=np.random.default_rng(rng)).pvalue for side in ("greater", "less")]  # fmt: skip
+    result = [
+        stats.permutation_test(
+            (values,),
+            np.mean,
+            permutation_type="samples",
+            alternative=side,
+            n_resamples=4096,
+            rng=np.random.default_rng(rng),
+        ).pvalue
+        for side in ("greater", "less")
+    ]
     return float(result[0]), float(result[1])

@@ -1,4 +1,4 @@
-"""One training step captured in a CUDA graph and replayed (issue 9, the GPU path).
+"""One training step captured in a CUDA graph and replayed (the GPU path).
 
 A cohort step launches hundreds of small kernels; on a GPU their launch costs more than their
 work. :class:`GraphedStep` records the step once (``torch.cuda.graph``) and replays it, the

@@ -118,7 +118,8 @@ class CohortTrainer:
         bar = _progress_bar(cfg.train.epochs, self.epoch, len(self.members), self.progress)
         while self.epoch < cfg.train.epochs and self.members:
             self.epoch += 1
-            self.optimizer.set_lr([m.config.optimizer.lr * m.config.schedule.multiplier(self.epoch) for m in self.members])
+            lrs = [m.config.optimizer.lr * m.config.schedule.multiplier(self.epoch) for m in self.members]
+            self.optimizer.set_lr(lrs)
             start = time.perf_counter()
             recorded = self.epoch % cfg.record.every == 0 or self.epoch == cfg.train.epochs
             batch_loss = self._train_epoch(cfg.record.step_norms if recorded else 0)
@@ -260,7 +261,11 @@ class CohortTrainer:
             "batch_loss": batch_loss.cpu() if batch_loss is not None else torch.full((members,), float("nan")),
             "lr": self.optimizer.lr.cpu(),
         }
-        seconds = {"epoch_seconds": epoch_seconds, "spectra_seconds": spectra_seconds, "record_seconds": _elapsed(start, self.device)}
+        seconds = {
+            "epoch_seconds": epoch_seconds,
+            "spectra_seconds": spectra_seconds,
+            "record_seconds": _elapsed(start, self.device),
+        }
         for r, member in enumerate(self.members):
             tables = self._tables(r, member, scalars, per_layer, spectra_cpu, seconds)
             if cfg.record.step_norms:
@@ -297,8 +302,14 @@ class CohortTrainer:
                     **{k: (int(v[r]) if k == "eps_rank" else float(v[r])) for k, v in values.items()},
                 }
             )
-        spectra_rows = [{"run_id": run_id, "epoch": epoch, "layer": i.name, "sv": spectra[i.name][r].numpy()} for i in self.infos]
-        return {"scalars": table("scalars", [row]), "layers": table("layers", layer_rows), "spectra": table("spectra", spectra_rows)}
+        spectra_rows = [
+            {"run_id": run_id, "epoch": epoch, "layer": i.name, "sv": spectra[i.name][r].numpy()} for i in self.infos
+        ]
+        return {
+            "scalars": table("scalars", [row]),
+            "layers": table("layers", layer_rows),
+            "spectra": table("spectra", spectra_rows),
+        }
 
     def _step_norm_table(self, r: int, run_id: str, step_norms: list[tuple[int, torch.Tensor]]) -> pa.Table:
         """``record.step_norms``: one row per kept step and weight matrix (GSGP Lemma 3.2's ‖W_t‖)."""

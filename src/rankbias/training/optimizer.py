@@ -9,7 +9,7 @@ The update is PyTorch's ``torch.optim.SGD`` (dampening 0), per member r::
 
 ``lr`` is set every epoch from the member's schedule (:meth:`set_lr`).
 
-**Fused update** (:meth:`fuse`, issue 9): a layer whose weight gradient is a batched product
+**Fused update** (:meth:`fuse`): a layer whose weight gradient is a batched product
 ``G = gᵀx`` (``CohortLinear``) may apply the update above inside its backward, after it has
 computed its input gradient with the old ``W``, without ever materializing ``G``; per member::
 
@@ -82,7 +82,8 @@ class CohortSGD:
         """Per member, shaped ``(R, 1, 1)``, in the parameter's dtype: (−lr·ν·wd or −lr·wd without
         momentum, momentum, weight decay, −lr·buf_coef, −lr·ν or −lr without momentum)."""
         if dtype not in self._fused_factors:
-            lr, wd, mom, nesterov = (v.to(dtype).view(-1, 1, 1) for v in (self.lr, self.weight_decay, self.momentum, self.nesterov))
+            hyperparameters = (self.lr, self.weight_decay, self.momentum, self.nesterov)
+            lr, wd, mom, nesterov = (v.to(dtype).view(-1, 1, 1) for v in hyperparameters)
             if not self.use_momentum:
                 factors = (-lr * wd, mom, wd, None, -lr)
             else:
