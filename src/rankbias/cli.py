@@ -40,21 +40,69 @@ def main() -> None:
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1)
-@click.option("--results", default="results", show_default=True, type=click.Path(path_type=Path), help="Results directory.")
+@click.option(
+    "--results", default="results", show_default=True, type=click.Path(path_type=Path), help="Results directory."
+)
 @click.option("--force", is_flag=True, help="Retrain runs whose results are already stored.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the sweep's progress (a bar on a terminal, log lines otherwise).")
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Show the sweep's progress (a bar on a terminal, log lines otherwise).",
+)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads of each training process, this one included (default 1: see docs/sweeps.md).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Worker processes on this machine, or Ray tasks.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Torch threads of each training process, this one included (default 1: see docs/sweeps.md).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Worker processes on this machine, or Ray tasks.",
+)
 @click.option("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray).")
-@click.option("--max-cohort", type=click.IntRange(min=1), default=64, show_default=True, help="Most runs trained together as one model.")
-@click.option("--memory-cap", type=click.FloatRange(min=0, min_open=True), help="MiB one cohort may use (default: free GPU memory, or half the RAM shared by the workers).")
+@click.option(
+    "--max-cohort",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Most runs trained together as one model.",
+)
+@click.option(
+    "--memory-cap",
+    type=click.FloatRange(min=0, min_open=True),
+    help="MiB one cohort may use (default: free GPU memory, or half the RAM shared by the workers).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the runs and their cohorts; train nothing.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed cohort.")
-@click.option("--tf32", is_flag=True, help="On a GPU, let float32 matrix products use TensorFloat-32 (faster; small singular values become noise).")
-def run(config, overrides, results, force, device, data_dir, progress, jobs, threads, executor, address, max_cohort, memory_cap, dry_run, fail_fast, tf32) -> None:
+@click.option(
+    "--tf32",
+    is_flag=True,
+    help="On a GPU, let float32 matrix products use TensorFloat-32 (faster; small singular values become noise).",
+)
+def run(
+    config,
+    overrides,
+    results,
+    force,
+    device,
+    data_dir,
+    progress,
+    jobs,
+    threads,
+    executor,
+    address,
+    max_cohort,
+    memory_cap,
+    dry_run,
+    fail_fast,
+    tf32,
+) -> None:
     """Train the run(s) of CONFIG (a YAML file, optionally with a sweep block).
 
     OVERRIDES are dotted.key=value pairs, e.g. optimizer.lr=0.05 train.batch_size=8.
@@ -100,7 +148,10 @@ def show(run_dir, eps, norm) -> None:
     """Print a run's table: epoch, losses, accuracies, average rank, per-layer ranks."""
     records = load(run_dir, eps=eps, norm=norm)
     row = records.runs.iloc[0]
-    click.echo(f"run {row['run_id']}: {row['state']} at epoch {row['state_epoch']}  ({row['model.name']}, {row['data.name']})")
+    click.echo(
+        f"run {row['run_id']}: {row['state']} at epoch {row['state_epoch']}  "
+        f"({row['model.name']}, {row['data.name']})"
+    )
     if row["message"]:
         click.echo(f"  {row['message']}")
     _print(epoch_table(records, row["run_id"]))
@@ -130,12 +181,17 @@ def models() -> None:
     for family in list_models():
         options = ", ".join(f"{k}={v}" for k, v in family["options"].items()) or "none"
         click.echo(f"{family['pattern']:<12} {family['description']}")
-        click.echo(f"{'':<12} paper: {family['paper']}; options: {options}; not counted: {', '.join(family['not counted'])}")
+        not_counted = ", ".join(family["not counted"])
+        click.echo(f"{'':<12} paper: {family['paper']}; options: {options}; not counted: {not_counted}")
 
 
 @main.command()
 @click.argument("results", default="results", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="A .html file, or a directory: DIR/report.html + DIR/figures/*.png, *.pdf (default RESULTS/report.html).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="A .html file, or a directory: DIR/report.html + DIR/figures/*.png, *.pdf (default RESULTS/report.html).",
+)
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
 @click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank (default: each run's record.norm).")
 def report(results, out, eps, norm) -> None:
@@ -188,14 +244,40 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
 
 @main.command()
 @click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--gradient-rank", "gradient_source", type=click.Path(exists=True, path_type=Path),
-              help="Only the per-sample gradient ranks, of a config's network at initialization (YAML) or of a stored run.")
+@click.option(
+    "--gradient-rank",
+    "gradient_source",
+    type=click.Path(exists=True, path_type=Path),
+    help="Only the per-sample gradient ranks, of a config's network at initialization (YAML) or of a stored run.",
+)
 @click.option("--samples", default=32, show_default=True, help="Training samples for the gradient ranks.")
-@click.option("--eps", "eps", multiple=True, type=float, help="ε values of GSGP Thm 3.3 (repeatable; default rankbias.theory.THEOREM_3_3_EPS: 1e-3 1e-2 0.1 0.3 0.5).")
-@click.option("--steps", "steps", multiple=True, type=int, help="n of GSGP Lemma 3.2, in steps (repeatable; default all recorded).")
-@click.option("--batches", default=16, show_default=True, help="Random batches for GP Thm 1 and CHEN's batch-gradient norms.")
+@click.option(
+    "--eps",
+    "eps",
+    multiple=True,
+    type=float,
+    help="ε values of GSGP Thm 3.3 (repeatable; default rankbias.theory.THEOREM_3_3_EPS: 1e-3 1e-2 0.1 0.3 0.5).",
+)
+@click.option(
+    "--steps",
+    "steps",
+    multiple=True,
+    type=int,
+    help="n of GSGP Lemma 3.2, in steps (repeatable; default all recorded).",
+)
+@click.option(
+    "--batches",
+    default=16,
+    show_default=True,
+    help="Random batches for GP Thm 1 and CHEN's batch-gradient norms.",
+)
 @click.option("--records-only", is_flag=True, help="Skip the checks that load the network and compute gradients.")
-@click.option("--device", default="auto", show_default=True, help="Where gradients are computed: cpu, cuda, cuda:1 ... or auto.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where gradients are computed: cpu, cuda, cuda:1 ... or auto.",
+)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
 def theory(path, gradient_source, samples, eps, steps, batches, records_only, device, data_dir) -> None:
     """The papers' lemmas and bounds checked on PATH (a run, or a results directory of runs).
@@ -212,8 +294,16 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
     if gradient_source is not None:
         table = th.gradient_rank_at(gradient_source, samples, data_root=data_dir, device=device)
     else:
-        table = th.check_run(path, eps=eps or th.THEOREM_3_3_EPS, n=list(steps) or None, samples=samples,
-                             batches=batches, data_root=data_dir, models=not records_only, device=device)
+        table = th.check_run(
+            path,
+            eps=eps or th.THEOREM_3_3_EPS,
+            n=list(steps) or None,
+            samples=samples,
+            batches=batches,
+            data_root=data_dir,
+            models=not records_only,
+            device=device,
+        )
     columns = [c for c in th.COLUMNS if c != "run_id" or table["run_id"].nunique() > 1]
     _print(table[columns])
     if path is not None and not is_run(path):
@@ -225,7 +315,9 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
                 _print(tests[[c for c in shown if c in tests.columns]])
     violated = table[table["check"].isin(th.IDENTITIES) & table["holds"].eq(False)]
     if len(violated):
-        click.echo(f"\n{len(violated)} violation(s) of identity-based bounds: a bug in the records or the engine", err=True)
+        click.echo(
+            f"\n{len(violated)} violation(s) of identity-based bounds: a bug in the records or the engine", err=True
+        )
         sys.exit(1)
 
 
@@ -273,14 +365,24 @@ def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, nor
 
     function = results_figure(family)
     parameters = inspect.signature(function).parameters
-    given = {"vary": vary, "panel": panel, "x": x, "y": y, "runs": list(runs) or None, "epoch": epoch, "eps": eps, "norm": norm}
+    given = {
+        "vary": vary,
+        "panel": panel,
+        "x": x,
+        "y": y,
+        "runs": list(runs) or None,
+        "epoch": epoch,
+        "eps": eps,
+        "norm": norm,
+    }
     given["layers" if "layers" in parameters else "layer"] = [layer] if layer and "layers" in parameters else layer
     option = {"runs": "--run", "layers": "--layer"}
     accepted = [k for k in parameters if k in given or k in option or k == "layer"]
     wrong = [k for k, v in given.items() if v is not None and k not in accepted]
     if wrong:
         takes = ", ".join(option.get(k, f"--{k}") for k in accepted)
-        raise PlotError(f"{option.get(wrong[0], '--' + wrong[0])} does not apply to {family}; it takes {takes}, --where")
+        flag = option.get(wrong[0], "--" + wrong[0])
+        raise PlotError(f"{flag} does not apply to {family}; it takes {takes}, --where")
     given = {k: v for k, v in given.items() if v is not None}
     chosen = {}
     for item in where:
@@ -321,19 +423,55 @@ def export_command(results, out, fmt) -> None:
 
 
 @main.command("reproduce")
-@click.option("--list", "list_", is_flag=True, help="List the presets: id, paper figure, what varies, runs × epochs per scale.")
-@click.option("--scale", type=click.Choice(["quick", "paper"]), default="quick", show_default=True, help="quick: minutes on a CPU (digits/synthetic, small models); paper: the papers' settings.")
-@click.option("--results", default="results", show_default=True, type=click.Path(path_type=Path), help="Writes RESULTS/PRESET/SCALE/ and RESULTS/reproduce-SCALE.html.")
+@click.option(
+    "--list",
+    "list_",
+    is_flag=True,
+    help="List the presets: id, paper figure, what varies, runs × epochs per scale.",
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["quick", "paper"]),
+    default="quick",
+    show_default=True,
+    help="quick: minutes on a CPU (digits/synthetic, small models); paper: the papers' settings.",
+)
+@click.option(
+    "--results",
+    default="results",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Writes RESULTS/PRESET/SCALE/ and RESULTS/reproduce-SCALE.html.",
+)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--reading", help="Another reading of an ambiguous text (e.g. code: the authors' released code).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
 @click.option("--dry-run", is_flag=True, help="Print the runs; train nothing.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the sweep's progress (a bar on a terminal, log lines otherwise).")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per configuration (each sets train.seed and data.subset_seed).")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, help="The first seed (held-out seeds: 100).")
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Show the sweep's progress (a bar on a terminal, log lines otherwise).",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Seeds per configuration (each sets train.seed and data.subset_seed).",
+)
+@click.option(
+    "--first-seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="The first seed (held-out seeds: 100).",
+)
 @click.argument("args", nargs=-1, metavar="[PRESET]... [OVERRIDES]...")
-def reproduce_command(args, list_, scale, results, jobs, reading, device, data_dir, dry_run, progress, seeds, first_seed) -> None:
+def reproduce_command(
+    args, list_, scale, results, jobs, reading, device, data_dir, dry_run, progress, seeds, first_seed
+) -> None:
     """Reproduce figures of the papers (GSGP, GP, CHEN): train, draw, check each claim.
 
     PRESET: an id (gsgp-fig7), a shell pattern ('gsgp-*') or all. OVERRIDES are dotted.key=value
@@ -347,23 +485,49 @@ def reproduce_command(args, list_, scale, results, jobs, reading, device, data_d
         rows = []
         for p in PRESETS.values():
             sizes = {s: configs(p.id, s, seeds=seeds, first_seed=first_seed) for s in ("quick", "paper")}
-            rows.append({"id": p.id, "figure": p.paper, "model": p.model, "data": p.data, "varies": p.varies,
-                         **{s: f"{len(c)} × {c[0].train.epochs} ep" for s, c in sizes.items()}})
+            rows.append(
+                {
+                    "id": p.id,
+                    "figure": p.paper,
+                    "model": p.model,
+                    "data": p.data,
+                    "varies": p.varies,
+                    **{s: f"{len(c)} × {c[0].train.epochs} ep" for s, c in sizes.items()},
+                }
+            )
         _print(pd.DataFrame(rows))
         return
-    done = reproduce_many(select(patterns), scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device,
-                          data_root=data_dir, progress=progress, seeds=seeds, first_seed=first_seed)  # fmt: skip
+    done = reproduce_many(
+        select(patterns),
+        scale,
+        results,
+        jobs,
+        dry_run,
+        overrides=overrides,
+        reading=reading,
+        device=device,
+        data_root=data_dir,
+        progress=progress,
+        seeds=seeds,
+        first_seed=first_seed,
+    )
     for result in done:
         if dry_run:
-            click.echo(f"{result.preset.paper} ({result.preset.id}, {scale}): {len(result.configs)} run(s); nothing trained")
+            click.echo(
+                f"{result.preset.paper} ({result.preset.id}, {scale}): {len(result.configs)} run(s); nothing trained"
+            )
             _print(result.plan)
             continue
         click.echo(f"{result.preset.id} — {result.preset.paper}: {result.preset.claim.statement}")
         if len(done) == 1 and len(result.claim):
             _print(result.claim)
         click.echo(f"verdict: {result.verdict} — {result.why}")
-        click.echo(f"figure: {', '.join(map(str, result.figures)) or result.figure_error}; table: {result.out / 'claim.csv'}")
+        figures = ", ".join(map(str, result.figures)) or result.figure_error
+        click.echo(f"figure: {figures}; table: {result.out / 'claim.csv'}")
     if not dry_run:
         runs = {r.run_id: r.reused for result in done for r in result.runs}
-        click.echo(f"{len(runs)} run(s) in {results / 'runs'} ({sum(runs.values())} reused), trained in {done[0].seconds:.0f} s")
+        click.echo(
+            f"{len(runs)} run(s) in {results / 'runs'} ({sum(runs.values())} reused), "
+            f"trained in {done[0].seconds:.0f} s"
+        )
         click.echo(f"page of every {scale} reproduction under {results}: {page.write(results, scale)}")

@@ -27,7 +27,9 @@ from .page import configuration, figure_html, intro, page, png_base64, problems,
 from .theory_section import theory_section
 
 
-def write_report(results: str | Path, out: str | Path | None = None, eps: float | None = None, norm: str | None = None) -> Path:
+def write_report(
+    results: str | Path, out: str | Path | None = None, eps: float | None = None, norm: str | None = None
+) -> Path:
     """Write the report of ``results`` (a results directory or one run) and return its path.
 
     ``out``: ``None`` → ``RESULTS/report.html``; a path ending in ``.html`` → that file; any other
@@ -44,7 +46,9 @@ def write_report(results: str | Path, out: str | Path | None = None, eps: float 
         target, figures_dir = Path(out) / "report.html", Path(out) / "figures"
     drawable, skipped = _drawable(records)
     render = partial(_render, figures_dir=figures_dir)
-    blocks = [render(c.name, c.title, c.caption, partial(c.draw, drawable, eps, norm)) for c in choose_figures(drawable)]
+    blocks = [
+        render(c.name, c.title, c.caption, partial(c.draw, drawable, eps, norm)) for c in choose_figures(drawable)
+    ]
     if skipped:
         blocks.insert(0, f'<p class="note">Not drawn (fewer than two records; see above): {", ".join(skipped)}.</p>')
     sections = [

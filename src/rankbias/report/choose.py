@@ -40,16 +40,40 @@ MAX_SLICES = 4
 
 # What each figure shows (trusted HTML, written here; the dynamic parts of a caption are escaped).
 ABOUT = {
-    "rank-vs-epoch": "Average rank of the counted weight matrices per epoch (top) and train (solid) / test (dashed) accuracy (bottom). GSGP Figs. 2–13, GP Figs. 2–5.",
+    "rank-vs-epoch": (
+        "Average rank of the counted weight matrices per epoch (top) and train (solid) / test (dashed) accuracy "
+        "(bottom). GSGP Figs. 2–13, GP Figs. 2–5."
+    ),
     "heatmap": "Final average rank over two hyperparameters, each cell annotated. GSGP Fig. 1.",
     "heatmap-acc": "Final test accuracy over the same two hyperparameters.",
-    "layer-ranks": "Rank of each weight matrix against its position in the network at the end of training. GP Figs. 6–7.",
-    "layer-spectra": "Normalized singular values σ<sub>i</sub>/‖W‖ of each matrix at the end of training, sorted; the dashed line is ε, so the rank is the number of points above it. GSGP Figs. 16–17.",
-    "convergence": "GP's distance d(W<sub>t+1</sub>, W<sub>t</sub>) between consecutive records (mean over matrices of ‖W<sub>t+1</sub> − W<sub>t</sub>‖<sub>F</sub>), train loss and train accuracy per epoch, log scale. GP Fig. 1.",
-    "norm-ratio": "Per-matrix ‖W<sub>t−1</sub>‖<sub>F</sub> / ‖W<sub>t</sub>‖<sub>F</sub> between consecutive records; GSGP Thm. 3.3 assumes it tends to 1. GSGP Figs. 14–15.",
-    "weight-decay": "Stable rank of the first counted matrix, train MSE and test − train MSE at the end of training against λ. CHEN Sec. 5.",
-    "rank-vs-eps": "Average rank at the end of training against the threshold ε, from the stored singular values; the dotted line is the recorded ε.",
-    "spectra-over-training": "One matrix's normalized singular values at every record: epoch × index i, colour log<sub>10</sub> σ<sub>i</sub>/‖W‖; the white contour is ε, so the rank at an epoch is the height of the region above it.",
+    "layer-ranks": (
+        "Rank of each weight matrix against its position in the network at the end of training. GP Figs. 6–7."
+    ),
+    "layer-spectra": (
+        "Normalized singular values σ<sub>i</sub>/‖W‖ of each matrix at the end of training, sorted; the dashed line "
+        "is ε, so the rank is the number of points above it. GSGP Figs. 16–17."
+    ),
+    "convergence": (
+        "GP's distance d(W<sub>t+1</sub>, W<sub>t</sub>) between consecutive records (mean over matrices of "
+        "‖W<sub>t+1</sub> − W<sub>t</sub>‖<sub>F</sub>), train loss and train accuracy per epoch, log scale. "
+        "GP Fig. 1."
+    ),
+    "norm-ratio": (
+        "Per-matrix ‖W<sub>t−1</sub>‖<sub>F</sub> / ‖W<sub>t</sub>‖<sub>F</sub> between consecutive records; "
+        "GSGP Thm. 3.3 assumes it tends to 1. GSGP Figs. 14–15."
+    ),
+    "weight-decay": (
+        "Stable rank of the first counted matrix, train MSE and test − train MSE at the end of training against λ. "
+        "CHEN Sec. 5."
+    ),
+    "rank-vs-eps": (
+        "Average rank at the end of training against the threshold ε, from the stored singular values; the dotted "
+        "line is the recorded ε."
+    ),
+    "spectra-over-training": (
+        "One matrix's normalized singular values at every record: epoch × index i, colour log<sub>10</sub> "
+        "σ<sub>i</sub>/‖W‖; the white contour is ε, so the rank at an epoch is the height of the region above it."
+    ),
 }
 
 
@@ -66,13 +90,17 @@ class Chosen:
     @property
     def name(self) -> str:
         """A file stem: the family and the fixed settings, e.g. ``rank-vs-epoch_weight_decay=0.005``."""
-        parts = [self.about or self.family] + [f"{k.rsplit('.', 1)[-1]}={fmt(v) if not isinstance(v, list) else '+'.join(map(fmt, v))}" for k, v in self.where.items()]
+        values = {k: fmt(v) if not isinstance(v, list) else "+".join(map(fmt, v)) for k, v in self.where.items()}
+        parts = [self.about or self.family] + [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items()]
         return re.sub(r"[^A-Za-z0-9._=+-]", "_", "_".join(parts))
 
     @property
     def title(self) -> str:
         number = FIGURES[self.family].number
-        fixed = ", ".join(label(k, v) if not isinstance(v, list) else f"{symbol(k)} ∈ {{{', '.join(map(fmt, v))}}}" for k, v in self.where.items())
+        fixed = ", ".join(
+            label(k, v) if not isinstance(v, list) else f"{symbol(k)} ∈ {{{', '.join(map(fmt, v))}}}"
+            for k, v in self.where.items()
+        )
         kind = " (test accuracy)" if self.about == "heatmap-acc" else ""
         return f"{number}. {self.family}{kind}" + (f" ({fixed})" if fixed else "")
 
@@ -91,7 +119,11 @@ class Chosen:
 
 def choose_figures(results: Results) -> list[Chosen]:
     """The report's figures for these records (see the module docstring for the rules)."""
-    runs = results.runs[results.runs["run_id"].isin(set(results.scalars["run_id"]))] if len(results.scalars) else results.runs.iloc[0:0]
+    runs = (
+        results.runs[results.runs["run_id"].isin(set(results.scalars["run_id"]))]
+        if len(results.scalars)
+        else results.runs.iloc[0:0]
+    )
     if runs.empty:
         return []
     keys = ordered_keys([x for x in varied_keys(runs) if x not in REPLICATE_KEYS])
@@ -104,11 +136,22 @@ def choose_figures(results: Results) -> list[Chosen]:
         for where in _slices(runs, [x for x in fixed if x], keys, best):
             chosen.append(Chosen(family, {**kwargs, **extra}, reason, where, about))
 
-    add("rank-vs-epoch", {"vary": k[0], "panel": k[1]}, k[:2], f"{names(k[:2])} varied" if keys else "it is always shown")
+    add(
+        "rank-vs-epoch",
+        {"vary": k[0], "panel": k[1]},
+        k[:2],
+        f"{names(k[:2])} varied" if keys else "it is always shown",
+    )
     if len(keys) >= 2:
         add("heatmap", {"x": k[0], "y": k[1], "panel": k[2]}, k[:3], f"two hyperparameters varied ({names(k[:2])})")
         if np.isfinite(results.scalars["test_acc"].to_numpy(dtype=float)).any():
-            add("heatmap", {"x": k[0], "y": k[1], "panel": k[2], "value": "test_acc"}, k[:3], f"two hyperparameters varied ({names(k[:2])})", about="heatmap-acc")
+            add(
+                "heatmap",
+                {"x": k[0], "y": k[1], "panel": k[2], "value": "test_acc"},
+                k[:3],
+                f"two hyperparameters varied ({names(k[:2])})",
+                about="heatmap-acc",
+            )
     counted = results.layers[results.layers["counted"]].groupby("run_id")["layer"].nunique()
     if len(counted) and counted.max() >= 3:
         add("layer-ranks", {"vary": k[0], "panel": k[1]}, k[:2], f"the model has {counted.max()} counted matrices")
@@ -116,13 +159,23 @@ def choose_figures(results: Results) -> list[Chosen]:
     decay = "optimizer.weight_decay"
     lines = decay if decay in keys else k[0]
     others = [x for x in keys if x != lines]
-    add("convergence", {"vary": lines, "panel": others[0] if others else None}, [lines, *others[:1]], f"{names([lines])} varied" if lines else "it is always shown")
+    add(
+        "convergence",
+        {"vary": lines, "panel": others[0] if others else None},
+        [lines, *others[:1]],
+        f"{names([lines])} varied" if lines else "it is always shown",
+    )
     for where in _slices(runs, [x for x in k[:1] if x], keys, best, force_best=True):
         chosen.append(Chosen("norm-ratio", {"panel": k[0]}, "it checks GSGP Thm. 3.3's assumption", where))
     regression = (runs["loss"] == "mse_scalar").any() or runs["model.name"].astype(str).str.startswith("twolayer").any()
     if decay in keys and regression:
         rest = [x for x in keys if x != decay]
-        add("weight-decay", {"vary": rest[0] if rest else None}, [decay, *rest[:1]], "λ varied on a regression (CHEN) sweep")
+        add(
+            "weight-decay",
+            {"vary": rest[0] if rest else None},
+            [decay, *rest[:1]],
+            "λ varied on a regression (CHEN) sweep",
+        )
     add("rank-vs-eps", {"vary": k[0], "panel": k[1]}, k[:2], "the rank depends on the threshold ε")
     panel_runs = {}
     if k[0] is not None:
@@ -132,7 +185,8 @@ def choose_figures(results: Results) -> list[Chosen]:
     seeds = {x: _plain(runs.loc[runs["run_id"] == best, x].item()) for x in varied_keys(runs) if x in REPLICATE_KEYS}
     where = _slices(runs, [x for x in k[:1] if x], keys, best, force_best=True)[0] | panel_runs | seeds
     layer = _lowest_layer(results, best)
-    chosen.append(Chosen("spectra-over-training", {"panel": k[0], "layer": layer}, f"it shows how {layer}'s spectrum evolves", where))
+    reason = f"it shows how {layer}'s spectrum evolves"
+    chosen.append(Chosen("spectra-over-training", {"panel": k[0], "layer": layer}, reason, where))
     return chosen
 
 

@@ -26,7 +26,9 @@ MAX_DROP = 0.01  # the accuracy a smaller network may lose and still count as "e
 MAX_CURVES = 8  # past this many runs, one curve per value of the first varied setting
 
 
-def compression_section(results: str | Path, runs: pd.DataFrame, render: Callable[[str, str, str, Callable[[], Figure]], str]) -> str | None:
+def compression_section(
+    results: str | Path, runs: pd.DataFrame, render: Callable[[str, str, str, Callable[[], Figure]], str]
+) -> str | None:
     """The section's HTML, or ``None`` when no run under ``results`` has compression results.
 
     ``runs``: ``rb.load(results).runs``; only runs whose state is ``done`` are shown (a diverged
@@ -41,9 +43,10 @@ def compression_section(results: str | Path, runs: pd.DataFrame, render: Callabl
     note = f" Left out (not done): {html.escape(', '.join(left_out))}." if left_out else ""
     parts = [
         (
-            f'<p class="note">{summary["run_id"].nunique()} run(s) compressed at their ε-ranks from their last checkpoint, no '
-            "retraining (<code>rankbias compress</code>; docs/compress.md). Each weight matrix is replaced by its truncated SVD "
-            f"at its ε-rank where that is smaller; the ε here are those of the compression, independent of the ranks above.{note}</p>"
+            f'<p class="note">{summary["run_id"].nunique()} run(s) compressed at their ε-ranks from their last '
+            "checkpoint, no retraining (<code>rankbias compress</code>; docs/compress.md). Each weight matrix is "
+            "replaced by its truncated SVD at its ε-rank where that is smaller; the ε here are those of the "
+            f"compression, independent of the ranks above.{note}</p>"
         )
     ]
     if summary.empty:
@@ -54,24 +57,43 @@ def compression_section(results: str | Path, runs: pd.DataFrame, render: Callabl
     by = keys[0] if keys and summary["run_id"].nunique() > MAX_CURVES else None
     for norm, rows in summary.groupby("norm", sort=True):
         curves = f"one curve per value of {symbol(by)}, the mean over its runs" if by else "one curve per run"
-        caption = (f"Test accuracy after compression against the number of parameters (log scale), one point per ε ({html.escape(str(norm))} "
-                   f"norm), {html.escape(curves)}; the hollow marker is the uncompressed network. The papers' prediction: small B with "
-                   "weight decay keeps its accuracy down to the smallest size.")
-        parts.append(render(f"compression_{norm}", f"Compression: accuracy against size ({norm} norm)", caption,
-                            lambda rows=rows: compression_figure(rows, by)))
-    parts.append(f"<h3>Smallest network at equal accuracy</h3><p class=\"note\">Per run and normalization, the most compressed ε "
-                 f"whose test accuracy is within {MAX_DROP:g} of the uncompressed network's (test loss within {MAX_DROP:.0%} for "
-                 "regression), smallest first (<code>rankbias.compress.smallest</code>).</p>")
+        caption = (
+            "Test accuracy after compression against the number of parameters (log scale), one point per ε "
+            f"({html.escape(str(norm))} norm), {html.escape(curves)}; the hollow marker is the uncompressed network. "
+            "The papers' prediction: small B with weight decay keeps its accuracy down to the smallest size."
+        )
+        parts.append(
+            render(
+                f"compression_{norm}",
+                f"Compression: accuracy against size ({norm} norm)",
+                caption,
+                lambda rows=rows: compression_figure(rows, by),
+            )
+        )
+    parts.append(
+        '<h3>Smallest network at equal accuracy</h3><p class="note">Per run and normalization, the most compressed '
+        f"ε whose test accuracy is within {MAX_DROP:g} of the uncompressed network's (test loss within "
+        f"{MAX_DROP:.0%} for regression), smallest first (<code>rankbias.compress.smallest</code>).</p>"
+    )
     best = pd.concat([smallest(rows, MAX_DROP) for _, rows in summary.groupby("norm", sort=True)], ignore_index=True)
-    parts.append(table_html(_smallest_table(best, keys), sortable=True) if len(best) else "<p>No ε keeps the accuracy of any run.</p>")
+    parts.append(
+        table_html(_smallest_table(best, keys), sortable=True)
+        if len(best)
+        else "<p>No ε keeps the accuracy of any run.</p>"
+    )
     return "\n".join(parts)
 
 
 def _smallest_table(best: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    scores = ["test_acc_before", "test_acc_after"] if best["test_acc_before"].notna().all() else ["test_loss_before", "test_loss_after"]
+    scores = (
+        ["test_acc_before", "test_acc_after"]
+        if best["test_acc_before"].notna().all()
+        else ["test_loss_before", "test_loss_after"]
+    )
     norm = ["norm"] if best["norm"].nunique() > 1 else []
     table = best[["run_id", *keys, "eps", *norm, "params_before", "params_after", *scores]].copy()
-    table.insert(table.columns.get_loc("params_after") + 1, "kept", (best["params_after"] / best["params_before"]).map(lambda v: f"{v:.1%}"))
+    kept = (best["params_after"] / best["params_before"]).map(lambda v: f"{v:.1%}")
+    table.insert(table.columns.get_loc("params_after") + 1, "kept", kept)
     table["eps"] = table["eps"].map(fmt)
     table = table.dropna(axis=1, how="all")
     return table.rename(columns={k: symbol(k) for k in keys}).astype(object)

@@ -21,18 +21,24 @@ from ..plots.style import STYLE
 from ..store.provenance import read as read_provenance
 from ..store.records import Results, final_summary, varied_keys
 
+# a backslash at the end of a line joins it to the next (the string has no newline there)
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1.5em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; \
+padding: 0 1.5em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } \
+h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 h3 { font-size: 1.05em; margin: 1.5em 0 0.3em; }
 nav a { margin-right: 1em; } .note { color: #555; font-size: 0.92em; }
 table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.85em; }
 th, td { border: 1px solid #d5d5d5; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f2f2f2; } td.text { text-align: left; } td:first-child, th:first-child { text-align: left; font-family: ui-monospace, monospace; }
+th { background: #f2f2f2; } td.text { text-align: left; } \
+td:first-child, th:first-child { text-align: left; font-family: ui-monospace, monospace; }
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hover { background: #e4e4e4; }
-table.sortable th[data-order="asc"]::after { content: " ▲"; } table.sortable th[data-order="desc"]::after { content: " ▼"; }
+table.sortable th[data-order="asc"]::after { content: " ▲"; } \
+table.sortable th[data-order="desc"]::after { content: " ▼"; }
 tr.diverged td { background: #fff3e0; } tr.failed td { background: #fde8e8; }
-tr.v-holds td { background: #e6f4ea; } tr.v-fails td { background: #fde8e8; } tr.v-inconclusive td { background: #fff8e1; }
+tr.v-holds td { background: #e6f4ea; } tr.v-fails td { background: #fde8e8; } \
+tr.v-inconclusive td { background: #fff8e1; }
 tr.v-without td { background: #ffe6cc; } tr.v-uninformative td, tr.v-na td, tr.v-notenough td { background: #eceff1; }
 figure { margin: 0.5em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
@@ -47,7 +53,8 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       var ascending = th.dataset.order !== "asc";
       table.querySelectorAll("th").forEach(function (other) { delete other.dataset.order; });
       th.dataset.order = ascending ? "asc" : "desc";
-      var value = function (row) { var t = row.cells[column].textContent.trim(); var n = t === "" ? NaN : Number(t); return isNaN(n) ? t : n; };
+      var value = function (row) { var t = row.cells[column].textContent.trim(); \
+var n = t === "" ? NaN : Number(t); return isNaN(n) ? t : n; };
       rows.sort(function (a, b) {
         var x = value(a), y = value(b);
         var c = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
@@ -101,7 +108,12 @@ def configuration(results: Results) -> str:
     varied = varied_keys(runs)
     parts = []
     if varied:
-        table = pd.DataFrame({"setting": [_header(k) for k in varied], "values": [", ".join(fmt(v) for v in order_values(runs[k])) for k in varied]})
+        table = pd.DataFrame(
+            {
+                "setting": [_header(k) for k in varied],
+                "values": [", ".join(fmt(v) for v in order_values(runs[k])) for k in varied],
+            }
+        )
         parts.append("<h3>What varied</h3>" + table_html(table))
     else:
         parts.append("<p>Nothing varied: one setting.</p>")
@@ -118,7 +130,9 @@ def run_table(results: Results) -> str:
     else:
         last = results.scalars.sort_values("epoch").groupby("run_id").tail(1)[["run_id", "train_loss", "test_loss"]]
         table = final_summary(results).merge(last, on="run_id", how="left")
-        table = table[[c for c in table.columns if c not in ("train_acc", "test_acc", "avg_rank")] + ["train_acc", "test_acc", "avg_rank"]].rename(columns={c: symbol(c) for c in table.columns if "." in c})
+        at_end = ["train_acc", "test_acc", "avg_rank"]
+        columns = [c for c in table.columns if c not in at_end] + at_end
+        table = table[columns].rename(columns={c: symbol(c) for c in table.columns if "." in c})
     classes = [s if s in ("diverged", "failed") else "" for s in table["state"]]
     return table_html(table, sortable=True, row_classes=classes)
 
@@ -129,7 +143,8 @@ def problems(results: Results) -> str:
     bad = runs[runs["state"] != "done"]
     if bad.empty:
         return "<p>None: every run is done.</p>"
-    table = bad[["run_id", *varied_keys(runs), "state", "state_epoch", "message"]].rename(columns={"state_epoch": "epoch"})
+    columns = ["run_id", *varied_keys(runs), "state", "state_epoch", "message"]
+    table = bad[columns].rename(columns={"state_epoch": "epoch"})
     table = table.rename(columns={c: symbol(c) for c in table.columns if "." in c})
     return table_html(table, row_classes=[s if s in ("diverged", "failed") else "" for s in table["state"]])
 
@@ -153,7 +168,8 @@ def provenance(run_dirs: list[Path]) -> str:
     differ = [c for c in columns if c not in same]
     parts = [f"<p>{len(rows)} of {len(run_dirs)} run(s) have a provenance.json.</p>"]
     if same:
-        parts.append("<h3>Shared by these runs</h3>" + table_html(pd.DataFrame({"field": same, "value": [table[c].iloc[0] for c in same]})))
+        shared = pd.DataFrame({"field": same, "value": [table[c].iloc[0] for c in same]})
+        parts.append("<h3>Shared by these runs</h3>" + table_html(shared))
     if differ:
         parts.append("<h3>Per run</h3>" + table_html(table[["run_id", *differ]], sortable=True))
     return "\n".join(parts)
@@ -169,7 +185,10 @@ def _when(key: str, value):
 def figure_html(anchor: str, title: str, caption: str, data: str | None, error: str | None = None) -> str:
     """A figure with its title and ``caption`` (HTML, already escaped), or why it is missing."""
     if data is None:
-        return f'<figure id="{html.escape(anchor)}"><h3>{html.escape(title)}</h3><p class="note">This figure could not be drawn: {html.escape(error or "")}</p></figure>'
+        return (
+            f'<figure id="{html.escape(anchor)}"><h3>{html.escape(title)}</h3>'
+            f'<p class="note">This figure could not be drawn: {html.escape(error or "")}</p></figure>'
+        )
     return (
         f'<figure id="{html.escape(anchor)}"><h3>{html.escape(title)}</h3>'
         f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
@@ -183,7 +202,8 @@ def page(title: str, summary: str, sections: list[tuple[str, str, str]]) -> str:
     body = "\n".join(f'<h2 id="{a}">{html.escape(h)}</h2>\n{b}' for a, h, b in sections)
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>rankbias: {html.escape(title)}</title>'
-        f"<style>{CSS}</style></head><body>\n<h1>rankbias: {html.escape(title)}</h1>\n{summary}\n<nav>{nav}</nav>\n{body}\n"
+        f"<style>{CSS}</style></head><body>\n<h1>rankbias: {html.escape(title)}</h1>\n{summary}\n"
+        f"<nav>{nav}</nav>\n{body}\n"
         f"<script>{SORT_SCRIPT}</script>\n</body></html>\n"
     )
 
@@ -195,8 +215,8 @@ def intro(results: Results, eps: float | None, norm: str | None) -> str:
     norm_text = norm or ", ".join(order_values(runs["record.norm"]))
     source = "recomputed from the stored singular values" if eps is not None or norm is not None else "as recorded"
     return (
-        f"<p>{len(runs)} run(s): {html.escape(states)}. Ranks: ε = {html.escape(eps_text)}, matrices normalized by their "
-        f"{'Frobenius' if norm_text == 'fro' else html.escape(norm_text)} norm, {source}; the average rank is the mean over the "
-        "counted matrices (<code>record.layers</code>).</p>\n"
+        f"<p>{len(runs)} run(s): {html.escape(states)}. Ranks: ε = {html.escape(eps_text)}, matrices normalized by "
+        f"their {'Frobenius' if norm_text == 'fro' else html.escape(norm_text)} norm, {source}; the average rank is "
+        "the mean over the counted matrices (<code>record.layers</code>).</p>\n"
         f'<p class="note">B is the batch size, μ the learning rate, λ the weight decay. {html.escape(LAMBDA_NOTE)}</p>'
     )

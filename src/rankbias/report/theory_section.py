@@ -37,24 +37,49 @@ from .page import table_html
 
 # check -> (heading, what it claims: trusted HTML)
 CHECKS = {
-    "gsgp_theorem_3_3": ("GSGP Theorem 3.3: rank bound over ε", "W<sub>T</sub>/‖W<sub>T</sub>‖ is within ε of a matrix of rank ≤ m<sub>l</sub>·B·log(2/ε)/(2μλ), assuming ‖W<sub>T−1</sub>‖/‖W<sub>T</sub>‖ → 1; measured: the ε-rank of the last record (Frobenius normalization, as GSGP Fig. 18). Asymptotic and for plain SGD: a failure at finite T or with momentum is a finding, not a bug."),
-    "gsgp_lemma_3_2": ("GSGP Lemma 3.2: distance to low rank after n steps", "For plain SGD, the distance of W<sub>T</sub>/‖W<sub>T</sub>‖ to rank ≤ m<sub>l</sub>·B·n is at most ∏(1 − μ<sub>t</sub>·weight_decay)·‖W<sub>T−n</sub>‖/‖W<sub>T</sub>‖, from the recorded step norms. An identity-based bound: a violation is a bug in the engine or the check."),
-    "gp_sgd_noise": ("GP Propositions 1–2: SGD noise", "With weight decay, the weights collapse towards zero or d(W<sub>t+1</sub>, W<sub>t</sub>) stays away from zero (above the same run without weight decay when the sweep has one); runs without weight decay are the baselines."),
+    "gsgp_theorem_3_3": (
+        "GSGP Theorem 3.3: rank bound over ε",
+        (
+            "W<sub>T</sub>/‖W<sub>T</sub>‖ is within ε of a matrix of rank ≤ m<sub>l</sub>·B·log(2/ε)/(2μλ), assuming "
+            "‖W<sub>T−1</sub>‖/‖W<sub>T</sub>‖ → 1; measured: the ε-rank of the last record (Frobenius normalization, "
+            "as GSGP Fig. 18). Asymptotic and for plain SGD: "
+            "a failure at finite T or with momentum is a finding, not a bug."
+        ),
+    ),
+    "gsgp_lemma_3_2": (
+        "GSGP Lemma 3.2: distance to low rank after n steps",
+        (
+            "For plain SGD, the distance of W<sub>T</sub>/‖W<sub>T</sub>‖ to rank ≤ m<sub>l</sub>·B·n is at most "
+            "∏(1 − μ<sub>t</sub>·weight_decay)·‖W<sub>T−n</sub>‖/‖W<sub>T</sub>‖, from the recorded step norms. "
+            "An identity-based bound: a violation is a bug in the engine or the check."
+        ),
+    ),
+    "gp_sgd_noise": (
+        "GP Propositions 1–2: SGD noise",
+        (
+            "With weight decay, the weights collapse towards zero or d(W<sub>t+1</sub>, W<sub>t</sub>) stays away "
+            "from zero (above the same run without weight decay when the sweep has one); runs without weight decay "
+            "are the baselines."
+        ),
+    ),
 }
-PREDICTION = ("GSGP Prediction 4.1: a trend test per knob",
-              ("The final average rank is lower with smaller B, larger μ or larger λ; without weight decay B and μ change it little. "
-              "Per knob that varies, on the finished runs: runs that share every other setting and the seed form a block; the "
-              "statistic is the mean over blocks of Kendall's τ between the knob and the final average rank, its p-value from "
-              "permutations of the knob within blocks; the <em>effect</em> is the rank at the level predicted highest minus at the "
-              "level predicted lowest, in % of the full rank, mean over seeds with a bootstrap 95 % interval. B and μ are tested "
-              "on the runs with λ &gt; 0 and compared with the same trend on their λ = 0 twins (the <em>control</em>). "
-              f"<em>holds</em>: p ≤ {ALPHA:g}, the whole interval above {MIN_EFFECT:g} % and, "
-              "for B and μ, clearly larger than the control's (the per-pair difference); <em>holds without weight decay</em>: "
-              "the trend is not clearly larger than without it; "
-              "<em>inconclusive</em>: not significant, too few seeds, or runs not at the norm equilibrium; <em>fails</em>: the "
-              "rank goes significantly the other way, or the whole interval lies below the minimum effect; <em>not applicable</em>: "
-              "B or μ without any run with weight decay. "
-              "(docs/reproduce.md, &ldquo;The tests&rdquo;.)"))
+PREDICTION = (
+    "GSGP Prediction 4.1: a trend test per knob",
+    (
+        "The final average rank is lower with smaller B, larger μ or larger λ; without weight decay B and μ change it "
+        "little. Per knob that varies, on the finished runs: runs that share every other setting and the seed form a "
+        "block; the statistic is the mean over blocks of Kendall's τ between the knob and the final average rank, its "
+        "p-value from permutations of the knob within blocks; the <em>effect</em> is the rank at the level predicted "
+        "highest minus at the level predicted lowest, in % of the full rank, mean over seeds with a bootstrap 95 % "
+        "interval. B and μ are tested on the runs with λ &gt; 0 and compared with the same trend on their λ = 0 twins "
+        f"(the <em>control</em>). <em>holds</em>: p ≤ {ALPHA:g}, the whole interval above {MIN_EFFECT:g} % and, for B "
+        "and μ, clearly larger than the control's (the per-pair difference); <em>holds without weight decay</em>: the "
+        "trend is not clearly larger than without it; <em>inconclusive</em>: not significant, too few seeds, or runs "
+        "not at the norm equilibrium; <em>fails</em>: the rank goes significantly the other way, or the whole "
+        "interval lies below the minimum effect; <em>not applicable</em>: B or μ without any run with weight decay. "
+        "(docs/reproduce.md, &ldquo;The tests&rdquo;.)"
+    ),
+)
 MAX_ROWS = 300  # rows of a check's full table in the page (the CLI prints them all)
 WHY_PARTS = 3  # distinct reasons shown per run
 RESTATED = ("norm ratio",)  # note parts that restate a column shown on its own
@@ -120,8 +145,8 @@ def _overview(checks: pd.DataFrame, tests: pd.DataFrame) -> str:
 
 def _verdict(rows: pd.DataFrame) -> str:
     c = _counts(rows)
-    text = (f"Holds in {c['holds']} of {c['checked']} rows, fails in {c['fails']}, no prediction in {c['no prediction']}; "
-            f"{c['trivial']} trivial.")
+    text = (f"Holds in {c['holds']} of {c['checked']} rows, fails in {c['fails']}, "
+            f"no prediction in {c['no prediction']}; {c['trivial']} trivial.")
     return f"<p><strong>{html.escape(text)}</strong></p>"
 
 
@@ -135,7 +160,9 @@ def _per_run(rows: pd.DataFrame, labels: dict) -> str:
             row |= {"measured": group["measured"].iloc[0], "bound": group["bound"].iloc[0]}
         if "norm_ratio" in group and group["norm_ratio"].notna().any():
             ratio = group["norm_ratio"].astype(float)
-            row["‖W_T−1‖/‖W_T‖"] = f"{ratio.min():.4g} – {ratio.max():.4g}" if ratio.min() != ratio.max() else f"{ratio.min():.4g}"
+            row["‖W_T−1‖/‖W_T‖"] = (
+                f"{ratio.min():.4g} – {ratio.max():.4g}" if ratio.min() != ratio.max() else f"{ratio.min():.4g}"
+            )
         row["why"] = _why(group["note"])
         table.append(row)
     frame = pd.DataFrame(table)
@@ -167,7 +194,8 @@ def _all_rows(rows: pd.DataFrame) -> str:
             and not rows[c].map(lambda v: isinstance(v, (list, np.ndarray))).any()]
     shown = rows[keep].head(MAX_ROWS)
     cut = f" (the first {MAX_ROWS}; <code>rankbias theory</code> prints all)" if len(rows) > MAX_ROWS else ""
-    return f"<details><summary>All {len(rows)} rows{cut}</summary>{table_html(shown.astype(object), sortable=True)}</details>"
+    table = table_html(shown.astype(object), sortable=True)
+    return f"<details><summary>All {len(rows)} rows{cut}</summary>{table}</details>"
 
 
 def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, render) -> str | None:
@@ -179,18 +207,20 @@ def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, rend
                     "Σμλ' stays below log(2/ε)).</p>")
         tightest = finite.groupby("run_id")["bound"].min().nsmallest(4).index
         shown = finite[finite["run_id"].isin(tightest)]
+        which = ", the four with the tightest bounds" if len(tightest) < finite["run_id"].nunique() else ""
         caption = ("Mean over the counted matrices of the bound (solid) and of the measured ε-rank (dashed) against ε; "
                    "dotted: the matrices' smaller dimension. GSGP Fig. 18. "
-                   f"Runs with weight decay{', the four with the tightest bounds' if len(tightest) < finite['run_id'].nunique() else ''}.")
+                   f"Runs with weight decay{which}.")
         return render("theory_theorem_3_3", "GSGP Theorem 3.3 (Fig. 18)", caption,
                       lambda: figures.theorem_3_3_figure(shown, labels=labels))
     if check == "gsgp_lemma_3_2":
         teeth = (~rows["trivial"] & rows["holds"].notna()).groupby(rows["run_id"], sort=False).sum()
         run_id = teeth.idxmax()  # the run where the bound says most (plain SGD, not trivial)
-        caption = (f"Run {html.escape(run_id)} ({html.escape(labels.get(run_id, ''))}), the run with the most non-trivial rows, "
-                   "last epoch with step norms: per matrix, the distance to rank ≤ m<sub>l</sub>·B·n (solid) and the bound "
-                   "(dashed) against n.")
-        return render("theory_lemma_3_2", "GSGP Lemma 3.2", caption, lambda: figures.lemma_3_2_figure(rows, run_id=run_id))
+        caption = (f"Run {html.escape(run_id)} ({html.escape(labels.get(run_id, ''))}), the run with the most "
+                   "non-trivial rows, last epoch with step norms: per matrix, the distance to rank ≤ m<sub>l</sub>·B·n "
+                   "(solid) and the bound (dashed) against n.")
+        return render("theory_lemma_3_2", "GSGP Lemma 3.2", caption,
+                      lambda: figures.lemma_3_2_figure(rows, run_id=run_id))
     return None
 
 
@@ -207,15 +237,18 @@ def _prediction(prediction, records: Results, render) -> str:
         parts.append(f'<p class="note">Left out (not finished): {html.escape(", ".join(left_out))}.</p>')
     parts.append(table_html(_verdicts(tests)))
     if _column(tests, "effect").notna().any():
-        caption = ("Per knob, the effect (% of the full rank) with its bootstrap 95 % interval over seeds; grey: the same "
-                   "trend among the runs without weight decay (the control of B and μ); dashed: the minimum effect; "
-                   "above each knob its verdict.")
-        parts.append(render("theory_prediction_4_1", "GSGP Prediction 4.1", caption, lambda: figures.prediction_figure(tests)))
+        caption = ("Per knob, the effect (% of the full rank) with its bootstrap 95 % interval over seeds; grey: "
+                   "the same trend among the runs without weight decay (the control of B and μ); dashed: the minimum "
+                   "effect; above each knob its verdict.")
+        parts.append(render("theory_prediction_4_1", "GSGP Prediction 4.1", caption,
+                            lambda: figures.prediction_figure(tests)))
     if len(blocks):
-        shown = blocks.assign(knob=blocks["knob"].map(symbol), block=blocks["block"].astype(str).str.removeprefix(" · "))
+        shown = blocks.assign(knob=blocks["knob"].map(symbol),
+                              block=blocks["block"].astype(str).str.removeprefix(" · "))
         shown = shown[[c for c in ("knob", "group", "block", "seed", "levels", "runs", "tau", "drop") if c in shown]]
         shown = shown.rename(columns={"tau": "signed τ", "drop": "drop (% of full rank)"})
-        parts.append(f"<details><summary>All {len(blocks)} blocks of runs</summary>{table_html(shown.astype(object), sortable=True)}</details>")
+        table = table_html(shown.astype(object), sortable=True)
+        parts.append(f"<details><summary>All {len(blocks)} blocks of runs</summary>{table}</details>")
     return "\n".join(parts)
 
 
@@ -233,7 +266,9 @@ def _interval(effect: float, low: float, high: float) -> str:
 def _verdicts(tests: pd.DataFrame) -> pd.DataFrame:
     """One row per knob: knob, verdict, effect [interval], p, control [interval], seeds, blocks, why."""
     effect, low, high = (_column(tests, c) for c in ("effect", "ci_low", "ci_high"))
-    control, control_low, control_high = (_column(tests, c) for c in ("control_effect", "control_ci_low", "control_ci_high"))
+    control, control_low, control_high = (
+        _column(tests, c) for c in ("control_effect", "control_ci_low", "control_ci_high")
+    )
     seeds = tests["seeds"] if "seeds" in tests else pd.Series(np.nan, index=tests.index)
     frame = pd.DataFrame({
         "knob": tests["symbol"],

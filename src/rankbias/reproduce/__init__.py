@@ -15,4 +15,18 @@ from .catalog import PRESETS, Claim, Preset, select
 from .claims import FAILS, HOLDS, NOT_ENOUGH, check
 from .run import Reproduction, configs, reproduce, reproduce_many
 
-__all__ = ["FAILS", "HOLDS", "NOT_ENOUGH", "PRESETS", "Claim", "Preset", "Reproduction", "check", "configs", "page", "reproduce", "reproduce_many", "select"]
+__all__ = [
+    "FAILS",
+    "HOLDS",
+    "NOT_ENOUGH",
+    "PRESETS",
+    "Claim",
+    "Preset",
+    "Reproduction",
+    "check",
+    "configs",
+    "page",
+    "reproduce",
+    "reproduce_many",
+    "select",
+]

@@ -89,14 +89,23 @@ DEEP_QUICK = {"epochs": 60, "schedule": {"kind": "constant"}}
 # runs with Σμλ'/(1−β) ≥ 0.6 over the last 25 epochs reach it (|drift| < 0.15) and B = 128 (4 steps
 # an epoch on 512 digits) does not. Calibrated on seeds 0–1 (docs/reproduce.md): B ∈ {8, 16, 32},
 # λ ≥ 2e-2 without momentum.
-GP_SMALL_LR = {"quick μ": "{0.01, 0.03} with momentum 0.9: at μ = 0.05–0.1 the residual and plain nets diverged or stayed at chance "
-                           "at B ≤ 16 on the calibration seeds; λ = 2e-2 so that B = 32 converges"}
+GP_SMALL_LR = {
+    "quick μ": "{0.01, 0.03} with momentum 0.9: at μ = 0.05–0.1 the residual and plain nets diverged or stayed at "
+    "chance at B ≤ 16 on the calibration seeds; λ = 2e-2 so that B = 32 converges"
+}
 MLP_QUICK = {"epochs": 100, "schedule": {"kind": "constant"}, "record__every": 5}
-MLP_READING = {"quick scale": "100 epochs at a constant lr, records every 5, B ≤ 32, λ ≥ 2e-2 without momentum: every run with λ > 0 "
-                              "must reach the norm equilibrium (docs/reproduce.md, calibration)"}
-PLAIN_MLP_READING = {"quick scale": "60 epochs at a constant lr: without batch norm or momentum, 20 epochs with the scaled "
-                                    "milestones (2/4/8) leave mlp-3-128 at full rank (gsgp000-fig11, 12: 0 % agree)"}
-DEEP_READING = {"quick scale": "60 epochs (VGG-16: 100) at a constant lr, μ and λ larger than the paper's (calibrated: docs/reproduce.md)"}
+MLP_READING = {
+    "quick scale": "100 epochs at a constant lr, records every 5, B ≤ 32, λ ≥ 2e-2 without momentum: every run with "
+    "λ > 0 must reach the norm equilibrium (docs/reproduce.md, calibration)"
+}
+PLAIN_MLP_READING = {
+    "quick scale": "60 epochs at a constant lr: without batch norm or momentum, 20 epochs with the scaled "
+    "milestones (2/4/8) leave mlp-3-128 at full rank (gsgp000-fig11, 12: 0 % agree)"
+}
+DEEP_READING = {
+    "quick scale": "60 epochs (VGG-16: 100) at a constant lr, μ and λ larger than the paper's "
+    "(calibrated: docs/reproduce.md)"
+}
 # the small model of the same family that the quick scale trains, on 8×8 digits
 SMALL = {
     "resnet18": {"name": "resnet18", "width": 8},
@@ -121,7 +130,10 @@ GP_READINGS = {
 GP_ALTERNATIVES = {"code": {"optimizer.momentum": 0.0, "record.eps": 1e-3}}
 
 
-def _config(model, data, *, lr, wd, batch, epochs, sweep, momentum=0.0, schedule=None, eps=1e-3, every=10, loss="cross_entropy", **record):
+def _config(
+    model, data, *, lr, wd, batch, epochs, sweep, momentum=0.0, schedule=None, eps=1e-3, every=10, loss="cross_entropy",
+    **record,
+):
     return {
         "model": model, "data": dict(data), "loss": loss,
         "optimizer": {"lr": lr, "momentum": momentum, "weight_decay": wd},
@@ -189,17 +201,21 @@ RANK_EPOCH = "rank-vs-epoch"
 LINES_B = {"vary": B, "panel": MU}
 LINES_WD = {"vary": WD, "panel": B}
 LINES_MU = {"vary": MU, "panel": B}
-QB = [8, 32]  # quick batch sizes of the convolution and attention presets (B = 128: 4 steps an epoch, it does not converge)
+# quick batch sizes of the convolution and attention presets (B = 128: 4 steps an epoch, it does not converge)
+QB = [8, 32]
 MLP_QB = [8, 16, 32]  # of the fully connected ones (B = 128 does not converge on 512 digits)
 QWD = [0.0, 5e-3, 5e-2]  # quick weight decays
 MLP_QWD = [0.0, 2e-2, 5e-2]
 
 PRESETS_LIST = [
-    _gsgp("gsgp-fig1", 1, "resnet18", "heatmaps of the final average rank over (μ, λ) at B = 8 and 16 ((c), (d): slices of the same grid)",
-          "heatmap", {"x": MU, "y": WD, "panel": B}, trend(None, "the final rank is lower at smaller B, larger μ, larger λ"),
+    _gsgp("gsgp-fig1", 1, "resnet18",
+          "heatmaps of the final average rank over (μ, λ) at B = 8 and 16 ((c), (d): slices of the same grid)",
+          "heatmap", {"x": MU, "y": WD, "panel": B},
+          trend(None, "the final rank is lower at smaller B, larger μ, larger λ"),
           lr=0.5, wd=6e-3, batch=8, sweep={B: [8, 16], MU: [0.05, 0.1, 0.5, 1.0], WD: [5e-4, 1e-3, 3e-3, 6e-3]},
           quick_sweep={B: [8, 32], MU: [0.1, 0.4], WD: [5e-3, 2e-2]}, quick=DEEP_QUICK,
-          readings={"grid values": "not given in EXPERIMENTS.md: μ ∈ {0.05, 0.1, 0.5, 1}, λ ∈ {5e-4 … 6e-3} chosen to include (c) μ=0.5, (d) λ=6e-3",
+          readings={"grid values": "not given in EXPERIMENTS.md: μ ∈ {0.05, 0.1, 0.5, 1}, λ ∈ {5e-4 … 6e-3} "
+                                   "chosen to include (c) μ=0.5, (d) λ=6e-3",
                     **DEEP_READING}),
     _gsgp("gsgp-fig2", 2, "resnet18", "μ", RANK_EPOCH, LINES_MU, HIGHER_MU, lr=0.1, wd=5e-4, batch=8,
           sweep={B: [4, 8, 16], MU: [0.01, 0.05, 0.1, 0.5, 1.0]}, quick_sweep={B: [8, 32], MU: [0.1, 0.2, 0.4]},
@@ -209,15 +225,20 @@ PRESETS_LIST = [
           sweep={B: [8, 16, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
           quick={**DEEP_QUICK, "optimizer__lr": 0.1},
           readings={"λ values": "not given in EXPERIMENTS.md: {0, 1e-4, 5e-4, 1e-3, 5e-3}", **DEEP_READING}),
-    _gsgp("gsgp-fig4", 4, "resnet18", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B, lr=1e-3, wd=6e-3, batch=8,
+    _gsgp("gsgp-fig4", 4, "resnet18", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B,
+          lr=1e-3, wd=6e-3, batch=8,
           sweep={B: [8, 16, 32, 64, 128], "zip": {MU: [1e-3, 5e-3, 1e-2], WD: [6e-3, 6e-3, 4e-4]}},
           quick_sweep={B: QB, "zip": {MU: [0.1, 0.4], WD: [5e-2, 2e-2]}}, quick=DEEP_QUICK,
-          readings={"eps": "1e-3 (seed 003; seed 000: 1e-2 — rank at any ε is recomputed from the stored spectra)", **DEEP_READING}),
-    _gsgp("gsgp-fig5", 5, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=32, momentum=0.9,
-          sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: MLP_QWD}, quick=MLP_QUICK,
+          readings={"eps": "1e-3 (seed 003; seed 000: 1e-2 — rank at any ε is recomputed from the stored spectra)",
+                    **DEEP_READING}),
+    _gsgp("gsgp-fig5", 5, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD,
+          lr=0.1, wd=5e-4, batch=32, momentum=0.9,
+          sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: MLP_QWD},
+          quick=MLP_QUICK,
           readings={"momentum": "0.9 (stated for this figure)", **MLP_READING}),
     _gsgp("gsgp-fig6", 6, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=4,
-          sweep={B: [4, 8, 16], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [4, 16], WD: MLP_QWD}, quick=MLP_QUICK,
+          sweep={B: [4, 8, 16], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [4, 16], WD: MLP_QWD},
+          quick=MLP_QUICK,
           readings=MLP_READING),
     _gsgp("gsgp-fig7", 7, "mlp-bn-10-100", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
           sweep={MU: [0.03, 0.1, 0.3], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
@@ -227,18 +248,23 @@ PRESETS_LIST = [
           quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2}, readings=MLP_READING),
     _gsgp("gsgp-fig9", 9, "vit", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.008, wd=5e-4, batch=32, epochs=200,
           schedule=VIT_SCHEDULE, sweep={MU: [0.004, 0.008, 0.04], B: [16, 32, 64, 128]},
-          quick_sweep={MU: [0.1, 0.4], B: QB}, quick={**DEEP_QUICK, "optimizer__weight_decay": 5e-3}, readings=DEEP_READING),
+          quick_sweep={MU: [0.1, 0.4], B: QB}, quick={**DEEP_QUICK, "optimizer__weight_decay": 5e-3},
+          readings=DEEP_READING),
     _gsgp("gsgp-fig10", 10, "vit", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.04, wd=5e-4, batch=32, epochs=200,
           schedule=VIT_SCHEDULE, sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]},
-          quick_sweep={B: [8, 32], WD: [0.0, 5e-3, 2e-2]}, quick={**DEEP_QUICK, "optimizer__lr": 0.1}, readings=DEEP_READING),
+          quick_sweep={B: [8, 32], WD: [0.0, 5e-3, 2e-2]}, quick={**DEEP_QUICK, "optimizer__lr": 0.1},
+          readings=DEEP_READING),
     _gsgp("gsgp-fig11", 11, "resnet18", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.5, wd=5e-4, batch=16,
           sweep={MU: [0.5, 1.0, 2.0], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.4], B: QB},
           quick={**DEEP_QUICK, "optimizer__weight_decay": 2e-2}, readings=DEEP_READING),
-    _gsgp("gsgp-fig12", 12, "vgg16", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B, lr=1e-3, wd=6e-3, batch=8,
+    _gsgp("gsgp-fig12", 12, "vgg16", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B,
+          lr=1e-3, wd=6e-3, batch=8,
           sweep={B: [8, 16, 32, 64, 128], "zip": {MU: [1e-3, 5e-3, 1e-2], WD: [6e-3, 5e-4, 4e-4]}},
-          quick_sweep={B: QB, "zip": {MU: [0.1, 0.4], WD: [5e-2, 5e-3]}}, quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}},
+          quick_sweep={B: QB, "zip": {MU: [0.1, 0.4], WD: [5e-2, 5e-3]}},
+          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}},
           readings={"eps": "1e-3 (seed 003; seed 000: 4e-2 — recompute with --eps / rb.load(eps=))", **DEEP_READING}),
-    _gsgp("gsgp-fig13", 13, "resnet18", "μ on three data sets", RANK_EPOCH, {"vary": MU, "panel": "data.name"}, HIGHER_MU,
+    _gsgp("gsgp-fig13", 13, "resnet18", "μ on three data sets", RANK_EPOCH, {"vary": MU, "panel": "data.name"},
+          HIGHER_MU,
           lr=0.1, wd=5e-4, batch=16, data={"name": "mnist", "pad": 2},
           sweep={"data.name": ["mnist", "fashion-mnist", "svhn"], MU: [0.01, 0.05, 0.1, 0.5]},
           quick_sweep={"data.name": ["digits"], MU: [0.1, 0.2, 0.4]},
@@ -250,58 +276,71 @@ PRESETS_LIST = [
           Claim("the per-layer norm ratio ‖W_{T−1}‖/‖W_T‖ tends to 1 (GSGP Thm 3.3's assumption)", "norm_ratio"),
           lr=0.1, wd=5e-4, batch=8, sweep={MU: [0.01, 0.1, 0.5, 1.0]}, quick_sweep={MU: [0.1, 0.4]}, step_norms=2,
           quick={**DEEP_QUICK, "optimizer__weight_decay": 2e-2, "record__step_norms": 0},
-          readings={"ratio": "the norm drift over the last quarter of training against weight decay alone (theory.drift); "
-                             "the paper scale also records one-step ratios (record.step_norms: 2)",
+          readings={"ratio": "the norm drift over the last quarter of training against weight decay alone "
+                             "(theory.drift); the paper scale also records one-step ratios (record.step_norms: 2)",
                     "quick scale": "the ResNet-18 runs of gsgp-fig2 at B = 8 (60 epochs at a constant lr, λ = 2e-2)"}),
     _gsgp("gsgp-fig15", 15, "vgg16", "same ratio, panels B", "norm-ratio", {"panel": B},
           Claim("the per-layer norm ratio tends to 1", "norm_ratio"), lr=5e-3, wd=5e-4, batch=8,
           sweep={B: [8, 16, 32, 64]}, quick_sweep={B: [8, 32]}, step_norms=2,
-          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1, "optimizer__weight_decay": 5e-2,
-                 "record__step_norms": 0},
-          readings={"quick scale": "the VGG-16 runs of gsgp000-fig15 at λ = 5e-2 (100 epochs at a constant lr, μ = 0.1)"}),
+          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1,
+                 "optimizer__weight_decay": 5e-2, "record__step_norms": 0},
+          readings={"quick scale": "the VGG-16 runs of gsgp000-fig15 at λ = 5e-2 "
+                                   "(100 epochs at a constant lr, μ = 0.1)"}),
     _gsgp("gsgp-fig16", 16, "resnet18", "singular values of each layer vs B", "layer-spectra", {"vary": B}, LOWER_B,
           lr=5e-3, wd=6e-3, batch=8, sweep={B: [8, 16, 32, 64, 128]}, quick_sweep={B: QB},
           quick={**DEEP_QUICK, "optimizer__lr": 0.4, "optimizer__weight_decay": 2e-2},
-          readings={"claim": "the large singular values shrink as B shrinks, read as: fewer above ε, the rank falls with B", **DEEP_READING}),
+          readings={"claim": "the large singular values shrink as B shrinks, read as: fewer above ε, "
+                             "the rank falls with B",
+                    **DEEP_READING}),
     _gsgp("gsgp-fig17", 17, "vgg16", "singular values of the 12 layers vs B", "layer-spectra", {"vary": B}, LOWER_B,
           lr=1e-2, wd=4e-4, batch=8, sweep={B: [8, 16, 32, 64, 128]}, quick_sweep={B: QB},
-          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1, "optimizer__weight_decay": 5e-2},
+          quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1,
+                 "optimizer__weight_decay": 5e-2},
           readings=DEEP_READING),
-    _gsgp("gsgp-fig18", 18, "mlp-bn-2-10000", "Thm 3.3's bound m_l·B·log(2/ε)/(2μλ) vs the measured rank, over ε", "rank-vs-eps",
-          {}, Claim("the measured ε-rank is below Thm 3.3's bound (non-trivial for ε ≥ 0.3)", "theorem_3_3"),
+    _gsgp("gsgp-fig18", 18, "mlp-bn-2-10000", "Thm 3.3's bound m_l·B·log(2/ε)/(2μλ) vs the measured rank, over ε",
+          "rank-vs-eps", {},
+          Claim("the measured ε-rank is below Thm 3.3's bound (non-trivial for ε ≥ 0.3)", "theorem_3_3"),
           lr=0.1, wd=8e-3, batch=6, sweep={}, quick_sweep={}, step_norms=2,
           quick={**MLP_QUICK, "optimizer__lr": 0.4, "optimizer__weight_decay": 5e-2},
-          readings={"quick scale": "μ = 0.4, λ = 5e-2, 100 epochs at a constant lr: the bound m_l·B·log(2/ε)/(2μλ) is below the "
-                                   "width 512 only when μλ' > 6·log(2/ε)/512 (0.016 at ε = 0.5)"}),
+          readings={"quick scale": "μ = 0.4, λ = 5e-2, 100 epochs at a constant lr: the bound m_l·B·log(2/ε)/(2μλ) is "
+                                   "below the width 512 only when μλ' > 6·log(2/ε)/512 (0.016 at ε = 0.5)"}),
     # GSGP's earlier version (seed 000), App. B: the experiments seed 003 dropped (EXPERIMENTS.md)
     _gsgp("gsgp000-fig11", 11, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32, seed000=True,
           sweep={MU: [0.025, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
           quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2},
           readings={"μ values": "not given in EXPERIMENTS.md: {0.025, 0.1}", **MLP_READING}),
-    _gsgp("gsgp000-fig12", 12, "mlp-5-500", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.025, wd=5e-4, batch=32, seed000=True,
+    _gsgp("gsgp000-fig12", 12, "mlp-5-500", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.025, wd=5e-4, batch=32,
+          seed000=True,
           sweep={B: [8, 32, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: MLP_QWD},
           quick={**MLP_QUICK, "optimizer__lr": 0.1},
-          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}", **MLP_READING}),
-    _gsgp("gsgp000-fig15", 15, "vgg16", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=8, eps=1e-2, seed000=True,
+          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
+                    **MLP_READING}),
+    _gsgp("gsgp000-fig15", 15, "vgg16", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=8, eps=1e-2,
+          seed000=True,
           sweep={B: [8, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
           quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1},
-          readings={"eps": "1e-2 (stated)", "B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
+          readings={"eps": "1e-2 (stated)",
+                    "B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
                     **DEEP_READING}),
     _gsgp("gsgp000-fig16", 16, "vgg16", "μ", RANK_EPOCH, LINES_MU, HIGHER_MU, lr=0.1, wd=5e-4, batch=8, seed000=True,
           sweep={B: [8, 32], MU: [0.01, 0.05, 0.1, 0.5]}, quick_sweep={B: [8, 32], MU: [0.025, 0.05, 0.1]},
           quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__weight_decay": 5e-2},
           readings={"λ": "5e-4: the caption's 'µ = 5e−4' read as λ (μ is what varies)",
-                    "B and μ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, μ ∈ {0.01, 0.05, 0.1, 0.5}", **DEEP_READING}),
-    _gsgp("gsgp000-fig17", 17, "vit", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.04, wd=5e-4, batch=32, epochs=200, eps=1e-2,
+                    "B and μ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, μ ∈ {0.01, 0.05, 0.1, 0.5}",
+                    **DEEP_READING}),
+    _gsgp("gsgp000-fig17", 17, "vit", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.04, wd=5e-4, batch=32, epochs=200,
+          eps=1e-2,
           schedule=VIT_SCHEDULE, seed000=True, sweep={B: [32, 64, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]},
           quick_sweep={B: [8, 32], WD: [0.0, 5e-3, 2e-2]}, quick={**DEEP_QUICK, "optimizer__lr": 0.1},
           readings={"eps": "1e-2 (stated; seed 003's Fig. 10 is the same experiment at 1e-3)",
                     "B and λ values": "those of seed 003's Fig. 10", **DEEP_READING}),
     _gp("gp-fig1", 1, "mlp-5-2000", "λ; data MNIST / CIFAR-10; cross-entropy / squared loss", "convergence",
         {"vary": WD, "panel": "data.name"},
-        Claim("with λ > 0 the weights collapse or d(W_{t+1}, W_t) stays away from 0 (SGD noise)", "sgd_noise", min_share=1.0),
+        Claim("with λ > 0 the weights collapse or d(W_{t+1}, W_t) stays away from 0 (SGD noise)", "sgd_noise",
+              min_share=1.0),
         lr=0.1, wd=1e-4, batch=128, epochs=2000, momentum=0.0, schedule={"kind": "constant"},
-        sweep={"data.name": ["mnist", "cifar10"], "loss": ["cross_entropy", "mse_onehot"], WD: [0.0, 1e-6, 1e-5, 1e-4, 1e-3]},
+        sweep={"data.name": ["mnist", "cifar10"], "loss": ["cross_entropy", "mse_onehot"],
+               WD: [0.0, 1e-6, 1e-5, 1e-4, 1e-3]},
         quick_sweep={"loss": ["cross_entropy", "mse_onehot"], WD: [0.0, 1e-2, 1e-1]},
         quick={"data": QUICK_DATA, "epochs": 200, "record__every": 10},
         readings={"momentum": "0 (stated for this figure)",
@@ -311,7 +350,8 @@ PRESETS_LIST = [
         sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.03, 0.1], B: MLP_QB},
         quick={**MLP_QUICK, "optimizer__weight_decay": 5e-3}, readings=MLP_READING),
     _gp("gp-fig3", 3, "mlp-bn-10-100", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=32,
-        sweep={B: [16, 32, 64, 128], WD: [0.0, 1e-4, 2e-4, 4e-4, 8e-4, 6e-3]}, quick_sweep={B: [8, 32], WD: QWD}, quick=MLP_QUICK,
+        sweep={B: [16, 32, 64, 128], WD: [0.0, 1e-4, 2e-4, 4e-4, 8e-4, 6e-3]}, quick_sweep={B: [8, 32], WD: QWD},
+        quick=MLP_QUICK,
         readings=MLP_READING),
     _gp("gp-fig4", 4, "res-bn-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32,
         sweep={MU: [0.001, 0.01, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.01, 0.03], B: MLP_QB},
@@ -322,13 +362,15 @@ PRESETS_LIST = [
     _gp("gp-fig6", 6, "mlp-bn-10-100", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
         Claim("a bottleneck: middle layers have lower rank than the first and last counted ones", "bottleneck"),
         lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
-        quick_sweep={B: [8, 32], MU: [0.05, 0.1]}, quick={**MLP_QUICK, "model": "mlp-bn-6-64", "optimizer__weight_decay": 5e-3},
+        quick_sweep={B: [8, 32], MU: [0.05, 0.1]},
+        quick={**MLP_QUICK, "model": "mlp-bn-6-64", "optimizer__weight_decay": 5e-3},
         readings=MLP_READING),
     _gp("gp-fig7", 7, "res-bn-5-500", "rank of each layer", "layer-ranks", {"vary": B, "panel": MU},
         Claim("the residual blocks' ranks are balanced (within 50 % of each other)", "balanced", tolerance=0.5),
         lr=0.1, wd=5e-4, batch=32, sweep={B: [32, 64, 128], MU: [0.0125, 0.025, 0.05, 0.1]},
         quick_sweep={B: [8, 32], MU: [0.01, 0.03]}, quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2},
-        readings={"model": "RES-BN-5-500 (GP also shows RES-5-500: set model.name=res-5-500)", **MLP_READING, **GP_SMALL_LR}),
+        readings={"model": "RES-BN-5-500 (GP also shows RES-5-500: set model.name=res-5-500)",
+                  **MLP_READING, **GP_SMALL_LR}),
 ]
 
 # CHEN (seed 002): TwoLayer ReLU network with bias, squared loss, lr × 0.95 every 200 epochs.
@@ -348,15 +390,23 @@ def _chen(id, model, data, width_quick, lr, epochs, quick_data, quick_lr, quick_
                     sweep={WD: [1e-4, 1e-3, 1e-2, 1e-1]})
     quick = _quick(paper, {WD: quick_wds}, model=f"twolayer-{width_quick}", data=quick_data, epochs=100,
                    optimizer__lr=quick_lr, record__every=5)
-    readings = {**CHEN_READINGS, "quick scale": f"100 epochs, λ ∈ {quick_wds}: with smaller λ the runs do not reach the norm equilibrium"}
+    readings = {
+        **CHEN_READINGS,
+        "quick scale": f"100 epochs, λ ∈ {quick_wds}: with smaller λ the runs do not reach the norm equilibrium",
+    }
     return Preset(id, "CHEN Sec. 5", model, data["name"], "λ", "weight-decay", {}, STABLE, paper, quick, readings)
 
 
 PRESETS_LIST += [
-    _chen("chen-california", "twolayer-8192", {"name": "california", "train_size": 1800, "test_size": 600}, 64, 1e-4, 5000,
-          {"name": "synthetic", "train_size": 512, "test_size": 256, "synthetic": {"classes": 0, "noise": 0.1}}, 0.05, [0.1, 0.3, 1.0]),
-    _chen("chen-mnist", "twolayer-32768", {"name": "mnist", "train_size": 9000, "test_size": 1000, "standardize": "none"}, 128,
-          1e-6, 2000, {**QUICK_DATA, "standardize": "none"}, 1e-2, [0.3, 1.0, 3.0]),
+    _chen("chen-california", "twolayer-8192", {"name": "california", "train_size": 1800, "test_size": 600},
+          64, 1e-4, 5000,
+          {"name": "synthetic", "train_size": 512, "test_size": 256, "synthetic": {"classes": 0, "noise": 0.1}},
+          0.05, [0.1, 0.3, 1.0]),
+    _chen("chen-mnist", "twolayer-32768",
+          {"name": "mnist", "train_size": 9000, "test_size": 1000, "standardize": "none"},
+          128, 1e-6, 2000,
+          {**QUICK_DATA, "standardize": "none"},
+          1e-2, [0.3, 1.0, 3.0]),
 ]
 
 PRESETS: dict[str, Preset] = {p.id: p for p in PRESETS_LIST}

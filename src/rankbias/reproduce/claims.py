@@ -95,7 +95,9 @@ def learned(results) -> set[str]:
     (``claim.json`` lists it under ``not_learned``)."""
     scalars = results.scalars.sort_values("epoch").groupby("run_id")
     accuracy, loss = scalars["train_acc"], scalars["train_loss"]
-    regression = results.runs.set_index("run_id")["loss"].eq("mse_scalar").reindex(accuracy.first().index, fill_value=False)
+    regression = (
+        results.runs.set_index("run_id")["loss"].eq("mse_scalar").reindex(accuracy.first().index, fill_value=False)
+    )
     keep = (accuracy.last() > 2 * accuracy.first()) | accuracy.last().isna()
     keep = keep.where(~regression, loss.last() < loss.first())
     return set(keep[keep].index)
@@ -113,7 +115,12 @@ def _trend(claim: Claim, results, convergence: pd.DataFrame, rng: int):
     order = [FAILS, INCONCLUSIVE, NOT_ENOUGH, NOT_APPLICABLE, WITHOUT_WD, HOLDS]
     worst = min(parts, key=lambda part: order.index(part[0]))
     why = worst[1] if len(parts) == 1 else "; ".join(f"{p[3][0]['knob']}: {p[0]} ({p[1]})" for p in parts if p[3])
-    return worst[0], why or worst[1], pd.concat([p[2] for p in parts], ignore_index=True), [t for p in parts for t in p[3]]
+    return (
+        worst[0],
+        why or worst[1],
+        pd.concat([p[2] for p in parts], ignore_index=True),
+        [t for p in parts for t in p[3]],
+    )
 
 
 
@@ -130,8 +137,15 @@ def _layer_ranks(results) -> pd.DataFrame:
         first, last = group[group["epoch"] == group["epoch"].min()], group[group["epoch"] == group["epoch"].max()]
         if float(run[WD]) == 0 or first["epoch"].iloc[0] == last["epoch"].iloc[0]:
             continue
-        rows.append({"run_id": run_id, "seed": run[SEED], "initial": first["eps_rank"].tolist(), "final": last["eps_rank"].tolist(),
-                     "full": float(np.minimum(last["rows"], last["cols"]).mean())})  # fmt: skip
+        rows.append(
+            {
+                "run_id": run_id,
+                "seed": run[SEED],
+                "initial": first["eps_rank"].tolist(),
+                "final": last["eps_rank"].tolist(),
+                "full": float(np.minimum(last["rows"], last["cols"]).mean()),
+            }
+        )
     return pd.DataFrame(rows, columns=["run_id", "seed", "initial", "final", "full"])
 
 
@@ -159,14 +173,29 @@ def _bottleneck(claim: Claim, results, convergence, rng):
     table["agrees"] = table["final_margin"] > 0
     p, p_opposite = sign_flip_p(table["delta"].to_numpy(), rng)
     effect, ci, seeds = _per_seed_effect(table, "delta", rng)
-    tests = [{"test": "bottleneck made by training", "statistic": float(table["delta"].mean()), "p": p, "p_opposite": p_opposite,
-              "effect": effect, "ci_low": ci[0], "ci_high": ci[1], "seeds": seeds}]  # fmt: skip
+    tests = [
+        {
+            "test": "bottleneck made by training",
+            "statistic": float(table["delta"].mean()),
+            "p": p,
+            "p_opposite": p_opposite,
+            "effect": effect,
+            "ci_low": ci[0],
+            "ci_high": ci[1],
+            "seeds": seeds,
+        }
+    ]
     numbers = f"Δ margin {effect:.1f} % of the full rank [{ci[0]:.1f}, {ci[1]:.1f}], p = {p:.3g}"
     present = table["agrees"].mean() > 0.5
     if p <= ALPHA and ci[0] > claim.min_effect and present:
         return HOLDS, f"training made a bottleneck in most runs: {numbers}", table, tests
     if (table["initial_margin"] > claim.min_effect).mean() > 0.5:
-        return UNINFORMATIVE, f"the bottleneck is already there at initialization and training did not deepen it ({numbers})", table, tests
+        return (
+            UNINFORMATIVE,
+            f"the bottleneck is already there at initialization and training did not deepen it ({numbers})",
+            table,
+            tests,
+        )
     if p_opposite <= ALPHA or ci[1] < claim.min_effect:
         return FAILS, f"training did not make a bottleneck: {numbers}", table, tests
     return INCONCLUSIVE, f"{numbers}; {table['agrees'].mean():.0%} of runs end with one", table, tests
@@ -180,15 +209,35 @@ def _balanced(claim: Claim, results, convergence, rng):
     table = table[table["initial"].map(len) >= 3]
     if table.empty:
         return NOT_ENOUGH, "no run with λ > 0 and three or more counted matrices", table, []
-    table = table.assign(drop=[100 * (np.mean(i[1:]) - np.mean(f[1:])) / full for i, f, full in zip(table["initial"], table["final"], table["full"])],
-                         spread=[(max(f[1:]) - min(f[1:])) / max(max(f[1:]), 1) for f in table["final"]])  # fmt: skip
+    table = table.assign(
+        drop=[
+            100 * (np.mean(i[1:]) - np.mean(f[1:])) / full
+            for i, f, full in zip(table["initial"], table["final"], table["full"])
+        ],
+        spread=[(max(f[1:]) - min(f[1:])) / max(max(f[1:]), 1) for f in table["final"]],
+    )
     table["agrees"] = table["spread"] <= claim.tolerance
     p, _ = sign_flip_p(table["drop"].to_numpy(), rng)
     drop, drop_ci, seeds = _per_seed_effect(table, "drop", rng)
     spread, spread_ci, _ = _per_seed_effect(table, "spread", rng)
-    tests = [{"test": "blocks' rank fell", "statistic": float(table["drop"].mean()), "p": p, "effect": drop, "ci_low": drop_ci[0],
-              "ci_high": drop_ci[1], "seeds": seeds},
-             {"test": f"spread ≤ {claim.tolerance:g}", "effect": spread, "ci_low": spread_ci[0], "ci_high": spread_ci[1], "seeds": seeds}]  # fmt: skip
+    tests = [
+        {
+            "test": "blocks' rank fell",
+            "statistic": float(table["drop"].mean()),
+            "p": p,
+            "effect": drop,
+            "ci_low": drop_ci[0],
+            "ci_high": drop_ci[1],
+            "seeds": seeds,
+        },
+        {
+            "test": f"spread ≤ {claim.tolerance:g}",
+            "effect": spread,
+            "ci_low": spread_ci[0],
+            "ci_high": spread_ci[1],
+            "seeds": seeds,
+        },
+    ]
     fell = f"the blocks' rank fell {drop:.1f} % of the full rank [{drop_ci[0]:.1f}, {drop_ci[1]:.1f}], p = {p:.3g}"
     if not (p <= ALPHA and drop_ci[0] > claim.min_effect):
         return UNINFORMATIVE, f"training did not lower the ranks enough to test their balance: {fell}", table, tests
@@ -216,11 +265,18 @@ def _theorem(claim: Claim, results, convergence, rng):
         return NOT_ENOUGH, "no counted matrix", table, tests
     if informative.empty:
         smallest = float(table["bound"].min())
-        return UNINFORMATIVE, f"every bound is at least the matrix's smaller dimension (smallest bound {smallest:.3g}): the theorem says nothing here", table, tests
+        why = (
+            f"every bound is at least the matrix's smaller dimension (smallest bound {smallest:.3g}): "
+            "the theorem says nothing here"
+        )
+        return UNINFORMATIVE, why, table, tests
     stopped = convergence[convergence["run_id"].isin(informative["run_id"]) & convergence["converged"].eq(False)]
     if len(stopped):
-        return INCONCLUSIVE, (f"not converged: {len(stopped)} of {informative['run_id'].nunique()} runs have not reached the norm "
-                              "equilibrium the theorem assumes"), table, tests
+        why = (
+            f"not converged: {len(stopped)} of {informative['run_id'].nunique()} runs have not reached the norm "
+            "equilibrium the theorem assumes"
+        )
+        return INCONCLUSIVE, why, table, tests
     failed = informative[~informative["agrees"].astype(bool)]
     if len(failed):
         return FAILS, f"{len(failed)} of {len(informative)} informative rows exceed the bound", table, tests
@@ -236,8 +292,13 @@ def _norm_ratio(claim: Claim, results, convergence, rng):
         return NOT_APPLICABLE, "no run with weight decay and two records: there is no equilibrium to check", table, []
     table["agrees"] = table["converged"].astype(bool)
     share = float(table["agrees"].mean())
-    tests = [{"test": "norm equilibrium", "share": share, "median_drift": float(table["drift"].median()), "rows": len(table)}]
-    text = f"{share:.0%} of {len(table)} matrices within ±{DRIFT_TOLERANCE:g} of the equilibrium (median drift {table['drift'].median():+.2f})"
+    tests = [
+        {"test": "norm equilibrium", "share": share, "median_drift": float(table["drift"].median()), "rows": len(table)}
+    ]
+    text = (
+        f"{share:.0%} of {len(table)} matrices within ±{DRIFT_TOLERANCE:g} of the equilibrium "
+        f"(median drift {table['drift'].median():+.2f})"
+    )
     return (HOLDS if share >= claim.min_share else FAILS), text, table, tests
 
 

@@ -3,7 +3,8 @@
 Read from what :func:`~rankbias.reproduce.run.reproduce` wrote (``<id>/<scale>/claim.json``,
 ``claim.csv``, ``figure*.png``), so nothing is retrained and presets reproduced by earlier
 commands are included: a summary table (preset, paper figure, claim, verdict, effect ± interval,
-p, the λ = 0 control, seeds, runs, why; rows coloured by verdict), then per preset its figures, its claim table and the readings it takes.
+p, the λ = 0 control, seeds, runs, why; rows coloured by verdict), then per preset its figures, its
+claim table and the readings it takes.
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ def collect(results: str | Path, scale: str) -> pd.DataFrame:
         path = Path(results) / preset.id / scale / "claim.json"
         if path.exists():
             summary = json.loads(path.read_text())
-            rows.append({"preset": preset.id, "figure": preset.paper, "model": preset.model, "claim": summary["claim"],
-                         "verdict": summary["verdict"], "effect": _interval(summary, "effect", "ci_low", "ci_high"),
-                         "p": summary.get("p"), "control": _interval(summary, "control_effect", "control_ci_low", "control_ci_high"),
-                         "seeds": " ".join(str(s) for s in summary.get("seeds", [])), "runs": summary["runs"],
-                         "why": summary.get("why", "")})  # fmt: skip
+            rows.append(
+                {
+                    "preset": preset.id,
+                    "figure": preset.paper,
+                    "model": preset.model,
+                    "claim": summary["claim"],
+                    "verdict": summary["verdict"],
+                    "effect": _interval(summary, "effect", "ci_low", "ci_high"),
+                    "p": summary.get("p"),
+                    "control": _interval(summary, "control_effect", "control_ci_low", "control_ci_high"),
+                    "seeds": " ".join(str(s) for s in summary.get("seeds", [])),
+                    "runs": summary["runs"],
+                    "why": summary.get("why", ""),
+                }
+            )
     columns = ["preset", "figure", "model", "claim", "verdict", "effect", "p", "control", "seeds", "runs", "why"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -53,19 +64,31 @@ def write(results: str | Path, scale: str) -> Path | None:
         return None
     table.to_csv(results / f"reproduce-{scale}.csv", index=False)
     counts = ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
-    intro = (f"<p>{len(table)} of {len(catalog.PRESETS)} presets reproduced at the {html.escape(scale)} scale: "
-             f"{html.escape(counts)}. Effects are in % of the full rank, mean over seeds with a bootstrap 95 % interval; "
-             "p is a one-sided permutation p-value; the control is the same effect in the runs without weight decay "
-             "(docs/reproduce.md, \"The tests\").</p>")
+    intro = (
+        f"<p>{len(table)} of {len(catalog.PRESETS)} presets reproduced at the {html.escape(scale)} scale: "
+        f"{html.escape(counts)}. Effects are in % of the full rank, mean over seeds with a bootstrap 95 % interval; "
+        "p is a one-sided permutation p-value; the control is the same effect in the runs without weight decay "
+        "(docs/reproduce.md, \"The tests\").</p>"
+    )
     sections = [("summary", "Summary", table_html(table, sortable=True, row_classes=_classes(table)))]
-    sections += [(row.preset, f"{row.preset}: {row.figure}", _section(results / row.preset / scale, row)) for row in table.itertuples()]
+    sections += [
+        (row.preset, f"{row.preset}: {row.figure}", _section(results / row.preset / scale, row))
+        for row in table.itertuples()
+    ]
     path = results / f"reproduce-{scale}.html"
     path.write_text(page(f"reproductions ({scale})", intro, sections))
     return path
 
 
-VERDICT_CLASSES = {"holds": "v-holds", "fails": "v-fails", "inconclusive": "v-inconclusive", "holds without weight decay": "v-without",
-                   "uninformative": "v-uninformative", "not applicable": "v-na", "not enough runs": "v-notenough"}  # fmt: skip
+VERDICT_CLASSES = {
+    "holds": "v-holds",
+    "fails": "v-fails",
+    "inconclusive": "v-inconclusive",
+    "holds without weight decay": "v-without",
+    "uninformative": "v-uninformative",
+    "not applicable": "v-na",
+    "not enough runs": "v-notenough",
+}
 
 
 def _classes(table: pd.DataFrame) -> list[str]:
@@ -84,7 +107,9 @@ def _section(out: Path, row) -> str:
         parts.append("<h3>Tests</h3>" + table_html(tests))
     for png in sorted(out.glob("figure*.png")):
         data = base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(figure_html(f"{row.preset}-{png.stem}", f"{row.figure}, {png.stem}", html.escape(preset.varies), data))
+        parts.append(
+            figure_html(f"{row.preset}-{png.stem}", f"{row.figure}, {png.stem}", html.escape(preset.varies), data)
+        )
     claim = out / "claim.csv"
     if claim.exists() and claim.stat().st_size > 1:  # a table without columns is written as one newline
         frame = pd.read_csv(claim)

@@ -66,7 +66,8 @@ def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | N
     extra = []
     if reading is not None:
         if reading not in preset.alternatives:
-            raise ConfigError("reading", f"{preset_id} has no reading {reading!r}; it has: {', '.join(preset.alternatives) or 'none'}")
+            known = ", ".join(preset.alternatives) or "none"
+            raise ConfigError("reading", f"{preset_id} has no reading {reading!r}; it has: {known}")
         extra = [f"{key}={json.dumps(value)}" for key, value in preset.alternatives[reading].items()]
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError("seeds", f"must be a positive number of seeds, got {seeds!r}")
@@ -93,27 +94,66 @@ def _with(config: RunConfig, changes: dict) -> RunConfig:
     return RunConfig.from_dict(raw)
 
 
-def reproduce(preset_id: str, scale: str = "quick", results: str | Path = "results", jobs: int = 1, dry_run: bool = False, *,
-              overrides=(), reading: str | None = None, device: str = "auto", data_root=None, progress: bool = False,
-              seeds: int = SEEDS, first_seed: int = 0) -> Reproduction:
+def reproduce(
+    preset_id: str,
+    scale: str = "quick",
+    results: str | Path = "results",
+    jobs: int = 1,
+    dry_run: bool = False,
+    *,
+    overrides=(),
+    reading: str | None = None,
+    device: str = "auto",
+    data_root=None,
+    progress: bool = False,
+    seeds: int = SEEDS,
+    first_seed: int = 0,
+) -> Reproduction:
     """Train preset ``preset_id`` at ``scale`` (``quick`` or ``paper``) with ``rb.train``, draw its
     figure with ``rb.plots``, check its claim (:mod:`.claims`); see the module docstring for
     what is written. Every config and data set is checked before anything trains (a missing
     data set raises :class:`~rankbias.errors.DataError`). ``dry_run``: only the plan of runs.
     """
-    return reproduce_many([preset_id], scale, results, jobs, dry_run, overrides=overrides, reading=reading, device=device,
-                          data_root=data_root, progress=progress, seeds=seeds, first_seed=first_seed)[0]  # fmt: skip
+    return reproduce_many(
+        [preset_id],
+        scale,
+        results,
+        jobs,
+        dry_run,
+        overrides=overrides,
+        reading=reading,
+        device=device,
+        data_root=data_root,
+        progress=progress,
+        seeds=seeds,
+        first_seed=first_seed,
+    )[0]
 
 
-def reproduce_many(preset_ids, scale: str = "quick", results: str | Path = "results", jobs: int = 1, dry_run: bool = False, *,
-                   overrides=(), reading: str | None = None, device: str = "auto", data_root=None, progress: bool = False,
-                   seeds: int = SEEDS, first_seed: int = 0) -> list[Reproduction]:
+def reproduce_many(
+    preset_ids,
+    scale: str = "quick",
+    results: str | Path = "results",
+    jobs: int = 1,
+    dry_run: bool = False,
+    *,
+    overrides=(),
+    reading: str | None = None,
+    device: str = "auto",
+    data_root=None,
+    progress: bool = False,
+    seeds: int = SEEDS,
+    first_seed: int = 0,
+) -> list[Reproduction]:
     """:func:`reproduce` for several presets, their runs trained as one sweep: a run that several
     presets share trains once, and the cohorts of all presets share the ``jobs`` workers.
     Every preset's configs are expanded and checked before anything trains."""
     results = Path(results)
     runs_dir = results / RUNS
-    todo = {preset_id: configs(preset_id, scale, overrides, reading, seeds=seeds, first_seed=first_seed) for preset_id in preset_ids}
+    todo = {
+        preset_id: configs(preset_id, scale, overrides, reading, seeds=seeds, first_seed=first_seed)
+        for preset_id in preset_ids
+    }
     done = [Reproduction(catalog.get(p), scale, results / p / scale, cfgs) for p, cfgs in todo.items()]
     unique = list({c.run_id(): c for cfgs in todo.values() for c in cfgs}.values())
     if dry_run:
@@ -125,7 +165,10 @@ def reproduce_many(preset_ids, scale: str = "quick", results: str | Path = "resu
             result.plan = table[table["run_id"].isin(ids)].dropna(axis=1, how="all").reset_index(drop=True)
         return done
     start = time.perf_counter()
-    trained = {r.run_id: r for r in api.train(unique, runs_dir, jobs=jobs, device=device, data_root=data_root, progress=progress)}
+    trained = {
+        r.run_id: r
+        for r in api.train(unique, runs_dir, jobs=jobs, device=device, data_root=data_root, progress=progress)
+    }
     seconds = time.perf_counter() - start
     records = load(runs_dir, runs=trained)
     for result in done:
@@ -144,15 +187,38 @@ def _conclude(result: Reproduction, records) -> None:
     result.claim, result.verdict, result.why, result.tests = verdict.table, verdict.verdict, verdict.why, verdict.tests
     verdict.table.to_csv(out / "claim.csv", index=False)
     run_ids = [r.run_id for r in result.runs]
-    convergence = verdict.convergence.set_index("run_id") if len(verdict.convergence) else pd.DataFrame(columns=["drift", "converged"])
-    summary = {"preset": preset.id, "paper": preset.paper, "scale": result.scale, "claim": preset.claim.statement,
-               "check": preset.claim.check, "knob": preset.claim.knob, "verdict": verdict.verdict, "why": verdict.why,
-               **_headline(verdict.tests), "tests": verdict.tests, "min_effect": preset.claim.min_effect, "alpha": claims.ALPHA,
-               "seeds": sorted({int(c.train.seed) for c in result.configs}), "runs": len(result.runs), "run_ids": run_ids,
-               "convergence": {r: {"drift": _number(convergence.at[r, "drift"]), "converged": _flag(convergence.at[r, "converged"])}
-                               for r in run_ids if r in convergence.index},
-               "not_learned": sorted(set(run_ids) - claims.learned(records)) if preset.claim.check in ("trend", "stable_rank") else [],
-               "figures": [str(p) for p in result.figures], "figure_error": result.figure_error}  # fmt: skip
+    convergence = (
+        verdict.convergence.set_index("run_id")
+        if len(verdict.convergence)
+        else pd.DataFrame(columns=["drift", "converged"])
+    )
+    summary = {
+        "preset": preset.id,
+        "paper": preset.paper,
+        "scale": result.scale,
+        "claim": preset.claim.statement,
+        "check": preset.claim.check,
+        "knob": preset.claim.knob,
+        "verdict": verdict.verdict,
+        "why": verdict.why,
+        **_headline(verdict.tests),
+        "tests": verdict.tests,
+        "min_effect": preset.claim.min_effect,
+        "alpha": claims.ALPHA,
+        "seeds": sorted({int(c.train.seed) for c in result.configs}),
+        "runs": len(result.runs),
+        "run_ids": run_ids,
+        "convergence": {
+            r: {"drift": _number(convergence.at[r, "drift"]), "converged": _flag(convergence.at[r, "converged"])}
+            for r in run_ids
+            if r in convergence.index
+        },
+        "not_learned": (
+            sorted(set(run_ids) - claims.learned(records)) if preset.claim.check in ("trend", "stable_rank") else []
+        ),
+        "figures": [str(p) for p in result.figures],
+        "figure_error": result.figure_error,
+    }
     (out / "claim.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=_number))
 
 
@@ -183,7 +249,8 @@ def draw(preset: catalog.Preset, records, out: Path) -> tuple[list[Path], str | 
     that could not be drawn (e.g. every run diverged before its first record)."""
     function = plots.FIGURES[preset.family].function
     drawn = records.runs[records.runs["run_id"].isin(set(records.scalars["run_id"]))]
-    covered = {*preset.roles.values(), *IMPLICIT.get(preset.family, ()), *claims.REPLICATE_KEYS}  # seeds: one line, their mean
+    # the seed keys are covered too: a configuration's seeds make one line, their mean
+    covered = {*preset.roles.values(), *IMPLICIT.get(preset.family, ()), *claims.REPLICATE_KEYS}
     extra = [k for k in varied_keys(drawn) if k not in covered]
     slices = [((), drawn)] if not extra else list(drawn.groupby(extra))
     paths = []
