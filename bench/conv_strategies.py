@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), R = {args.members}, B = {args.batch}")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
+        f"R = {args.members}, B = {args.batch}"
+    )
     print(f"{'model':<30} {'way':<7} {'median ms':>10} {'min ms':>8} {'× loop':>7}")
     for label, (model, shape) in CASES.items():
         measure(label, rb.RunConfig.from_dict({"model": model}).model, shape, args.members, args.batch, args.repeats)
@@ -63,7 +66,10 @@ def main() -> None:
 
 def measure(label: str, config, shape: tuple[int, ...], R: int, B: int, repeats: int) -> None:
     """Time one step of each way for R networks of ``config`` and print a row per way."""
-    cohort, member = build_model(config, R, shape, 10, strategy="folded"), build_model(config, R, shape, 10, strategy="loop")
+    cohort, member = (
+        build_model(config, R, shape, 10, strategy="folded"),
+        build_model(config, R, shape, 10, strategy="loop"),
+    )
     for r in range(R):
         cohort.reset_member(r, torch.Generator().manual_seed(r))
     member.load_state_dict(cohort.state_dict())
@@ -97,7 +103,10 @@ def measure(label: str, config, shape: tuple[int, ...], R: int, B: int, repeats:
     def vmap_step():
         vmapped(params, buffers, x, y)
 
-    results = {way: timed(step, repeats) for way, step in (("loop", loop_step), ("folded", cohort_step), ("member", member_step), ("vmap", vmap_step))}
+    results = {
+        way: timed(step, repeats)
+        for way, step in (("loop", loop_step), ("folded", cohort_step), ("member", member_step), ("vmap", vmap_step))
+    }
     loop_median = statistics.median(results["loop"])
     for way, times in results.items():
         median = statistics.median(times)

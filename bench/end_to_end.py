@@ -1,6 +1,6 @@
 """End to end: a small grid trained and recorded by rankbias against the same grid as a plain PyTorch loop.
 
-The grid (issue 9, part 5): mlp-bn-10-100 on 784-dimensional ``synthetic`` data (60,000 training
+The grid: mlp-bn-10-100 on 784-dimensional ``synthetic`` data (60,000 training
 and 10,000 test samples, 10 classes), batch size B ∈ {16, 128} × weight decay ∈ {0, 5e-4}, lr 0.1,
 2 epochs, records at epoch 0 and after every epoch. The axes are the ends of GP Fig. 3's grid
 (MLP-BN-10-100, B from 16 to 128, λ = 0 as the control against the papers' 5e-4): B = 16 is where
@@ -61,14 +61,25 @@ EVAL_BATCH = 1000
 def grid(epochs: int, train_size: int, test_size: int) -> list[rb.RunConfig]:
     base = rb.RunConfig.from_dict({
         "model": {"name": "mlp-bn-10-100"},
-        "data": {"name": "synthetic", "synthetic": {"dim": 784, "classes": 10}, "train_size": train_size, "test_size": test_size},
+        "data": {
+            "name": "synthetic",
+            "synthetic": {"dim": 784, "classes": 10},
+            "train_size": train_size,
+            "test_size": test_size,
+        },
         "optimizer": {"lr": 0.1},
         "train": {"epochs": epochs},
     })  # fmt: skip
-    return [base.replace(**{"train.batch_size": b, "optimizer.weight_decay": wd}) for b in BATCH_SIZES for wd in WEIGHT_DECAYS]
+    return [
+        base.replace(**{"train.batch_size": b, "optimizer.weight_decay": wd})
+        for b in BATCH_SIZES
+        for wd in WEIGHT_DECAYS
+    ]
 
 
-def engine(configs: list[rb.RunConfig], results: Path, device: str, jobs: int | None, threads: int | None) -> tuple[float, int]:
+def engine(
+    configs: list[rb.RunConfig], results: Path, device: str, jobs: int | None, threads: int | None
+) -> tuple[float, int]:
     """``rb.train`` into a fresh directory. Returns (seconds, torch threads its runs used)."""
     options = {k: v for k, v in (("jobs", jobs), ("threads", threads)) if v is not None}
     start = time.perf_counter()
@@ -95,7 +106,9 @@ def reference(configs: list[rb.RunConfig], out: Path, device: torch.device) -> t
         model = plain_model(config.model, data.input_shape, data.num_classes, seed=config.train.seed).to(device)
         opt = config.optimizer
         sgd = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
-        loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=True, drop_last=config.train.drop_last)
+        loader = DataLoader(
+            train_set, batch_size=config.train.batch_size, shuffle=True, drop_last=config.train.drop_last
+        )
         record = _record(model, data, out / f"run{i}_epoch000.pt", 0)
         for epoch in range(1, config.train.epochs + 1):
             model.train()
@@ -136,19 +149,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=60_000)
     parser.add_argument("--test-size", type=int, default=10_000)
-    parser.add_argument("--jobs", type=int, default=None, help="rb.train's worker processes (default: rb.train's default)")
-    parser.add_argument("--threads", type=int, default=None, help="rb.train's torch threads per worker (default: rb.train's default)")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="rb.train's worker processes (default: rb.train's default)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="rb.train's torch threads per worker (default: rb.train's default)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both train")
     args = parser.parse_args()
     configs = grid(args.epochs, args.train_size, args.test_size)
     with tempfile.TemporaryDirectory() as tmp:
-        cohorts = [len(c.configs) for c in plan(configs, Path(tmp) / "plan", device=args.device, jobs=args.jobs or 1).cohorts]
+        cohorts = [
+            len(c.configs) for c in plan(configs, Path(tmp) / "plan", device=args.device, jobs=args.jobs or 1).cohorts
+        ]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
-        f"machine {platform.node()}, {_cpu_name()}, {cores()} cores; device {device} ({name}); torch {torch.__version__}; "
+        f"machine {platform.node()}, {_cpu_name()}, {cores()} cores; device {device} ({name}); "
+        f"torch {torch.__version__}; "
         f"jobs {args.jobs or 'default'}, threads {args.threads or 'default'}; cohorts of {cohorts} runs\n"
-        f"grid: mlp-bn-10-100, synthetic 784-d, {args.train_size} train / {args.test_size} test, B {list(BATCH_SIZES)} "
+        f"grid: mlp-bn-10-100, synthetic 784-d, {args.train_size} train / {args.test_size} test, "
+        f"B {list(BATCH_SIZES)} "
         f"x weight decay {list(WEIGHT_DECAYS)}, lr 0.1, {args.epochs} epochs, records at epoch 0 and after each",
         flush=True,
     )

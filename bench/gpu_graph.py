@@ -33,7 +33,11 @@ DEVICE = torch.device("cuda")
 
 def train(configs, results: Path, graph: bool) -> CohortTrainer:
     data = load_dataset(configs[0].data)
-    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in configs], data, EngineOptions(device=str(DEVICE), cuda_graph=graph))
+    trainer = CohortTrainer(
+        [Member(c, RunStore(results, c.run_id())) for c in configs],
+        data,
+        EngineOptions(device=str(DEVICE), cuda_graph=graph),
+    )
     trainer.run()
     return trainer
 
@@ -53,7 +57,9 @@ def check_graph_equals_eager() -> None:
         graphed = train(configs, Path(tmp) / "graph", True)
         train(configs, Path(tmp) / "eager", False)
         a, b = rb.load(Path(tmp) / "graph"), rb.load(Path(tmp) / "eager")
-        states = {s: [RunStore(Path(tmp) / s, c.run_id()).load_checkpoint() for c in configs] for s in ("graph", "eager")}
+        states = {
+            s: [RunStore(Path(tmp) / s, c.run_id()).load_checkpoint() for c in configs] for s in ("graph", "eager")
+        }
     numeric = ["batch_loss", "train_loss", "test_loss", "train_acc", "test_acc", "avg_rank"]
     sa, sb = (r.scalars.sort_values(["run_id", "epoch"]).reset_index(drop=True) for r in (a, b))
     assert len(sa) == len(sb) and list(sa.run_id) == list(sb.run_id), "different records"
@@ -65,7 +71,10 @@ def check_graph_equals_eager() -> None:
         for k in ga["params"]
     )
     status = sorted(a.runs["state"])
-    print(f"graph = eager: records {len(sa)}, max |scalar diff| {scalar_diff:.2e}, max |param diff| {param_diff:.2e}, captures {graphed.graphed.captures}, status {status}")
+    print(
+        f"graph = eager: records {len(sa)}, max |scalar diff| {scalar_diff:.2e}, max |param diff| {param_diff:.2e}, "
+        f"captures {graphed.graphed.captures}, status {status}"
+    )
     assert scalar_diff <= 1e-5 and param_diff <= 1e-5, "the CUDA graph step differs from the eager step"
     assert graphed.graphed.captures >= 2, "the lr change or the dropped member did not recapture"
     assert status.count("diverged") == 1, "the lr = 1e6 member should diverge"
@@ -77,7 +86,9 @@ def check_tf32_default() -> None:
         data = load_dataset(configs[0].data)
         CohortTrainer([Member(configs[0], RunStore(tmp, configs[0].run_id()))], data, EngineOptions(device=str(DEVICE)))
         off = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        CohortTrainer([Member(configs[0], RunStore(tmp, configs[0].run_id()))], data, EngineOptions(device=str(DEVICE), tf32=True))
+        CohortTrainer(
+            [Member(configs[0], RunStore(tmp, configs[0].run_id()))], data, EngineOptions(device=str(DEVICE), tf32=True)
+        )
         on = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     print(f"tf32 default {off}, tf32=True {on}")
     assert off == (False, False) and on == (True, True)
@@ -87,7 +98,11 @@ def check_tf32_default() -> None:
 def epoch_seconds(configs, graph: bool, repeats: int = 3) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         data = load_dataset(configs[0].data)
-        trainer = CohortTrainer([Member(c, RunStore(tmp, c.run_id())) for c in configs], data, EngineOptions(device=str(DEVICE), cuda_graph=graph))
+        trainer = CohortTrainer(
+            [Member(c, RunStore(tmp, c.run_id())) for c in configs],
+            data,
+            EngineOptions(device=str(DEVICE), cuda_graph=graph),
+        )
     trainer._train_epoch()  # warm-up (and capture)
     times = []
     for _ in range(repeats):
@@ -103,13 +118,21 @@ def cifar_sized_epoch() -> None:
     config = rb.RunConfig.from_dict(
         {
             "model": {"name": "mlp-bn-10-100"},
-            "data": {"name": "synthetic", "synthetic": {"dim": 3072, "classes": 10}, "train_size": 50000, "test_size": 100},
+            "data": {
+                "name": "synthetic",
+                "synthetic": {"dim": 3072, "classes": 10},
+                "train_size": 50000,
+                "test_size": 100,
+            },
             "train": {"batch_size": 16, "epochs": 1},
         }
     )
     for graph in (True, False):
         times = epoch_seconds([config], graph)
-        print(f"CIFAR-10-sized epoch, mlp-bn-10-100, 1 run, B=16, 3125 steps, graph {graph}: median {statistics.median(times):.2f} s, best {min(times):.2f} s")
+        print(
+            f"CIFAR-10-sized epoch, mlp-bn-10-100, 1 run, B=16, 3125 steps, graph {graph}: "
+            f"median {statistics.median(times):.2f} s, best {min(times):.2f} s"
+        )
 
 
 if __name__ == "__main__":

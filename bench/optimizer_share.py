@@ -27,7 +27,9 @@ def share(case: str, steps: int) -> tuple[float, float, int]:
     runs = configs(case, steps)
     data = load_dataset(runs[0].data)
     with tempfile.TemporaryDirectory() as results:
-        trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device="cpu"))
+        trainer = CohortTrainer(
+            [Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device="cpu")
+        )
         step, spent = trainer.optimizer.step, [0.0]
 
         def timed_step() -> None:

@@ -33,7 +33,9 @@ def main() -> None:
     runs = configs(args.case, args.steps)
     data = load_dataset(runs[0].data)
     with tempfile.TemporaryDirectory() as results:
-        trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device="cpu"))
+        trainer = CohortTrainer(
+            [Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device="cpu")
+        )
         trainer._train_epoch()
         steps = len(data.x_train) // runs[0].train.batch_size
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -41,10 +43,16 @@ def main() -> None:
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
     aten = sum(e.count for e in events if e.key.startswith("aten::")) / steps
-    print(f"{args.case}: {len(runs)} runs, torch {torch.__version__}, threads {torch.get_num_threads()}; profiled {total:.2f} ms per step, {aten:.0f} aten ops per step")
+    print(
+        f"{args.case}: {len(runs)} runs, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+        f"profiled {total:.2f} ms per step, {aten:.0f} aten ops per step"
+    )
     print(f"{'ms/step':>8} {'calls':>6}  op, input shapes")
     for e in events[: args.top]:
-        print(f"{e.self_cpu_time_total / 1e3 / steps:8.3f} {e.count / steps:6.1f}  {e.key[:45]:45s} {str(e.input_shapes)[:70]}")
+        print(
+            f"{e.self_cpu_time_total / 1e3 / steps:8.3f} {e.count / steps:6.1f}  "
+            f"{e.key[:45]:45s} {str(e.input_shapes)[:70]}"
+        )
 
 
 if __name__ == "__main__":

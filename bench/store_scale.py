@@ -45,19 +45,32 @@ def make_runs(root: Path, n: int) -> None:
         epochs = list(EPOCHS)
         scalars = {
             "run_id": [run_id] * len(epochs), "epoch": epochs, "step": [e * 10 for e in epochs],
-            **{k: rng.random(len(epochs)) for k in ("train_loss", "train_acc", "test_loss", "test_acc", "batch_loss", "lr", "avg_rank", "distance")},
+            **{
+                k: rng.random(len(epochs))
+                for k in (
+                    "train_loss", "train_acc", "test_loss", "test_acc", "batch_loss", "lr", "avg_rank", "distance"
+                )
+            },
         }  # fmt: skip
         write(pa.table(scalars), run_dir / "scalars.parquet")
         rows = [(e, name, r, c, counted) for e in epochs for name, r, c, counted in LAYERS]
         svs = [np.sort(rng.random(min(r, c)).astype(np.float32) ** 4)[::-1] for _, _, r, c, _ in rows]
         layers = {
             "run_id": [run_id] * len(rows), "epoch": [r[0] for r in rows], "layer": [r[1] for r in rows],
-            "index": [[l[0] for l in LAYERS].index(r[1]) for r in rows], "rows": [r[2] for r in rows], "cols": [r[3] for r in rows],
-            "m_l": [1] * len(rows), "counted": [r[4] for r in rows], "fro_norm": [float(np.sqrt((s.astype(np.float64) ** 2).sum())) for s in svs],
-            "spectral_norm": [float(s[0]) for s in svs], "eps_rank": [int((s > 1e-3 * np.sqrt((s * s).sum())).sum()) for s in svs],
+            "index": [[l[0] for l in LAYERS].index(r[1]) for r in rows],
+            "rows": [r[2] for r in rows], "cols": [r[3] for r in rows],
+            "m_l": [1] * len(rows), "counted": [r[4] for r in rows],
+            "fro_norm": [float(np.sqrt((s.astype(np.float64) ** 2).sum())) for s in svs],
+            "spectral_norm": [float(s[0]) for s in svs],
+            "eps_rank": [int((s > 1e-3 * np.sqrt((s * s).sum())).sum()) for s in svs],
         }  # fmt: skip
         write(pa.table(layers), run_dir / "layers.parquet")
-        spectra = {"run_id": layers["run_id"], "epoch": layers["epoch"], "layer": layers["layer"], "sv": pa.array(svs, type=pa.list_(pa.float32()))}
+        spectra = {
+            "run_id": layers["run_id"],
+            "epoch": layers["epoch"],
+            "layer": layers["layer"],
+            "sv": pa.array(svs, type=pa.list_(pa.float32())),
+        }
         write(pa.table(spectra), run_dir / "spectra.parquet")
 
 

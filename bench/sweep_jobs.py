@@ -96,7 +96,8 @@ def main() -> None:
             process.wait()
     for name, values in times.items():
         print(
-            f"{name:24s} min {min(values):7.2f} s   median {statistics.median(values):7.2f} s   max {max(values):7.2f} s"
+            f"{name:24s} min {min(values):7.2f} s   median {statistics.median(values):7.2f} s   "
+            f"max {max(values):7.2f} s"
         )
 
 

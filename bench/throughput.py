@@ -1,4 +1,4 @@
-"""Throughput of the cohort engine against a plain PyTorch loop, in one process.
+r"""Throughput of the cohort engine against a plain PyTorch loop, in one process.
 
 Cases (``--case``):
 
@@ -12,7 +12,8 @@ architecture as a plain ``torch.nn`` module, ``torch.optim.SGD``, data indexed o
 the engine trains them as one cohort (one epoch of its training loop). Both do the same steps;
 neither evaluates or records.
 
-    python bench/throughput.py [--case mlp] [--runs N] [--steps 200] [--repeats 3] [--threads 2] [--device cpu] [--update auto]
+    python bench/throughput.py [--case mlp] [--runs N] [--steps 200] [--repeats 3] [--threads 2] \
+        [--device cpu] [--update auto]
 
 ``--update``: ``fused`` (the cohort linear layers update their weights in their backward),
 ``unfused`` (every update in ``CohortSGD.step``) or ``auto`` (the engine's default for the device).
@@ -54,9 +55,18 @@ def configs(case: str, steps: int, runs: int = 0) -> list[rb.RunConfig]:
     model, data, count = CASES[case]
     runs = runs or count
     size = steps * BATCH if data["name"] == "synthetic" else min(steps * BATCH, 1497)
-    base = rb.RunConfig.from_dict({"model": model, "data": {**data, "train_size": size, "test_size": 16}, "train": {"batch_size": BATCH, "epochs": 1}})
+    base = rb.RunConfig.from_dict(
+        {
+            "model": model,
+            "data": {**data, "train_size": size, "test_size": 16},
+            "train": {"batch_size": BATCH, "epochs": 1},
+        }
+    )
     grid = [(lr, wd) for lr in (0.01, 0.03, 0.1, 0.3) for wd in (0.0, 1e-4, 5e-4, 2e-3)][:runs]
-    return [base.replace(**{"optimizer.lr": lr, "optimizer.weight_decay": wd, "train.seed": i}) for i, (lr, wd) in enumerate(grid)]
+    return [
+        base.replace(**{"optimizer.lr": lr, "optimizer.weight_decay": wd, "train.seed": i})
+        for i, (lr, wd) in enumerate(grid)
+    ]
 
 
 def reference_loop(runs: list[rb.RunConfig], data, device: torch.device) -> float:
@@ -81,10 +91,21 @@ def reference_loop(runs: list[rb.RunConfig], data, device: torch.device) -> floa
 SETTING: dict[str, bool] = {}  # what the engine chose: fused update, CUDA graph
 
 
-def cohort_engine(runs: list[rb.RunConfig], data, device: torch.device, results: str, fused: bool | None = None, graph: bool | None = None) -> float:
+def cohort_engine(
+    runs: list[rb.RunConfig],
+    data,
+    device: torch.device,
+    results: str,
+    fused: bool | None = None,
+    graph: bool | None = None,
+) -> float:
     """All runs as one cohort: one epoch of the engine's training loop (after one epoch of
     warm-up, which also captures the CUDA graph). Returns seconds."""
-    trainer = CohortTrainer([Member(c, RunStore(results, c.run_id())) for c in runs], data, EngineOptions(device=str(device), fused_update=fused, cuda_graph=graph))
+    trainer = CohortTrainer(
+        [Member(c, RunStore(results, c.run_id())) for c in runs],
+        data,
+        EngineOptions(device=str(device), fused_update=fused, cuda_graph=graph),
+    )
     SETTING.update(fused_update=trainer.fused_update, cuda_graph=trainer.graphed is not None)
     trainer._train_epoch()
     _sync(device)
@@ -106,9 +127,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    parser.add_argument("--update", choices=["auto", "fused", "unfused"], default="auto", help="the engine's SGD update")
-    parser.add_argument("--graph", choices=["auto", "on", "off"], default="auto", help="the engine's CUDA graph (GPU only)")
-    parser.add_argument("--runs", type=int, choices=range(1, 17), metavar="N", default=0, help="the case's first N configurations (default: the case's count; 1 = a single run)")
+    parser.add_argument(
+        "--update", choices=["auto", "fused", "unfused"], default="auto", help="the engine's SGD update"
+    )
+    parser.add_argument(
+        "--graph", choices=["auto", "on", "off"], default="auto", help="the engine's CUDA graph (GPU only)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        choices=range(1, 17),
+        metavar="N",
+        default=0,
+        help="the case's first N configurations (default: the case's count; 1 = a single run)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,13 +153,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as results:
         for _ in range(args.repeats):
             reference.append(reference_loop(runs, data, device))
-            engine.append(cohort_engine(runs, data, device, results, fused=fused, graph={"auto": None, "on": True, "off": False}[args.graph]))
+            engine.append(
+                cohort_engine(
+                    runs, data, device, results, fused=fused, graph={"auto": None, "on": True, "off": False}[args.graph]
+                )
+            )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{args.case}: {runs[0].model.name}, {len(runs)} runs x {len(data.x_train) // BATCH} steps, batch {BATCH}")
-    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}, update {'fused' if SETTING['fused_update'] else 'unfused'}, cuda graph {'on' if SETTING['cuda_graph'] else 'off'}")
-    for label, times in (("reference loop (torch.nn + torch.optim.SGD, one run after another)", reference), (f"cohort engine ({len(runs)} runs as one model)", engine)):
-        print(f"{label:<70} median {run_steps / statistics.median(times):8.0f}  best {run_steps / min(times):8.0f} run-steps/s")
-    print(f"ratio engine / reference: median {statistics.median(reference) / statistics.median(engine):.2f}x, best {min(reference) / min(engine):.2f}x")
+    print(
+        f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"repeats {args.repeats}, update {'fused' if SETTING['fused_update'] else 'unfused'}, "
+        f"cuda graph {'on' if SETTING['cuda_graph'] else 'off'}"
+    )
+    for label, times in (
+        ("reference loop (torch.nn + torch.optim.SGD, one run after another)", reference),
+        (f"cohort engine ({len(runs)} runs as one model)", engine),
+    ):
+        print(
+            f"{label:<70} median {run_steps / statistics.median(times):8.0f}  "
+            f"best {run_steps / min(times):8.0f} run-steps/s"
+        )
+    print(
+        f"ratio engine / reference: median {statistics.median(reference) / statistics.median(engine):.2f}x, "
+        f"best {min(reference) / min(engine):.2f}x"
+    )
 
 
 if __name__ == "__main__":

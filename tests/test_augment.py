@@ -19,7 +19,16 @@ def gens(*seeds):
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
-@pytest.mark.parametrize("kind", [{"crop": 2}, {"flip": True}, {"rotate": 15.0}, {"rotate": 15.0, "rotate_mode": "steps"}, {"crop": 4, "flip": True, "rotate": 15.0}])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"crop": 2},
+        {"flip": True},
+        {"rotate": 15.0},
+        {"rotate": 15.0, "rotate_mode": "steps"},
+        {"crop": 4, "flip": True, "rotate": 15.0},
+    ],
+)
 def test_each_kind_keeps_shapes_is_seeded_and_changes_the_images(kind):
     x = images()
     out = augment(x, gens(1, 2), cfg(**kind))

@@ -26,7 +26,18 @@ def write_config(tmp_path: Path) -> Path:
 def test_run_with_overrides_then_show_and_status(tmp_path):
     results = tmp_path / "results"
     runner = CliRunner()
-    out = runner.invoke(main, ["run", str(write_config(tmp_path)), "optimizer.lr=0.02", "train.batch_size=8", "--results", str(results), "--no-progress"])
+    out = runner.invoke(
+        main,
+        [
+            "run",
+            str(write_config(tmp_path)),
+            "optimizer.lr=0.02",
+            "train.batch_size=8",
+            "--results",
+            str(results),
+            "--no-progress",
+        ],
+    )
     assert out.exit_code == 0, out.output
     (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
     config = rb.load(run_dir).runs.iloc[0]
@@ -84,7 +95,9 @@ def test_status_of_runs_that_never_recorded(tmp_path):
     run_dir = tmp_path / "results" / config.run_id()
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
-    (run_dir / "status.json").write_text(json.dumps({"state": "failed", "epoch": None, "message": "RuntimeError: boom"}))
+    (run_dir / "status.json").write_text(
+        json.dumps({"state": "failed", "epoch": None, "message": "RuntimeError: boom"})
+    )
     out = CliRunner().invoke(main, ["status", str(tmp_path / "results")])
     assert out.exit_code == 0, out.output
     assert "failed: 1" in out.output and "boom" in out.output and config.run_id() in out.output

@@ -18,7 +18,15 @@ def test_defaults_validate_and_hash_is_stable():
 
 def test_cohort_key_ignores_member_hyperparameters_only():
     a = rb.RunConfig()
-    b = a.replace(**{"optimizer.lr": 0.3, "optimizer.weight_decay": 0.0, "train.seed": 4, "schedule.kind": "step", "schedule.every": 2})
+    b = a.replace(
+        **{
+            "optimizer.lr": 0.3,
+            "optimizer.weight_decay": 0.0,
+            "train.seed": 4,
+            "schedule.kind": "step",
+            "schedule.every": 2,
+        }
+    )
     assert a.cohort_key() == b.cohort_key()
     assert a.cohort_key() != a.replace(**{"train.batch_size": 8}).cohort_key()
 
@@ -102,7 +110,9 @@ def test_bad_override_and_bad_file(tmp_path):
 
 
 def test_schedules():
-    multistep = rb.RunConfig.from_dict({"schedule": {"kind": "multistep", "milestones": [2, 4], "factor": 0.1}}).schedule
+    multistep = rb.RunConfig.from_dict(
+        {"schedule": {"kind": "multistep", "milestones": [2, 4], "factor": 0.1}}
+    ).schedule
     assert [multistep.multiplier(e) for e in range(1, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     step = rb.RunConfig.from_dict({"schedule": {"kind": "step", "every": 2, "factor": 0.5}}).schedule
     assert [step.multiplier(e) for e in range(1, 6)] == pytest.approx([1, 1, 0.5, 0.5, 0.25])
@@ -141,7 +151,14 @@ def _edges(interval: cfg.Interval, number: type):
 
 def test_the_walk_finds_every_declared_range():
     keys = {key for key, _, _ in DECLARED}
-    assert len(keys) >= 20 and {"optimizer.lr", "optimizer.momentum", "record.eps", "augment.rotate", "data.synthetic.dim", "model.dropout"} <= keys
+    assert len(keys) >= 20 and {
+        "optimizer.lr",
+        "optimizer.momentum",
+        "record.eps",
+        "augment.rotate",
+        "data.synthetic.dim",
+        "model.dropout",
+    } <= keys
 
 
 @pytest.mark.parametrize("key, interval, number", DECLARED, ids=[key for key, _, _ in DECLARED])
@@ -168,7 +185,9 @@ def test_declared_checks_have_one_message_template():
     # the same checks hold for a config built in Python, and None passes where the type is optional
     with pytest.raises(rb.ConfigError, match=r"^train\.batch_size: must be >= 1, got 0$"):
         rb.RunConfig(train=cfg.TrainConfig(batch_size=0)).validate()
-    with pytest.raises(rb.ConfigError, match=r"^loss: must be one of 'cross_entropy', 'mse_onehot', 'mse_scalar', got 'hinge'$"):
+    with pytest.raises(
+        rb.ConfigError, match=r"^loss: must be one of 'cross_entropy', 'mse_onehot', 'mse_scalar', got 'hinge'$"
+    ):
         rb.RunConfig(loss="hinge").validate()
     rb.RunConfig.from_dict({"data": {"train_size": None, "resize": None}, "model": {"name": "vit", "dropout": None}})
 

@@ -14,8 +14,12 @@ from rankbias.training.engine import CohortTrainer, Member
 
 from .conftest import small_config
 
-SCALAR_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "batch_loss", "avg_rank", "distance"]
-LAYER_COLUMNS = ["epoch", "layer", "fro_norm", "spectral_norm", "delta_fro", "norm_ratio", "stable_rank", "effective_rank"]
+SCALAR_COLUMNS = [
+    "epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "batch_loss", "avg_rank", "distance"
+]
+LAYER_COLUMNS = [
+    "epoch", "layer", "fro_norm", "spectral_norm", "delta_fro", "norm_ratio", "stable_rank", "effective_rank"
+]
 
 
 def records(path, run_id):
@@ -27,8 +31,20 @@ def records(path, run_id):
 def assert_same_records(path_a, path_b, run_id, rtol=0.0, atol=0.0):
     sa, la, spa = records(path_a, run_id)
     sb, lb, spb = records(path_b, run_id)
-    pd.testing.assert_frame_equal(sa[SCALAR_COLUMNS].reset_index(drop=True), sb[SCALAR_COLUMNS].reset_index(drop=True), rtol=rtol, atol=atol, check_exact=rtol == 0 and atol == 0)
-    pd.testing.assert_frame_equal(la[LAYER_COLUMNS].reset_index(drop=True), lb[LAYER_COLUMNS].reset_index(drop=True), rtol=rtol, atol=atol, check_exact=rtol == 0 and atol == 0)
+    pd.testing.assert_frame_equal(
+        sa[SCALAR_COLUMNS].reset_index(drop=True),
+        sb[SCALAR_COLUMNS].reset_index(drop=True),
+        rtol=rtol,
+        atol=atol,
+        check_exact=rtol == 0 and atol == 0,
+    )
+    pd.testing.assert_frame_equal(
+        la[LAYER_COLUMNS].reset_index(drop=True),
+        lb[LAYER_COLUMNS].reset_index(drop=True),
+        rtol=rtol,
+        atol=atol,
+        check_exact=rtol == 0 and atol == 0,
+    )
     np.testing.assert_allclose(spa, spb, rtol=rtol, atol=atol)
 
 
@@ -295,7 +311,9 @@ def test_cuda_graph_is_refused_where_the_step_cannot_be_captured(tmp_path):
     config = small_config()
     data = load_dataset(config.data)
     with pytest.raises(rb.ConfigError, match="cuda_graph: needs a CUDA device"):
-        CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, EngineOptions(device="cpu", cuda_graph=True))
+        CohortTrainer(
+            [Member(config, RunStore(tmp_path, config.run_id()))], data, EngineOptions(device="cpu", cuda_graph=True)
+        )
     trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, EngineOptions(device="cpu"))
     assert trainer.graphed is None  # auto: eager on a CPU
     assert not list(tmp_path.iterdir())  # nothing written before run()

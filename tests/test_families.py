@@ -44,8 +44,12 @@ def test_cohort_members_equal_their_solo_runs(family, tmp_path):
     assert [r.state for r in cohort + solo] == ["done"] * 4
     for config in configs:
         (sa, la, spa), (sb, lb, spb) = (records(tmp_path / kind, config.run_id()) for kind in ("cohort", "solo"))
-        pd.testing.assert_frame_equal(sa[SCALAR_COLUMNS].reset_index(drop=True), sb[SCALAR_COLUMNS].reset_index(drop=True), check_exact=True)
-        pd.testing.assert_frame_equal(la[LAYER_COLUMNS].reset_index(drop=True), lb[LAYER_COLUMNS].reset_index(drop=True), check_exact=True)
+        pd.testing.assert_frame_equal(
+            sa[SCALAR_COLUMNS].reset_index(drop=True), sb[SCALAR_COLUMNS].reset_index(drop=True), check_exact=True
+        )
+        pd.testing.assert_frame_equal(
+            la[LAYER_COLUMNS].reset_index(drop=True), lb[LAYER_COLUMNS].reset_index(drop=True), check_exact=True
+        )
         np.testing.assert_array_equal(spa, spb)
 
 

@@ -41,7 +41,10 @@ def write_sweep(path: Path, batch_sizes) -> Path:
 
 
 def command(config: Path, results: Path, *extra) -> list[str]:
-    return [sys.executable, "-m", "rankbias", "run", str(config), "--results", str(results), "--threads", "1", "--no-progress", *extra]
+    return [
+        sys.executable, "-m", "rankbias", "run", str(config),
+        "--results", str(results), "--threads", "1", "--no-progress", *extra,
+    ]
 
 
 def environment(tmp_path) -> dict:
@@ -87,7 +90,9 @@ def test_sigkill_at_several_points_then_rerun_gives_the_uninterrupted_records(tm
     points = [(1, ()), (10, ("--jobs", "2")), (24, ())]  # of 42 records
     killed = 0
     for records, extra in points:
-        killed += kill_when(command(config, results, *extra), env, results, lambda n=records: records_on_disk(results) >= n)
+        killed += kill_when(
+            command(config, results, *extra), env, results, lambda n=records: records_on_disk(results) >= n
+        )
         states = [(RunStore(results, c.run_id()).status() or {}).get("state") for c in configs]
         assert states.count("done") < len(configs)  # the kill interrupted the sweep
     assert killed == len(points)
@@ -103,7 +108,10 @@ def test_two_sweeps_at_once_share_a_directory_without_training_a_run_twice(tmp_p
     results, env = tmp_path / "results", environment(tmp_path)
     first = write_sweep(tmp_path / "a.yaml", [32, 64])
     second = write_sweep(tmp_path / "b.yaml", [64, 128])  # batch size 64 is in both
-    procs = [subprocess.Popen(command(c, results, "--jobs", "1"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for c in (first, second)]
+    procs = [
+        subprocess.Popen(command(c, results, "--jobs", "1"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for c in (first, second)
+    ]
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     for c in configs:
@@ -156,7 +164,14 @@ class Boom(RuntimeError):
 
 
 def test_a_failing_cohort_is_recorded_the_others_go_on_and_fail_fast_stops(tmp_path, monkeypatch):
-    configs = rb.expand({"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 256, "test_size": 64}, "train": {"epochs": 1}, "sweep": {"train.batch_size": [16, 32, 64]}})
+    configs = rb.expand(
+        {
+            "model": "mlp-bn-2-16",
+            "data": {"name": "digits", "train_size": 256, "test_size": 64},
+            "train": {"epochs": 1},
+            "sweep": {"train.batch_size": [16, 32, 64]},
+        }
+    )
     original = CohortTrainer.run
 
     def fails_at_batch_32(self):
@@ -175,7 +190,9 @@ def test_a_failing_cohort_is_recorded_the_others_go_on_and_fail_fast_stops(tmp_p
 
 def test_full_disk_is_one_clear_error_and_finished_runs_stay_intact(tmp_path, monkeypatch):
     results = tmp_path / "results"
-    done = rb.expand({"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 256, "test_size": 64}, "train": {"epochs": 1}})[0]
+    done = rb.expand(
+        {"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 256, "test_size": 64}, "train": {"epochs": 1}}
+    )[0]
     rb.train(done, results)
     before = {p: p.read_bytes() for p in (results / done.run_id()).rglob("*") if p.is_file()}
     other = done.replace(**{"train.seed": 7})
@@ -187,7 +204,9 @@ def test_full_disk_is_one_clear_error_and_finished_runs_stay_intact(tmp_path, mo
         return original(self, epoch, tables)
 
     monkeypatch.setattr(RunStore, "append", no_space)
-    with pytest.raises(StoreError, match=r"cannot write the results under .*No space left on device\. Runs already finished are intact"):
+    with pytest.raises(
+        StoreError, match=r"cannot write the results under .*No space left on device\. Runs already finished are intact"
+    ):
         rb.train([done, other], results)
     assert {p: p.read_bytes() for p in (results / done.run_id()).rglob("*") if p.is_file()} == before
     assert lock_owner(results / other.run_id()) is None  # the lock is released
@@ -198,7 +217,9 @@ def test_full_disk_is_one_clear_error_and_finished_runs_stay_intact(tmp_path, mo
 def test_an_unwritable_results_directory_stops_before_training(tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the results directory should be")
-    config = rb.expand({"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 256, "test_size": 64}, "train": {"epochs": 1}})[0]
+    config = rb.expand(
+        {"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 256, "test_size": 64}, "train": {"epochs": 1}}
+    )[0]
     with pytest.raises(StoreError, match=r"cannot write the results directory .*not-a-directory/sub"):
         rb.train(config, blocker / "sub")
     assert blocker.read_text().startswith("a file")
@@ -214,7 +235,11 @@ def test_records_of_another_schema_version_are_refused_with_a_clear_message(tmp_
     assert pq.read_schema(path).metadata[SCHEMA_KEY] == b"1"
     table = pq.read_table(path)
     pq.write_table(table.replace_schema_metadata({SCHEMA_KEY: b"2"}), path)
-    with pytest.raises(SchemaError, match=r"layers.parquet holds records of schema version 2, newer than the version 1 this rankbias reads: upgrade rankbias"):
+    with pytest.raises(
+        SchemaError,
+        match=r"layers.parquet holds records of schema version 2, newer than the version 1 this rankbias reads: "
+        r"upgrade rankbias",
+    ):
         rb.load(results)
     with pytest.raises(SchemaError, match="schema version 2, newer"):
         rb.query(results, "select count(*) from layers")
@@ -228,7 +253,10 @@ def test_records_of_another_schema_version_are_refused_with_a_clear_message(tmp_
 def test_provenance_says_how_each_run_was_made(reference):
     ref_results, configs = reference
     record = json.loads((ref_results / configs[0].run_id() / "provenance.json").read_text())
-    for key in ("rankbias_version", "git_commit", "schema_version", "python_version", "torch_version", "numpy_version", "device", "device_name", "torch_threads", "tf32", "hostname", "start_time", "end_time"):
+    for key in (
+        "rankbias_version", "git_commit", "schema_version", "python_version", "torch_version", "numpy_version",
+        "device", "device_name", "torch_threads", "tf32", "hostname", "start_time", "end_time",
+    ):
         assert key in record, key
     assert record["rankbias_version"] == rb.__version__ and record["device"] == "cpu" and record["torch_threads"] == 1
     assert record["tf32"] is False  # TensorFloat-32 only ever on a GPU, and only when asked

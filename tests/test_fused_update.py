@@ -1,4 +1,4 @@
-"""The fused SGD update (issue 9): the cohort linear layers' backward updates their weights in
+"""The fused SGD update: the cohort linear layers' backward updates their weights in
 place (``CohortSGD.fuse``) and gives the same parameters and momentum buffers as the unfused
 ``CohortSGD.step``.
 

@@ -45,7 +45,9 @@ def test_registry_parses_the_papers_names_and_lists_every_family():
     with pytest.raises(ValueError, match="mlp-bn-L-H"):
         parse_model_name("mlp-bn-10")
     patterns = [m["pattern"] for m in list_models()]
-    assert patterns == ["mlp-L-H", "mlp-bn-L-H", "res-L-H", "res-bn-L-H", "twolayer-H", "convnet-D-W", "vgg16", "resnet18", "vit"]
+    assert patterns == [
+        "mlp-L-H", "mlp-bn-L-H", "res-L-H", "res-bn-L-H", "twolayer-H", "convnet-D-W", "vgg16", "resnet18", "vit"
+    ]
     assert all(m["paper"] and m["description"] for m in list_models())
     assert rb.list_models() == list_models()
 
@@ -58,7 +60,9 @@ def test_a_family_is_registered_from_one_name_template():
     assert regex.fullmatch("convnet-3-64").groupdict() == {"depth": "3", "width": "64"}
     assert not any(regex.fullmatch(n) for n in ("convnet-3", "convnet-D-W", "convnet-3-64-1", "convnetx3-64"))
     spec = parse_model_name("vit")  # the options are plain fields of the spec
-    assert (spec.width, spec.mlp_dim, spec.dropout, spec.activation, spec.bn_detach_var) == (512, None, 0.1, "gelu", False)
+    assert (spec.width, spec.mlp_dim, spec.dropout, spec.activation, spec.bn_detach_var) == (
+        512, None, 0.1, "gelu", False
+    )
     assert parse_model_name("res-bn-2-8").bn_detach_var is False
     assert build_model(model_config("res-bn-2-8", bn_detach_var=True), 1, DIGITS, 3).spec.bn_detach_var is True
 
@@ -80,13 +84,17 @@ def test_counted_matrices_per_family_as_the_authors_count():
     resnet = matrix_infos(model_config("resnet18"), CIFAR, 10)
     counted = [i for i in resnet if i.counted]
     assert len(counted) == 17 and all(i.shape[1] % 9 == 0 for i in counted)  # stem + 16 block 3×3 convolutions
-    assert {i.name for i in resnet if not i.counted} == {"fc", "layer2.0.shortcut.0", "layer3.0.shortcut.0", "layer4.0.shortcut.0"}
+    assert {i.name for i in resnet if not i.counted} == {
+        "fc", "layer2.0.shortcut.0", "layer3.0.shortcut.0", "layer4.0.shortcut.0"
+    }
     assert next(i for i in resnet if i.name == "layer4.1.conv2").m_l == 16  # 4×4 output positions
     vgg = matrix_infos(model_config("vgg16"), CIFAR, 10)
     assert sum(i.counted for i in vgg) == 13 and vgg[-1].name == "fc" and vgg[-1].classifier
     convnet = matrix_infos(model_config("convnet-3-64"), (1, 32, 32), 10)
     assert [(i.shape, i.m_l, i.counted) for i in convnet] == [
-        ((64, 4), 256, True), ((64, 256), 64, True), ((64, 576), 64, True), ((64, 576), 64, True), ((64, 576), 64, True), ((10, 4096), 1, False),
+        ((64, 4), 256, True), ((64, 256), 64, True),
+        ((64, 576), 64, True), ((64, 576), 64, True), ((64, 576), 64, True),
+        ((10, 4096), 1, False),
     ]
     vit = matrix_infos(model_config("vit"), CIFAR, 10)
     assert sum(i.counted for i in vit) == 36 and {i.m_l for i in vit if i.counted} == {65}  # 64 patches + class token
@@ -104,7 +112,8 @@ def test_a_convolution_is_the_out_by_in_k_k_matrix_on_hand_built_weights():
     assert torch.equal(matrix[1, 0], weight[1, 0].reshape(-1))  # row = the vectorized kernel of one output channel
     assert matrix[1, 1, 9].item() == weight[1, 1, 1, 0, 0].item()  # column = (input channel, kernel row, kernel column)
     info = {i.name: i for i in model.matrix_infos()}
-    assert info["stem.0"].m_l == 16 and info["stem.1"].m_l == 4 and info["convs.0"].m_l == 4  # 8 -> 4 -> 2 positions per side
+    # 8 -> 4 -> 2 positions per side
+    assert info["stem.0"].m_l == 16 and info["stem.1"].m_l == 4 and info["convs.0"].m_l == 4
 
 
 @pytest.mark.parametrize("strategy", ["folded", "loop"])
@@ -134,7 +143,9 @@ def test_plain_model_is_a_member_and_runs_on_any_image_size():
     x = torch.randn(5, 1, 8, 8)
     net.eval(), same.eval()
     torch.testing.assert_close(net(x), same(x))
-    for name, shape in (("resnet18", (1, 28, 28)), ("vgg16", (3, 28, 28)), ("vit", (3, 12, 12)), ("convnet-1-4", (1, 6, 6))):
+    for name, shape in (
+        ("resnet18", (1, 28, 28)), ("vgg16", (3, 28, 28)), ("vit", (3, 12, 12)), ("convnet-1-4", (1, 6, 6))
+    ):
         net = plain_model(model_config(name, **({"width": 8} if name != "convnet-1-4" else {})), shape, 10)
         assert net(torch.randn(2, *shape)).shape == (2, 10)
 
@@ -200,16 +211,30 @@ def test_a_member_in_a_cohort_trains_exactly_as_alone_in_float64(name, strategy)
     options, shape = TINY[name]
     options = {**options, "dropout": 0.2} if name == "vit" else options
     config = model_config(name, **options)
-    pair, alone = build_model(config, 2, shape, 10, strategy).double(), build_model(config, 1, shape, 10, "folded").double()
+    pair, alone = (
+        build_model(config, 2, shape, 10, strategy).double(),
+        build_model(config, 1, shape, 10, "folded").double(),
+    )
     optimizers = []
     for model, seeds in ((pair, (0, 1)), (alone, (0,))):
         for r, seed in enumerate(seeds):
             model.reset_member(r, torch.Generator().manual_seed(seed))
         model.set_generators([torch.Generator().manual_seed(100 + s) for s in seeds])
-        optimizers.append(CohortSGD(model.parameters(), lr=[0.05, 0.01][: len(seeds)], momentum=[0.9, 0.0][: len(seeds)], weight_decay=[5e-3, 0.0][: len(seeds)], nesterov=[False] * len(seeds)))
+        optimizers.append(
+            CohortSGD(
+                model.parameters(),
+                lr=[0.05, 0.01][: len(seeds)],
+                momentum=[0.9, 0.0][: len(seeds)],
+                weight_decay=[5e-3, 0.0][: len(seeds)],
+                nesterov=[False] * len(seeds),
+            )
+        )
     data = torch.Generator().manual_seed(7)
     for _ in range(5):
-        x, y = torch.randn(2, 16, *shape, generator=data, dtype=torch.float64), torch.randint(0, 10, (2, 16), generator=data)
+        x, y = (
+            torch.randn(2, 16, *shape, generator=data, dtype=torch.float64),
+            torch.randint(0, 10, (2, 16), generator=data),
+        )
         for model, optimizer, members in ((pair, optimizers[0], 2), (alone, optimizers[1], 1)):
             member_losses("cross_entropy", model(x[:members]), y[:members]).sum().backward()
             optimizer.step()

@@ -44,7 +44,9 @@ def regression(tmp_path_factory) -> Path:
 
 def run_of(records, batch, decay) -> str:
     runs = records.runs
-    return runs[(runs["train.batch_size"] == batch) & np.isclose(runs["optimizer.weight_decay"], decay)]["run_id"].item()
+    return runs[(runs["train.batch_size"] == batch) & np.isclose(runs["optimizer.weight_decay"], decay)][
+        "run_id"
+    ].item()
 
 
 def direct_rank(sv, eps, norm="fro") -> int:
@@ -55,7 +57,9 @@ def direct_rank(sv, eps, norm="fro") -> int:
 
 
 def direct_average(records, run_id, epoch, eps, norm="fro") -> float:
-    layers = records.layers[(records.layers["run_id"] == run_id) & (records.layers["epoch"] == epoch) & records.layers["counted"]]
+    layers = records.layers[
+        (records.layers["run_id"] == run_id) & (records.layers["epoch"] == epoch) & records.layers["counted"]
+    ]
     spectra = records.spectra.set_index(["run_id", "epoch", "layer"])["sv"]
     return float(np.mean([direct_rank(spectra[(run_id, epoch, name)], eps, norm) for name in layers["layer"]]))
 
@@ -99,12 +103,16 @@ def test_ranks_at_a_new_eps_equal_ranks_from_the_same_singular_values(grid, reco
             run_id = run_of(records, batch, decay)
             expected = [direct_average(records, run_id, last[run_id], e) for e in grid_eps]
             assert np.allclose(line.get_ydata(), expected)
-            stored = records.scalars[(records.scalars["run_id"] == run_id) & (records.scalars["epoch"] == last[run_id])]["avg_rank"].item()
+            stored = records.scalars[
+                (records.scalars["run_id"] == run_id) & (records.scalars["epoch"] == last[run_id])
+            ]["avg_rank"].item()
             assert line.get_ydata()[0] == stored  # at the recorded ε: the stored average rank
 
 
 def test_roles_are_checked_with_one_clear_message(records):
-    with pytest.raises(PlotError, match=r"also differ in λ \(optimizer.weight_decay\).*--where optimizer.weight_decay=VALUE"):
+    with pytest.raises(
+        PlotError, match=r"also differ in λ \(optimizer.weight_decay\).*--where optimizer.weight_decay=VALUE"
+    ):
         plots.rank_vs_epoch(records, vary="B", panel="μ")
     with pytest.raises(PlotError, match="unknown hyperparameter 'batchsize'"):
         plots.rank_vs_epoch(records, vary="batchsize")
@@ -156,7 +164,9 @@ def test_convergence_and_norm_ratio(records):
     fig = plots.convergence(records, vary="λ", panel="B")
     assert len(fig.axes) == 6  # distance, train loss, train accuracy × 2 batch sizes
     assert [ax.get_title() for ax in fig.axes[:2]] == ["B = 16", "B = 32"]
-    assert fig.axes[0].get_yscale() == "log" and fig.axes[2].get_yscale() == "log" and fig.axes[4].get_yscale() == "linear"
+    assert (
+        fig.axes[0].get_yscale() == "log" and fig.axes[2].get_yscale() == "log" and fig.axes[4].get_yscale() == "linear"
+    )
     assert fig.axes[0].get_ylabel() == "$d(W_{t+1}, W_t)$" and texts(fig) == ["λ = 0", "λ = 0.005"]
     line = fig.axes[0].get_lines()[1]
     s = records.scalars[records.scalars["run_id"] == run_of(records, 16, 5e-3)].sort_values("epoch")
@@ -167,7 +177,9 @@ def test_convergence_and_norm_ratio(records):
     for ax in fig.axes:
         assert len(ax.get_lines()) == 4  # 3 matrices + the line at 1
     assert texts(fig) == ["hidden.0", "hidden.1", "hidden.2"]
-    rows = records.layers[(records.layers["run_id"] == run_of(records, 32, 5e-3)) & (records.layers["layer"] == "hidden.2")].sort_values("epoch")
+    rows = records.layers[
+        (records.layers["run_id"] == run_of(records, 32, 5e-3)) & (records.layers["layer"] == "hidden.2")
+    ].sort_values("epoch")
     assert np.allclose(fig.axes[1].get_lines()[2].get_ydata(), rows["norm_ratio"], equal_nan=True)
 
 
@@ -179,7 +191,9 @@ def test_weight_decay_generalization_chen(regression):
     assert all(ax.get_xlabel() == "λ" and ax.get_xscale() == "symlog" for ax in fig.axes)
     final = records.scalars[records.scalars["epoch"] == 3].set_index("run_id")
     order = records.runs.sort_values("optimizer.weight_decay")["run_id"]
-    stable = records.layers[(records.layers["epoch"] == 3) & (records.layers["layer"] == "V")].set_index("run_id")["stable_rank"]
+    stable = records.layers[(records.layers["epoch"] == 3) & (records.layers["layer"] == "V")].set_index("run_id")[
+        "stable_rank"
+    ]
     (line,) = fig.axes[0].get_lines()
     assert list(line.get_xdata()) == [0.0, 1e-3, 1e-2] and np.allclose(line.get_ydata(), stable[order])
     assert np.allclose(fig.axes[2].get_lines()[0].get_ydata(), (final["test_loss"] - final["train_loss"])[order])
@@ -195,7 +209,9 @@ def test_spectra_over_training_image(records):
     assert [ax.get_title() for ax in panels] == ["hidden.1, B = 16", "hidden.1, B = 32"]
     (mesh,) = [c for c in panels[0].collections if isinstance(c, QuadMesh)]
     run_id = run_of(records, 16, 5e-3)
-    rows = records.spectra[(records.spectra["run_id"] == run_id) & (records.spectra["layer"] == "hidden.1")].sort_values("epoch")
+    rows = records.spectra[
+        (records.spectra["run_id"] == run_id) & (records.spectra["layer"] == "hidden.1")
+    ].sort_values("epoch")
     stack = np.stack([np.asarray(v, dtype=np.float64) for v in rows["sv"]])
     expected = np.log10(stack / np.sqrt((stack**2).sum(1, keepdims=True)))
     assert mesh.get_array().shape == (16, 4)  # index × epochs 0..3
@@ -205,7 +221,9 @@ def test_spectra_over_training_image(records):
 
 def test_figures_leave_no_global_state_and_pdf_is_vector(records, tmp_path):
     for module in [*(SRC / "plots").glob("*.py"), *(SRC / "report").glob("*.py")]:
-        assert not re.search(r"import\s+matplotlib\.pyplot|from\s+matplotlib\s+import\s+pyplot", module.read_text()), module
+        assert not re.search(
+            r"import\s+matplotlib\.pyplot|from\s+matplotlib\s+import\s+pyplot", module.read_text()
+        ), module
     before = dict(matplotlib.rcParams)
     fig = plots.rank_vs_epoch(records, vary="B", panel="λ")
     path = plots.save(fig, tmp_path / "fig.pdf")
@@ -218,10 +236,22 @@ def test_figures_leave_no_global_state_and_pdf_is_vector(records, tmp_path):
 def test_plot_command(grid, tmp_path):
     runner = CliRunner()
     out = tmp_path / "fig.pdf"
-    result = runner.invoke(main, ["plot", str(grid), "rank-vs-epoch", "--vary", "train.batch_size", "--panel", "optimizer.weight_decay", "--out", str(out)])
+    result = runner.invoke(
+        main,
+        [
+            "plot", str(grid), "rank-vs-epoch",
+            "--vary", "train.batch_size", "--panel", "optimizer.weight_decay", "--out", str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(b"%PDF") and str(out) in result.output
-    result = runner.invoke(main, ["plot", str(grid), "layer-spectra", "--where", "λ=0.005", "--layer", "hidden.1", "--out", str(tmp_path / "s.png")])
+    result = runner.invoke(
+        main,
+        [
+            "plot", str(grid), "layer-spectra",
+            "--where", "λ=0.005", "--layer", "hidden.1", "--out", str(tmp_path / "s.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     result = runner.invoke(main, ["plot", str(grid), "heatmap", "--vary", "B"])
@@ -242,16 +272,23 @@ def test_one_registry_holds_every_figure():
 
     figures = plots.FIGURES
     assert [n for n, f in figures.items() if f.table is None] == [
-        "rank-vs-epoch", "heatmap", "layer-ranks", "layer-spectra", "convergence", "norm-ratio", "weight-decay", "rank-vs-eps",
-        "spectra-over-training",
+        "rank-vs-epoch", "heatmap", "layer-ranks", "layer-spectra", "convergence", "norm-ratio", "weight-decay",
+        "rank-vs-eps", "spectra-over-training",
     ]
     assert {f.number for f in figures.values() if f.table} == {"theory", "compress"}
-    assert figures["compression"].function is compression_figure and figures["theorem-3-3"].function is theorem_3_3_figure
+    assert (
+        figures["compression"].function is compression_figure
+        and figures["theorem-3-3"].function is theorem_3_3_figure
+    )
     for figure in figures.values():
         assert figure.help and "\n" not in figure.help
-        assert next(iter(inspect.signature(figure.function).parameters)) == ("results" if figure.table is None else "table")
+        assert next(iter(inspect.signature(figure.function).parameters)) == (
+            "results" if figure.table is None else "table"
+        )
     assert plots.results_figure("heatmap") is plots.rank_heatmap
-    with pytest.raises(PlotError, match=r"theorem-3-3 is drawn from a table.*theorem_3_3_figure\(table\).*rb\.theory\.theorem_3_3"):
+    with pytest.raises(
+        PlotError, match=r"theorem-3-3 is drawn from a table.*theorem_3_3_figure\(table\).*rb\.theory\.theorem_3_3"
+    ):
         plots.results_figure("theorem-3-3")
     with pytest.raises(PlotError, match="unknown figure family 'rank-vs-time'; one of: rank-vs-epoch, heatmap"):
         plots.results_figure("rank-vs-time")
@@ -329,4 +366,5 @@ def test_report_draws_seed_replicates_together(seeded):
     chosen = {c.family: c for c in choose_figures(seeded)}
     assert chosen["rank-vs-epoch"].kwargs == {"vary": "optimizer.weight_decay", "panel": None}
     assert chosen["rank-vs-epoch"].where == {}  # no figure per seed
-    assert set(chosen["spectra-over-training"].where) == {"train.seed", "data.subset_seed"}  # the seed of the lowest-rank run
+    # the seed of the lowest-rank run
+    assert set(chosen["spectra-over-training"].where) == {"train.seed", "data.subset_seed"}

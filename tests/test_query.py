@@ -18,7 +18,11 @@ from .conftest import small_config
 def results(tmp_path_factory):
     """Four finished runs (batch 32 and 64, two weight decays), one failed, one interrupted."""
     path = tmp_path_factory.mktemp("query") / "results"
-    configs = [small_config(**{"train.batch_size": b, "optimizer.weight_decay": wd, "train.epochs": 2}) for b in (32, 64) for wd in (0.0, 5e-3)]
+    configs = [
+        small_config(**{"train.batch_size": b, "optimizer.weight_decay": wd, "train.epochs": 2})
+        for b in (32, 64)
+        for wd in (0.0, 5e-3)
+    ]
     rb.train(configs, path, threads=1)
     failed = small_config(**{"train.seed": 5, "train.epochs": 2})
     store = RunStore(path, failed.run_id())
@@ -34,13 +38,19 @@ def results(tmp_path_factory):
 def test_final_view_is_each_runs_last_record_with_its_settings(results):
     path, _configs = results
     loaded = rb.load(path)
-    table = rb.query(path, 'select run_id, epoch, avg_rank, test_acc, "train.batch_size", "optimizer.weight_decay", state from final order by run_id')
+    table = rb.query(
+        path,
+        'select run_id, epoch, avg_rank, test_acc, "train.batch_size", "optimizer.weight_decay", state '
+        "from final order by run_id",
+    )
     assert len(table) == 4 and (table["epoch"] == 2).all() and (table["state"] == "done").all()
     last = loaded.scalars[loaded.scalars.epoch == 2].set_index("run_id").loc[table["run_id"]]
     np.testing.assert_array_equal(table["avg_rank"].to_numpy(), last["avg_rank"].to_numpy())
     np.testing.assert_array_equal(table["test_acc"].to_numpy(), last["test_acc"].to_numpy())
     by_batch = rb.query(path, 'select "train.batch_size" as b, avg(avg_rank) as r from final group by 1 order by 1')
-    expected = last.join(loaded.runs.set_index("run_id")["train.batch_size"]).groupby("train.batch_size")["avg_rank"].mean()
+    expected = (
+        last.join(loaded.runs.set_index("run_id")["train.batch_size"]).groupby("train.batch_size")["avg_rank"].mean()
+    )
     np.testing.assert_allclose(by_batch["r"].to_numpy(), expected.to_numpy())
     assert by_batch["b"].tolist() == [32, 64]
 
@@ -49,10 +59,14 @@ def test_runs_scalars_layers_spectra_views_match_load(results):
     path, _ = results
     loaded = rb.load(path)
     runs = rb.query(path, "select * from runs order by run_id")
-    assert len(runs) == 6 and {"optimizer.lr", "train.batch_size", "record.eps", "state", "message"} <= set(runs.columns)
+    assert len(runs) == 6 and {"optimizer.lr", "train.batch_size", "record.eps", "state", "message"} <= set(
+        runs.columns
+    )
     assert rb.query(path, "select count(*) as n from scalars")["n"][0] == len(loaded.scalars)
     layers = rb.query(path, "select run_id, epoch, layer, eps_rank from layers order by run_id, epoch, layer")
-    expected = loaded.layers.sort_values(["run_id", "epoch", "layer"])[["run_id", "epoch", "layer", "eps_rank"]].reset_index(drop=True)
+    expected = loaded.layers.sort_values(["run_id", "epoch", "layer"])[
+        ["run_id", "epoch", "layer", "eps_rank"]
+    ].reset_index(drop=True)
     pd.testing.assert_frame_equal(layers, expected, check_dtype=False)
     sv = rb.query(path, "select len(sv) as k from spectra where layer = 'hidden.0' limit 1")
     assert sv["k"][0] == 16
@@ -77,7 +91,9 @@ def test_export_writes_every_view_as_csv_or_parquet(results, tmp_path):
 def test_cli_query_and_status(results):
     path, configs = results
     runner = CliRunner()
-    out = runner.invoke(main, ["query", str(path), 'select "train.batch_size", count(*) as n from final group by 1 order by 1'])
+    out = runner.invoke(
+        main, ["query", str(path), 'select "train.batch_size", count(*) as n from final group by 1 order by 1']
+    )
     assert out.exit_code == 0, out.output
     assert out.output.split() == ["train.batch_size", "n", "32", "2", "64", "2"]
     bad = runner.invoke(main, ["query", str(path), "select nope from final"])
@@ -119,7 +135,11 @@ def test_vectorized_rerank_equals_row_by_row(results, eps, norm):
     # ranks at the recorded ε reproduce the stored ones exactly
     same = rb.rerank(loaded, None, None)
     assert same.layers["eps_rank"].tolist() == loaded.layers["eps_rank"].tolist()
-    pd.testing.assert_series_equal(same.scalars["avg_rank"], loaded.scalars.drop(columns="avg_rank").merge(same.scalars[["run_id", "epoch", "avg_rank"]])["avg_rank"], check_names=False)
+    pd.testing.assert_series_equal(
+        same.scalars["avg_rank"],
+        loaded.scalars.drop(columns="avg_rank").merge(same.scalars[["run_id", "epoch", "avg_rank"]])["avg_rank"],
+        check_names=False,
+    )
 
 
 def test_reading_while_another_sweep_merges_a_runs_files(tmp_path, monkeypatch):

@@ -26,7 +26,9 @@ def cluster():
 
 
 def test_ray_tasks_give_the_records_of_the_local_executor(tmp_path, cluster):
-    configs = [small_config(**{"train.seed": s, "train.batch_size": b, "train.epochs": 2}) for s in (0, 1) for b in (32, 64)]
+    configs = [
+        small_config(**{"train.seed": s, "train.batch_size": b, "train.epochs": 2}) for s in (0, 1) for b in (32, 64)
+    ]
     local = rb.train(configs, tmp_path / "local", jobs=2, threads=1)
     remote = rb.train(configs, tmp_path / "ray", executor="ray", jobs=2, threads=1)
     assert [r.state for r in remote] == ["done"] * 4 and [r.run_id for r in remote] == [r.run_id for r in local]
@@ -48,7 +50,11 @@ def test_a_task_whose_worker_is_killed_is_retried_and_resumes(tmp_path, cluster)
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:  # the worker's pid is in the run's lock
         owner = lock_owner(results / configs[0].run_id())
-        if owner and owner["pid"] != os.getpid() and list((results / configs[0].run_id()).glob("scalars/e000002.parquet")):
+        if (
+            owner
+            and owner["pid"] != os.getpid()
+            and list((results / configs[0].run_id()).glob("scalars/e000002.parquet"))
+        ):
             victim = owner["pid"]
         time.sleep(0.01)
     assert victim is not None

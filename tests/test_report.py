@@ -104,21 +104,29 @@ def test_report_is_self_contained_and_has_every_chosen_figure(sweep, written):
     page = parse(text)
     assert not [a for t, a in page.tags if t == "script" and "src" in a]
     drawable, skipped = report._drawable(rb.load(root))
-    assert sorted(skipped) == sorted([diverged, failed]) and f"Not drawn (fewer than two records; see above): {', '.join(skipped)}" in text
+    assert (
+        sorted(skipped) == sorted([diverged, failed])
+        and f"Not drawn (fewer than two records; see above): {', '.join(skipped)}" in text
+    )
     chosen = choose_figures(drawable)
     assert len(parse(section(text, "figures")).images) == len(chosen) >= 8
     assert "could not be drawn" not in text
     assert decoded(page) and len(page.images) > len(chosen)  # + the theory checks' figures
     titles = [t for t in page.h3 if re.match(r"\d\. ", t)]
     assert titles == [c.title for c in chosen]
-    assert {c.family for c in chosen} >= {"rank-vs-epoch", "heatmap", "layer-ranks", "layer-spectra", "convergence", "norm-ratio", "rank-vs-eps", "spectra-over-training"}
+    assert {c.family for c in chosen} >= {
+        "rank-vs-epoch", "heatmap", "layer-ranks", "layer-spectra", "convergence", "norm-ratio", "rank-vs-eps",
+        "spectra-over-training",
+    }
 
 
 def test_run_table_problems_configuration_and_provenance(sweep, written, monkeypatch):
     root, diverged, failed = sweep
     _, text = written
     records = rb.load(root)
-    table = text[text.index('<table class="sortable">') : text.index("</table>", text.index('<table class="sortable">'))]
+    table = text[
+        text.index('<table class="sortable">') : text.index("</table>", text.index('<table class="sortable">'))
+    ]
     assert table.count("<tr") == 1 + len(records.runs)  # header + one row per run
     for run_id in records.runs["run_id"]:
         assert run_id in table
@@ -130,7 +138,11 @@ def test_run_table_problems_configuration_and_provenance(sweep, written, monkeyp
     assert failed in problems and "RuntimeError: CUDA out of memory (written by the test)" in problems
     assert LAMBDA_NOTE.replace("'", "&#x27;") in text or LAMBDA_NOTE in text
     configuration = text[text.index('id="configuration"') : text.index('id="runs"')]
-    assert "B (train.batch_size)" in configuration and "16, 32" in configuration and "λ (optimizer.weight_decay)" in configuration
+    assert (
+        "B (train.batch_size)" in configuration
+        and "16, 32" in configuration
+        and "λ (optimizer.weight_decay)" in configuration
+    )
     provenance = text[text.index('id="provenance"') :]
     files = sorted(root.glob("*/provenance.json"))
     if files:  # written by the training session when the store has provenance
@@ -139,7 +151,9 @@ def test_run_table_problems_configuration_and_provenance(sweep, written, monkeyp
                 assert str(value).replace("&", "&amp;").replace("<", "&lt;") in provenance, key
                 break
     monkeypatch.setattr(report, "choose_figures", lambda records: [])  # the tables only: quick
-    (root / records.runs["run_id"].iloc[0] / "provenance.json").write_text(json.dumps({"torch": "9.9.9-test", "start_time": 1.7e9}))
+    (root / records.runs["run_id"].iloc[0] / "provenance.json").write_text(
+        json.dumps({"torch": "9.9.9-test", "start_time": 1.7e9})
+    )
     text = write_report(root, root.parent / "prov.html").read_text(encoding="utf-8")
     assert "9.9.9-test" in text[text.index('id="provenance"') :] and "2023-11-14 22:13:20 UTC" in text
 
@@ -161,18 +175,25 @@ def test_report_at_another_eps_and_norm(sweep, tmp_path, monkeypatch):
     figure = chosen["rank-vs-epoch"].draw(drawable, 0.05, "spectral")
     assert "ε = 0.05, spectral norm" in figure.axes[0].get_ylabel()
     figure = chosen["layer-spectra"].draw(drawable, 0.05, "spectral")
-    assert "\\|W\\|_2" in figure.axes[0].get_ylabel() and list(figure.axes[0].get_lines()[-1].get_ydata()) == [0.05, 0.05]
+    assert "\\|W\\|_2" in figure.axes[0].get_ylabel() and list(figure.axes[0].get_lines()[-1].get_ydata()) == (
+        [0.05, 0.05]
+    )
 
 
 def test_report_command_writes_figure_files(sweep, tmp_path, monkeypatch):
     root, _, _ = sweep
     few = choose_figures(rb.load(root))[:2]
     monkeypatch.setattr(report, "choose_figures", lambda records: few)
-    result = CliRunner().invoke(main, ["report", str(root), "--out", str(tmp_path / "rep"), "--eps", "1e-2", "--norm", "fro"])
+    result = CliRunner().invoke(
+        main, ["report", str(root), "--out", str(tmp_path / "rep"), "--eps", "1e-2", "--norm", "fro"]
+    )
     assert result.exit_code == 0, result.output
     assert f"report written to {tmp_path / 'rep' / 'report.html'}" in result.output
     for chosen in few:
-        png, pdf = tmp_path / "rep" / "figures" / f"{chosen.name}.png", tmp_path / "rep" / "figures" / f"{chosen.name}.pdf"
+        png, pdf = (
+            tmp_path / "rep" / "figures" / f"{chosen.name}.png",
+            tmp_path / "rep" / "figures" / f"{chosen.name}.pdf",
+        )
         Image.open(png).load()
         assert pdf.read_bytes().startswith(b"%PDF")
     # the theory section's figures are written too: Prediction 4.1's (Thm 3.3 has none: 3 epochs of
@@ -188,7 +209,10 @@ def test_figures_chosen_from_what_varied(sweep, tmp_path):
     chosen = choose_figures(records)
     first = chosen[0]
     assert first.family == "rank-vs-epoch" and first.kwargs == {"vary": "train.batch_size", "panel": "optimizer.lr"}
-    assert [c.where for c in chosen if c.family == "rank-vs-epoch"] == [{"optimizer.weight_decay": 0.0}, {"optimizer.weight_decay": 5e-3}]
+    assert [c.where for c in chosen if c.family == "rank-vs-epoch"] == [
+        {"optimizer.weight_decay": 0.0},
+        {"optimizer.weight_decay": 5e-3},
+    ]
     (heatmap,) = [c for c in chosen if c.family == "heatmap" and not c.about]
     assert heatmap.kwargs == {"x": "train.batch_size", "y": "optimizer.lr", "panel": "optimizer.weight_decay"}
     assert {c.kwargs["vary"] for c in chosen if c.family == "convergence"} == {"optimizer.weight_decay"}
@@ -204,9 +228,15 @@ def test_report_renders_in_chromium(written, tmp_path):
         pytest.skip("Debian's chromium is not installed")
     path, _ = written
     shot = tmp_path / "shot.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tempfile.mkdtemp()}"]  # fmt: skip
-    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,3000", path.resolve().as_uri()], capture_output=True, timeout=120, check=False)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tempfile.mkdtemp()}"]  # fmt: skip
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1200,3000", path.resolve().as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     picture = np.asarray(Image.open(shot).convert("L"))
     assert picture.shape == (3000, 1200) and (picture < 128).mean() > 0.005  # text and figures drawn
 
@@ -214,7 +244,9 @@ def test_report_renders_in_chromium(written, tmp_path):
 # -- theory checks and compression ---------------------------------------------------------------
 def overview_counts(theory_html: str, check: str) -> list[int]:
     """checked, holds, fails, no prediction, trivial of ``check`` in the section's overview table."""
-    row = re.search(rf'<tr><td class="text">{check}</td><td class="text">[^<]*</td>((?:<td>\d+</td>){{5}})</tr>', theory_html)
+    row = re.search(
+        rf'<tr><td class="text">{check}</td><td class="text">[^<]*</td>((?:<td>\d+</td>){{5}})</tr>', theory_html
+    )
     assert row, check
     return [int(v) for v in re.findall(r"<td>(\d+)</td>", row.group(1))]
 
@@ -228,8 +260,13 @@ def test_theory_section_from_the_records(sweep, written):
     checks = rb.theory.record_checks(drawable)
     for check in ("gsgp_theorem_3_3", "gp_sgd_noise"):
         rows = checks[checks["check"] == check]
-        assert overview_counts(theory, check) == [len(rows), int(rows["holds"].eq(True).sum()), int(rows["holds"].eq(False).sum()),
-                                                  int(rows["holds"].isna().sum()), int(rows["trivial"].sum())]
+        assert overview_counts(theory, check) == [
+            len(rows),
+            int(rows["holds"].eq(True).sum()),
+            int(rows["holds"].eq(False).sum()),
+            int(rows["holds"].isna().sum()),
+            int(rows["trivial"].sum()),
+        ]
         assert f'id="theory-{check}"' in theory and f"<summary>All {len(rows)} rows</summary>" in theory
     # Prediction 4.1: one row per knob that varies among the drawn runs (μ differs only for the diverged
     # run); one seed gives no interval, so neither knob can hold or fail: 2 knobs, both without a prediction
@@ -241,7 +278,11 @@ def test_theory_section_from_the_records(sweep, written):
     verdicts = prediction[: prediction.index("</table>")]
     assert verdicts.count("<tr>") == 1 + len(tests)  # header + one row per knob
     for row in tests.itertuples():
-        assert re.search(rf'<td class="text">{row.symbol}</td><td class="text">{row.verdict}</td><td class="text">{row.effect:.1f} %</td>', verdicts)
+        assert re.search(
+            rf'<td class="text">{row.symbol}</td><td class="text">{row.verdict}</td>'
+            rf'<td class="text">{row.effect:.1f} %</td>',
+            verdicts,
+        )
         assert html.escape(row.why) in verdicts
     assert f"<summary>All {len(rb.theory.prediction_4_1(drawable).blocks)} blocks of runs</summary>" in prediction
     # Lemma 3.2 needs step norms, which this sweep did not record: said once, no table
@@ -271,14 +312,16 @@ def test_lemma_3_2_in_the_report_when_step_norms_were_recorded(tmp_path, monkeyp
     figure = theory[theory.index('id="theory_lemma_3_2"') :]
     assert f"Run {small} (B\u00a0=\u00a08)" in figure[: figure.index("</figure>")]
     alts = [i["alt"] for i in parse(theory).images]
-    assert alts == ["GSGP Lemma 3.2", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 2  # Thm 3.3: every bound infinite
+    # Thm 3.3: every bound infinite
+    assert alts == ["GSGP Lemma 3.2", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 2
 
 
 def test_compression_section_when_runs_were_compressed(sweep, tmp_path, monkeypatch):
     root, diverged, _ = sweep
     copy = tmp_path / "compressed"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("report.html"))
-    with pytest.warns(UserWarning, match="no checkpoint, not compressed"):  # the run that failed before its first record
+    # the run that failed before its first record
+    with pytest.warns(UserWarning, match="no checkpoint, not compressed"):
         rb.compress_run(copy, eps=[1e-2, 0.3])
     summary, _ = rb.read_compressed(copy)
     monkeypatch.setattr(report, "choose_figures", lambda records: [])  # quick
@@ -301,15 +344,21 @@ def test_compression_section_when_runs_were_compressed(sweep, tmp_path, monkeypa
 
 def test_prediction_overview_counts_knobs_by_verdict():
     nan = float("nan")
-    tests = pd.DataFrame({"knob": ["train.batch_size", "optimizer.lr", "optimizer.weight_decay"], "symbol": ["B", "μ", "λ"],
-                          "verdict": ["holds without weight decay", "fails", "holds"], "why": ["as large at λ = 0", "other way", "falls"],
+    tests = pd.DataFrame({"knob": ["train.batch_size", "optimizer.lr", "optimizer.weight_decay"],
+                          "symbol": ["B", "μ", "λ"],
+                          "verdict": ["holds without weight decay", "fails", "holds"],
+                          "why": ["as large at λ = 0", "other way", "falls"],
                           "effect": [12.0, -8.0, 30.0], "ci_low": [10.0, -9.0, nan], "ci_high": [14.0, -7.0, nan],
                           "p": [0.01, 0.9, 0.02], "seeds": [[0, 1], [0, 1], [0]], "blocks": [2, 2, 4],
-                          "control_effect": [11.0, nan, nan], "control_ci_low": [9.0, nan, nan], "control_ci_high": [13.0, nan, nan]})
+                          "control_effect": [11.0, nan, nan], "control_ci_low": [9.0, nan, nan],
+                          "control_ci_high": [13.0, nan, nan]})
     overview = _overview(pd.DataFrame({"check": []}), tests)
-    assert overview_counts(overview, "gsgp_prediction_4_1") == [3, 1, 1, 1, 0]  # holds without weight decay: no prediction
+    # holds without weight decay: no prediction
+    assert overview_counts(overview, "gsgp_prediction_4_1") == [3, 1, 1, 1, 0]
     verdicts = _verdicts(tests)
-    assert list(verdicts.columns) == ["knob", "verdict", "effect [95 % interval]", "p", "λ = 0 control [95 % interval]", "seeds", "blocks", "why"]
+    assert list(verdicts.columns) == [
+        "knob", "verdict", "effect [95 % interval]", "p", "λ = 0 control [95 % interval]", "seeds", "blocks", "why"
+    ]
     assert verdicts["effect [95 % interval]"].tolist() == ["12.0 % [10.0, 14.0]", "-8.0 % [-9.0, -7.0]", "30.0 %"]
     assert verdicts["λ = 0 control [95 % interval]"].tolist() == ["11.0 % [9.0, 13.0]", "", ""]
     assert verdicts["seeds"].tolist() == [2, 2, 1] and verdicts["blocks"].tolist() == [2, 2, 4]
@@ -318,7 +367,9 @@ def test_prediction_overview_counts_knobs_by_verdict():
 
 
 def test_no_theory_section_without_records(tmp_path):
-    base = rb.RunConfig.from_dict({"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 64, "test_size": 32}})
+    base = rb.RunConfig.from_dict(
+        {"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 64, "test_size": 32}}
+    )
     store = RunStore(tmp_path, base.run_id())
     store.write_config(base.to_dict())
     store.set_status("failed", None, "RuntimeError: before the first record (written by the test)")
@@ -331,14 +382,21 @@ def test_theory_and_compression_figures_use_the_package_style(sweep, tmp_path):
     records = rb.load(sweep[0])
     figures_ = [rb.theory.figures.theorem_3_3_figure(rb.theory.theorem_3_3(records)),
                 rb.theory.figures.prediction_figure(rb.theory.prediction_4_1(records).tests)]
-    table = pd.DataFrame({"run_id": ["a", "a"], "eps": [0.01, 0.3], "norm": "fro", "params_before": 100, "params_after": [90, 40],
-                          "test_acc_before": 0.9, "test_acc_after": [0.9, 0.5]})
+    table = pd.DataFrame({"run_id": ["a", "a"], "eps": [0.01, 0.3], "norm": "fro", "params_before": 100,
+                          "params_after": [90, 40], "test_acc_before": 0.9, "test_acc_after": [0.9, 0.5]})
     figures_.append(compression_figure(table))
     for figure in figures_:
         assert figure.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
         ax = figure.axes[0]
-        assert ax.title.get_fontsize() == STYLE["axes.titlesize"] and ax.xaxis.label.get_fontsize() == STYLE["axes.labelsize"]
+        assert (
+            ax.title.get_fontsize() == STYLE["axes.titlesize"]
+            and ax.xaxis.label.get_fontsize() == STYLE["axes.labelsize"]
+        )
         assert not ax.spines["top"].get_visible()
-        drawn = [to_hex(line.get_color()) for line in ax.get_lines() if line.get_label() and not line.get_label().startswith("_")]
+        drawn = [
+            to_hex(line.get_color())
+            for line in ax.get_lines()
+            if line.get_label() and not line.get_label().startswith("_")
+        ]
         drawn += [to_hex(patch.get_facecolor()) for patch in ax.patches]
         assert drawn and set(drawn) <= {c.lower() for c in OKABE_ITO} | {"#999999"}

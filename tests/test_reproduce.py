@@ -19,11 +19,18 @@ from rankbias.reproduce.claims import CHECKS
 # the figure ids of EXPERIMENTS.md's tables (GSGP seed-003 numbering, GP), GSGP seed 000's extra
 # experiments (its App. B figures), and CHEN's two data sets
 SEED000 = ["gsgp000-fig11", "gsgp000-fig12", "gsgp000-fig15", "gsgp000-fig16", "gsgp000-fig17"]
-EXPECTED_IDS = [f"gsgp-fig{i}" for i in range(1, 19)] + SEED000 + [f"gp-fig{i}" for i in range(1, 8)] + ["chen-california", "chen-mnist"]
+EXPECTED_IDS = (
+    [f"gsgp-fig{i}" for i in range(1, 19)]
+    + SEED000
+    + [f"gp-fig{i}" for i in range(1, 8)]
+    + ["chen-california", "chen-mnist"]
+)
 # a few settings EXPERIMENTS.md states, as the paper-scale configs must carry them
 STATED = {
     "gsgp-fig5": {"optimizer.momentum": 0.9, "optimizer.lr": 0.1, "model.name": "mlp-bn-10-100"},
-    "gsgp-fig18": {"train.batch_size": 6, "optimizer.lr": 0.1, "optimizer.weight_decay": 8e-3, "model.name": "mlp-bn-2-10000"},
+    "gsgp-fig18": {
+        "train.batch_size": 6, "optimizer.lr": 0.1, "optimizer.weight_decay": 8e-3, "model.name": "mlp-bn-2-10000"
+    },
     "gp-fig1": {"train.batch_size": 128, "train.epochs": 2000, "optimizer.momentum": 0.0, "schedule.kind": "constant"},
     "gsgp-fig9": {"schedule.factor": 0.2, "train.epochs": 200, "model.name": "vit"},
     "gp-fig3": {"record.eps": 1e-4, "optimizer.momentum": 0.9},
@@ -62,7 +69,11 @@ def test_preset_expands_validates_and_draws_with_a_known_family(preset_id):
     quick = configs(preset_id, "quick")
     assert all(c.data.name in ("digits", "synthetic") for c in quick)
     assert quick[0].train.epochs < configs(preset_id, "paper")[0].train.epochs
-    shape = (1, quick[0].data.resize or 8, quick[0].data.resize or 8) if quick[0].data.name == "digits" else (quick[0].data.synthetic.dim,)
+    shape = (
+        (1, quick[0].data.resize or 8, quick[0].data.resize or 8)
+        if quick[0].data.name == "digits"
+        else (quick[0].data.synthetic.dim,)
+    )
     with torch.device("meta"):
         assert matrix_infos(quick[0].model, shape, 10)  # the small model builds on the quick data
 
@@ -92,7 +103,9 @@ def test_list_names_every_preset_with_its_sizes():
 
 
 def test_dry_run_prints_the_runs_and_trains_nothing(tmp_path):
-    result = CliRunner().invoke(main, ["reproduce", "gp-fig2", "--dry-run", "--seeds", "1", "--results", str(tmp_path / "r"), "train.epochs=2"])
+    result = CliRunner().invoke(
+        main, ["reproduce", "gp-fig2", "--dry-run", "--seeds", "1", "--results", str(tmp_path / "r"), "train.epochs=2"]
+    )
     assert result.exit_code == 0, result.output
     assert "12 run(s); nothing trained" in result.output  # 2 μ × 3 B, and their λ = 0 twins
     assert result.output.count(" new ") == 12
@@ -123,7 +136,9 @@ def test_quick_preset_end_to_end(quick_run):
     out = quick_run.out
     # B ∈ {8, 16, 32} at μ = 0.1 (pinned), λ = 5e-3 and its λ = 0 twins, seeds 0, 1, 2
     assert [r.state for r in quick_run.runs] == ["done"] * 18
-    assert {p.name for p in quick_run.figures} == {"figure-1.pdf", "figure-1.png", "figure-2.pdf", "figure-2.png"}  # λ = 0, λ > 0
+    assert {p.name for p in quick_run.figures} == {
+        "figure-1.pdf", "figure-1.png", "figure-2.pdf", "figure-2.png"  # λ = 0, λ > 0
+    }
     assert all(p.stat().st_size > 1000 for p in quick_run.figures)
     table = pd.read_csv(out / "claim.csv")  # one row per block: a seed, with weight decay or its control
     assert len(table) == 6 and set(table["group"]) == {"λ > 0", "λ = 0 control"} and set(table["seed"]) == {0, 1, 2}
@@ -156,7 +171,13 @@ def test_claim_without_finished_runs_is_not_enough(quick_run):
 
 def test_keys_no_role_covers_give_one_figure_each(tmp_path):
     # gp-fig1 quick: lines λ, but the loss also varies (cross-entropy, squared): one figure per loss
-    result = reproduce("gp-fig1", "quick", tmp_path, overrides=["train.epochs=2", "data.train_size=128", "data.test_size=64"], device="cpu")
+    result = reproduce(
+        "gp-fig1",
+        "quick",
+        tmp_path,
+        overrides=["train.epochs=2", "data.train_size=128", "data.test_size=64"],
+        device="cpu",
+    )
     assert sorted(p.name for p in result.figures) == ["figure-1.pdf", "figure-1.png", "figure-2.pdf", "figure-2.png"]
     assert set(result.claim["check"]) == {"gp_sgd_noise"}
     assert len(result.claim) == 12  # the runs with λ > 0 (2 λ × 2 losses × 3 seeds); λ = 0 is the baseline (holds NA)
@@ -174,13 +195,21 @@ def test_quick_scale_of_convolution_and_attention_trends_gives_weight_decay_time
     """ResNet-18, VGG-16 and ViT keep their initialization's full rank through 20 epochs at the
     papers' μλ (docs/reproduce.md, calibration): their trend presets train at least 60 epochs at a
     constant lr (no scaled milestones), and at the smallest B the largest μλ·steps is ≥ 7."""
-    deep = [p for p in EXPECTED_IDS if PRESETS[p].model in ("resnet18", "vgg16", "vit") and PRESETS[p].claim.check == "trend"]
+    deep = [
+        p
+        for p in EXPECTED_IDS
+        if PRESETS[p].model in ("resnet18", "vgg16", "vit") and PRESETS[p].claim.check == "trend"
+    ]
     assert len(deep) == 14  # gsgp-fig1–4, 9–13, 16, 17 and seed 000's Figs. 15–17
     for preset_id in deep:
         quick = configs(preset_id, "quick")
         assert all(c.schedule.kind == "constant" and c.train.epochs >= 60 for c in quick), preset_id
         smallest = min(c.train.batch_size for c in quick)
-        decay_times = [c.optimizer.lr * c.optimizer.weight_decay * c.train.epochs * (c.data.train_size // smallest) for c in quick if c.train.batch_size == smallest]
+        decay_times = [
+            c.optimizer.lr * c.optimizer.weight_decay * c.train.epochs * (c.data.train_size // smallest)
+            for c in quick
+            if c.train.batch_size == smallest
+        ]
         assert max(decay_times) >= 7, preset_id
     paper = configs("gsgp-fig11", "paper")[0]  # the paper scale keeps its schedule
     assert paper.schedule.kind == "multistep" and tuple(paper.schedule.milestones) == (60, 100, 200)
@@ -188,7 +217,9 @@ def test_quick_scale_of_convolution_and_attention_trends_gives_weight_decay_time
 
 def test_several_presets_in_one_command_and_their_page(tmp_path):
     tiny = ["train.epochs=3", "data.train_size=256", "data.test_size=64"]
-    result = CliRunner().invoke(main, ["reproduce", "gp-fig2", "chen-*", "--results", str(tmp_path), "--device", "cpu", *tiny])
+    result = CliRunner().invoke(
+        main, ["reproduce", "gp-fig2", "chen-*", "--results", str(tmp_path), "--device", "cpu", *tiny]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("verdict: ") == 3 and "reproduce-quick.html" in result.output
     table = pd.read_csv(tmp_path / "reproduce-quick.csv")
@@ -238,13 +269,14 @@ def test_no_holds_with_weight_decay_pinned_to_zero_or_after_one_epoch(tmp_path):
     """docs/reproduce.md: B trends without weight decay are `not applicable`; layer patterns and
     Thm 3.3 after one epoch are not `holds` (the bottleneck and balance of the initialization, an
     infinite bound)."""
-    small = ["data.train_size=128", "data.test_size=64", "--seeds", "2", "--results", str(tmp_path), "--device", "cpu", "--no-progress"]
-    pinned = CliRunner().invoke(main, ["reproduce", "gsgp-fig7", "gp-fig2", "gp-fig4", "gp-fig5", "optimizer.weight_decay=0",
-                                       "train.epochs=2", *small])  # fmt: skip
+    small = ["data.train_size=128", "data.test_size=64", "--seeds", "2", "--results", str(tmp_path),
+             "--device", "cpu", "--no-progress"]  # fmt: skip
+    pinned = CliRunner().invoke(main, ["reproduce", "gsgp-fig7", "gp-fig2", "gp-fig4", "gp-fig5",
+                                       "optimizer.weight_decay=0", "train.epochs=2", *small])  # fmt: skip
     assert pinned.exit_code == 0, pinned.output
     assert pinned.output.count("verdict: not applicable") == 4 and "verdict: holds" not in pinned.output
-    early = CliRunner().invoke(main, ["reproduce", "gp-fig6", "gp-fig7", "gsgp-fig18", "train.epochs=1", "--results", str(tmp_path),
-                                      "--device", "cpu", "--no-progress"])  # fmt: skip
+    early = CliRunner().invoke(main, ["reproduce", "gp-fig6", "gp-fig7", "gsgp-fig18", "train.epochs=1",
+                                      "--results", str(tmp_path), "--device", "cpu", "--no-progress"])  # fmt: skip
     assert early.exit_code == 0, early.output
     assert early.output.count("verdict: ") == 3 and "verdict: holds" not in early.output
     # Thm 3.3 after one epoch: its bound is informative (416 < 512 at ε = 0.5), but no run has reached
@@ -259,7 +291,9 @@ def test_seeds_set_both_seed_keys_and_b_trends_get_their_weight_decay_twins():
     decayed = [c for c in runs if c.optimizer.weight_decay > 0]
     twins = {c.run_id() for c in runs if c.optimizer.weight_decay == 0}
     assert len(decayed) == len(twins) == len(runs) / 2  # every run with λ > 0 has its λ = 0 twin
-    assert all(flatten(c.to_dict()) | {"optimizer.weight_decay": 0.0} in [flatten(t.to_dict()) for t in runs] for c in decayed)
+    assert all(
+        flatten(c.to_dict()) | {"optimizer.weight_decay": 0.0} in [flatten(t.to_dict()) for t in runs] for c in decayed
+    )
     lam = configs("gsgp-fig6", "quick", seeds=1)  # a λ trend: λ = 0 is one of its levels, no twins added
     assert len(lam) == 6
     with pytest.raises(ValueError, match="train.seed: is pinned"):

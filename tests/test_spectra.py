@@ -58,7 +58,9 @@ def test_batched_singular_values_equal_one_by_one():
 
 def test_spectra_of_any_module():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5)
+    )
     with torch.no_grad():
         model[4].weight.copy_(torch.tensor(matrix_of_rank(2, (5, 36)), dtype=torch.float32))
     table = rb.spectra(model, input_shape=(3, 8, 8))
@@ -127,5 +129,6 @@ def test_spectra_of_a_vit_member_matches_the_models_own_matrix_list():
     analysed = table[table.analysed].set_index("name")
     infos = matrix_infos(config, (1, 8, 8), 10)
     assert list(analysed.index) == [i.name for i in infos]
-    assert [analysed.loc[i.name, "m_l"] for i in infos] == [i.m_l for i in infos]  # 5 tokens; patch positions for the embedding
+    # 5 tokens; patch positions for the embedding
+    assert [analysed.loc[i.name, "m_l"] for i in infos] == [i.m_l for i in infos]
     assert set(table[~table.analysed]["name"]) == {"cls_token.weight", "pos_embed.weight"}

@@ -89,7 +89,8 @@ def test_every_exception_class_is_a_rankbias_error_in_errors_py():
         for name, tree in found.items()
         if name != "rankbias.errors"
         for node in ast.walk(tree)
-        if isinstance(node, ast.ClassDef) and any(getattr(b, "id", "").endswith(("Error", "Exception")) for b in node.bases)
+        if isinstance(node, ast.ClassDef)
+        and any(getattr(b, "id", "").endswith(("Error", "Exception")) for b in node.bases)
     ]
     assert not elsewhere, elsewhere
     errors = [getattr(rankbias.errors, n) for n in dir(rankbias.errors) if n[0].isupper()]

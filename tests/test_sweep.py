@@ -17,7 +17,11 @@ from rankbias.sweep.progress import SweepProgress
 from .conftest import small_config
 from .test_engine import assert_same_records
 
-BASE = {"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 256, "test_size": 64}, "train": {"epochs": 2, "seed": 10}}
+BASE = {
+    "model": "mlp-bn-2-16",
+    "data": {"name": "digits", "train_size": 256, "test_size": 64},
+    "train": {"epochs": 2, "seed": 10},
+}
 
 
 def swept(sweep: dict, overrides=()) -> list[rb.RunConfig]:
@@ -25,12 +29,25 @@ def swept(sweep: dict, overrides=()) -> list[rb.RunConfig]:
 
 
 def test_zip_and_seeds_expand_with_the_cartesian_axes():
-    configs = swept({"train.batch_size": [16, 32], "zip": {"optimizer.lr": [0.1, 0.01], "optimizer.weight_decay": [0.0, 5e-3]}, "seeds": 3})
+    configs = swept(
+        {
+            "train.batch_size": [16, 32],
+            "zip": {"optimizer.lr": [0.1, 0.01], "optimizer.weight_decay": [0.0, 5e-3]},
+            "seeds": 3,
+        }
+    )
     points = {(c.train.batch_size, c.optimizer.lr, c.optimizer.weight_decay, c.train.seed) for c in configs}
     assert len(configs) == len(points) == 2 * 2 * 3
     assert {(lr, wd) for _, lr, wd, _ in points} == {(0.1, 0.0), (0.01, 5e-3)}  # zipped, not crossed
     assert {s for *_, s in points} == {10, 11, 12}  # base seed + 0, 1, 2
-    two_zips = swept({"zip": [{"optimizer.lr": [0.1, 0.2]}, {"train.batch_size": [8, 16, 32], "optimizer.momentum": [0.0, 0.5, 0.9]}]})
+    two_zips = swept(
+        {
+            "zip": [
+                {"optimizer.lr": [0.1, 0.2]},
+                {"train.batch_size": [8, 16, 32], "optimizer.momentum": [0.0, 0.5, 0.9]},
+            ]
+        }
+    )
     assert len(two_zips) == 6
     # an override pins one key of a zip group; the others still vary
     pinned = swept({"zip": {"optimizer.lr": [0.1, 0.01], "optimizer.weight_decay": [0.0, 5e-3]}}, ["optimizer.lr=0.3"])
@@ -40,13 +57,25 @@ def test_zip_and_seeds_expand_with_the_cartesian_axes():
 @pytest.mark.parametrize(
     ("sweep", "message"),
     [
-        ({"zip": {"optimizer.lr": [0.1, 0.2], "optimizer.momentum": [0.0]}}, r"sweep.zip: zipped lists must have one length: optimizer.lr has 2, optimizer.momentum has 1"),
+        (
+            {"zip": {"optimizer.lr": [0.1, 0.2], "optimizer.momentum": [0.0]}},
+            r"sweep.zip: zipped lists must have one length: optimizer.lr has 2, optimizer.momentum has 1",
+        ),
         ({"seeds": 0}, r"sweep.seeds: must be a positive number of repeats, got 0"),
         ({"seeds": 2, "train.seed": [1, 2]}, r"sweep.seeds: cannot be combined with a swept or overridden train.seed"),
         ({"zip": {"optimizer.lr": []}}, r"sweep.zip.optimizer.lr: must be a non-empty list"),
         # the first bad run is named by its swept values
-        ({"train.batch_size": [16, 32], "optimizer.momentum": [0.5, 1.5]}, r"optimizer.momentum: must be in \[0, 1\), got 1.5 \(in the run with train.batch_size=16, optimizer.momentum=1.5\)"),
-        ({"zip": {"optimizer.lr": [0.1, -1.0], "train.batch_size": [8, 16]}}, r"optimizer.lr: must be > 0, got -1.0 \(in the run with optimizer.lr=-1.0, train.batch_size=16\)"),
+        (
+            {"train.batch_size": [16, 32], "optimizer.momentum": [0.5, 1.5]},
+            (
+                r"optimizer.momentum: must be in \[0, 1\), got 1.5 "
+                r"\(in the run with train.batch_size=16, optimizer.momentum=1.5\)"
+            ),
+        ),
+        (
+            {"zip": {"optimizer.lr": [0.1, -1.0], "train.batch_size": [8, 16]}},
+            r"optimizer.lr: must be > 0, got -1.0 \(in the run with optimizer.lr=-1.0, train.batch_size=16\)",
+        ),
     ],
 )
 def test_bad_sweeps_are_one_clear_error(sweep, message):
@@ -56,7 +85,11 @@ def test_bad_sweeps_are_one_clear_error(sweep, message):
 
 def test_a_run_bad_for_its_data_is_named_before_anything_trains(tmp_path):
     configs = swept({"train.batch_size": [32, 512]})
-    with pytest.raises(rb.ConfigError, match=r"train.batch_size: 512 is larger than the training set \(256 samples\) \(in the run with train.batch_size=512\)"):
+    with pytest.raises(
+        rb.ConfigError,
+        match=r"train.batch_size: 512 is larger than the training set \(256 samples\) "
+        r"\(in the run with train.batch_size=512\)",
+    ):
         rb.train(configs, tmp_path / "results", jobs=2)
     assert not (tmp_path / "results").exists()
 
@@ -75,7 +108,9 @@ def test_memory_estimate_counts_parameters_gradients_momentum_and_activations():
 
 
 def test_cohorts_are_cut_to_the_memory_cap_and_feed_every_worker(tmp_path):
-    configs = [small_config(**{"train.seed": s}) for s in range(7)] + [small_config(**{"train.seed": s, "train.batch_size": 64}) for s in range(2)]
+    configs = [small_config(**{"train.seed": s}) for s in range(7)] + [
+        small_config(**{"train.seed": s, "train.batch_size": 64}) for s in range(2)
+    ]
     datasets = {configs[0].data: load_dataset(configs[0].data)}
     data = datasets[configs[0].data]
     big = plan_sweep(configs, tmp_path, datasets, SweepOptions(memory_cap=1 << 40))
@@ -93,7 +128,9 @@ def test_cohorts_are_cut_to_the_memory_cap_and_feed_every_worker(tmp_path):
 
 @pytest.fixture(scope="module")
 def four_runs():
-    return [small_config(**{"train.seed": s, "train.batch_size": b, "train.epochs": 2}) for s in (0, 1) for b in (32, 64)]
+    return [
+        small_config(**{"train.seed": s, "train.batch_size": b, "train.epochs": 2}) for s in (0, 1) for b in (32, 64)
+    ]
 
 
 def test_two_worker_processes_give_the_records_of_one(tmp_path, four_runs, monkeypatch):
@@ -119,7 +156,9 @@ def test_dry_run_prints_cohorts_and_trains_nothing(tmp_path, four_runs):
         "sweep:\n  train.batch_size: [32, 64]\n  seeds: 2\n"
     )
     before = sorted(p.name for p in (tmp_path / "results").iterdir())
-    out = CliRunner().invoke(main, ["run", str(path), "--results", str(tmp_path / "results"), "--dry-run", "--jobs", "2"])
+    out = CliRunner().invoke(
+        main, ["run", str(path), "--results", str(tmp_path / "results"), "--dry-run", "--jobs", "2"]
+    )
     assert out.exit_code == 0, out.output
     assert "4 run(s): 3 to train in 2 cohort(s), 1 already finished" in out.output
     assert "done: reused" in out.output and out.output.count(" new ") == 3 and "train.batch_size" in out.output
@@ -135,7 +174,9 @@ def test_progress_is_log_lines_when_not_a_terminal(monkeypatch):
     progress.update(3)
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("sweep: 4/10 runs done, 0:00:00 elapsed, ~0:00:00 remaining")
-    assert lines[1].startswith("sweep: 7/10 runs done (1 failed)") and lines[2].startswith("sweep: 10/10 runs done (1 failed)")
+    assert lines[1].startswith("sweep: 7/10 runs done (1 failed)") and lines[2].startswith(
+        "sweep: 10/10 runs done (1 failed)"
+    )
     quiet = io.StringIO()
     slow = SweepProgress(10, stream=quiet, interval=3600.0)
     slow.update(1)

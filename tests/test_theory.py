@@ -38,7 +38,8 @@ def stored(tmp_path_factory):
     root = tmp_path_factory.mktemp("theory")
     base = rb.RunConfig.from_dict(BASE)
     sweep = [base, base.replace(**{"optimizer.weight_decay": 0.0}), base.replace(**{"train.batch_size": 32})]
-    chen = rb.RunConfig.from_dict({**BASE, "model": "twolayer-32", "loss": "mse_scalar", "train": {"batch_size": 16, "epochs": 3},
+    chen = rb.RunConfig.from_dict({**BASE, "model": "twolayer-32", "loss": "mse_scalar",
+                                   "train": {"batch_size": 16, "epochs": 3},
                                    "optimizer": {"lr": 0.01, "momentum": 0.0, "weight_decay": 1e-2}})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RANKBIAS_OFFLINE", "1")
@@ -68,9 +69,16 @@ def test_fully_connected_per_sample_gradients_have_rank_one():
 
 def test_convolution_and_attention_ranks_are_above_one_and_at_most_m_l():
     torch.manual_seed(0)
-    conv = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 2 * 2, 4))  # 4×4 input: 2×2 patches
-    table = theory.gradient_rank(conv, torch.randn(6, 3, 4, 4), torch.randint(0, 4, (6,)), "cross_entropy").set_index("layer")
-    assert table.at["0", "kind"] == "conv" and table.at["0", "m_l"] == 4 and (table.at["0", "rows"], table.at["0", "cols"]) == (16, 27)
+    # 4×4 input: 2×2 patches
+    conv = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 2 * 2, 4))
+    table = theory.gradient_rank(
+        conv, torch.randn(6, 3, 4, 4), torch.randint(0, 4, (6,)), "cross_entropy"
+    ).set_index("layer")
+    assert (
+        table.at["0", "kind"] == "conv"
+        and table.at["0", "m_l"] == 4
+        and (table.at["0", "rows"], table.at["0", "cols"]) == (16, 27)
+    )
     assert 1 < table.at["0", "measured"] <= 4 and table.at["0", "holds"] and not table.at["0", "trivial"]
     assert table.at["3", "measured"] == 1
 
@@ -82,27 +90,43 @@ def test_convolution_and_attention_ranks_are_above_one_and_at_most_m_l():
         def forward(self, x):  # x: (B, 5 tokens, 8)
             return self.head(self.attn(x, x, x)[0].max(1).values)
 
-    table = theory.gradient_rank(Attention(), torch.randn(4, 5, 8), torch.randint(0, 3, (4,)), "cross_entropy").set_index("layer")
+    table = theory.gradient_rank(
+        Attention(), torch.randn(4, 5, 8), torch.randint(0, 3, (4,)), "cross_entropy"
+    ).set_index("layer")
     assert list(table.index) == ["attn.q", "attn.k", "attn.v", "attn.out_proj", "head"]  # as rb.spectra names them
-    assert (table.loc[["attn.q", "attn.k", "attn.v", "attn.out_proj"], "m_l"] == 5).all() and table.at["attn.q", "rows"] == 8
+    assert (
+        (table.loc[["attn.q", "attn.k", "attn.v", "attn.out_proj"], "m_l"] == 5).all()
+        and table.at["attn.q", "rows"] == 8
+    )
     assert (table.loc[["attn.q", "attn.k", "attn.v"], "measured"] > 1).all() and table["holds"].all()
 
 
 def test_numerical_rank_sees_a_full_rank_matrix():
     """The rank check can fail: a generic matrix has full rank, a product of thin ones its width."""
     torch.manual_seed(0)
-    stack = torch.stack([torch.randn(8, 6, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64) @ torch.randn(3, 6, dtype=torch.float64)])
+    stack = torch.stack(
+        [
+            torch.randn(8, 6, dtype=torch.float64),
+            torch.randn(8, 3, dtype=torch.float64) @ torch.randn(3, 6, dtype=torch.float64),
+        ]
+    )
     ranks, rtol = numerical_rank(stack)
     assert ranks.tolist() == [6, 3] and rtol == pytest.approx(8 * np.finfo(np.float64).eps)
 
 
 def test_gradient_rank_of_a_config_and_of_a_stored_run(stored, tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text("model: twolayer-32\ndata: {name: digits, train_size: 64, test_size: 16}\ntrain: {batch_size: 4}\n")
+    config.write_text(
+        "model: twolayer-32\ndata: {name: digits, train_size: 64, test_size: 16}\ntrain: {batch_size: 4}\n"
+    )
     at_init = theory.gradient_rank_at(config, 8, data_root=stored["data"])
     assert set(at_init["layer"]) == {"V", "a"} and (at_init["epoch"] == 0).all() and (at_init["measured"] == 1).all()
     trained = theory.gradient_rank_at(stored["runs"][0].path, 8, data_root=stored["data"])
-    assert (trained["epoch"] == 3).all() and trained["holds"].all() and set(trained["check"]) == {"gsgp_lemma_3_1", "gp_lemma_2"}
+    assert (
+        (trained["epoch"] == 3).all()
+        and trained["holds"].all()
+        and set(trained["check"]) == {"gsgp_lemma_3_1", "gp_lemma_2"}
+    )
     assert (trained.loc[trained["check"] == "gp_lemma_2", "bound"] == 8).all()  # the run's B
 
 
@@ -110,14 +134,22 @@ def test_gradient_rank_of_a_config_and_of_a_stored_run(stored, tmp_path):
 def hand_made_records(norm_at_7: float = 2.0) -> Results:
     """One run, 4 steps per epoch, lr 0.1 then 0.05 from epoch 2, weight decay 0.5, B = 2; at
     epoch 2 (T = 8) the step norms of counts 3..8 and W's singular values 3, 2, 1, 1, .5, .5."""
-    runs = pd.DataFrame([{"run_id": "r", "state": "done", "optimizer.lr": 0.1, "optimizer.weight_decay": 0.5, "optimizer.momentum": 0.0,
-                          "train.batch_size": 2, "schedule.kind": "multistep", "schedule.milestones": (1,), "schedule.factor": 0.5,
+    runs = pd.DataFrame([{"run_id": "r", "state": "done",
+                          "optimizer.lr": 0.1, "optimizer.weight_decay": 0.5, "optimizer.momentum": 0.0,
+                          "train.batch_size": 2,
+                          "schedule.kind": "multistep", "schedule.milestones": (1,), "schedule.factor": 0.5,
                           "schedule.every": 0, "record.every": 1}])
     scalars = pd.DataFrame([{"run_id": "r", "epoch": 2, "step": 8, "lr": 0.05, "avg_rank": 6.0}])
-    layers = pd.DataFrame([{"run_id": "r", "epoch": 2, "layer": "W", "m_l": 1, "rows": 6, "cols": 10, "counted": True, "norm_ratio": 1.0}])
-    spectra = pd.DataFrame([{"run_id": "r", "epoch": 2, "layer": "W", "sv": np.array([3, 2, 1, 1, 0.5, 0.5], dtype=np.float32)}])
+    layers = pd.DataFrame(
+        [{"run_id": "r", "epoch": 2, "layer": "W", "m_l": 1, "rows": 6, "cols": 10, "counted": True, "norm_ratio": 1.0}]
+    )
+    spectra = pd.DataFrame(
+        [{"run_id": "r", "epoch": 2, "layer": "W", "sv": np.array([3, 2, 1, 1, 0.5, 0.5], dtype=np.float32)}]
+    )
     norms = {3: 4.0, 4: 3.0, 5: 3.0, 6: 2.5, 7: norm_at_7, 8: 2.0}
-    step_norms = pd.DataFrame([{"run_id": "r", "epoch": 2, "step": s, "layer": "W", "fro_norm": v} for s, v in norms.items()])
+    step_norms = pd.DataFrame(
+        [{"run_id": "r", "epoch": 2, "step": s, "layer": "W", "fro_norm": v} for s, v in norms.items()]
+    )
     return Results(runs, scalars, layers, spectra, step_norms)
 
 
@@ -128,8 +160,13 @@ def test_lemma_3_2_known_answers_across_a_learning_rate_drop():
     assert table.at[1, "measured"] == pytest.approx(math.sqrt(2.5 / 15.5), rel=1e-6)
     assert table.at[1, "bound"] == pytest.approx(0.975) and table.at[1, "holds"] and not table.at[1, "trivial"]
     # n = 5 reaches back into epoch 1 (update 4 at lr 0.1): 0.95 · 0.975⁴ · ‖W_3‖/‖W_8‖; rank 10 ≥ 6 is trivial
-    assert table.at[5, "bound"] == pytest.approx(0.95 * 0.975**4 * 2) and table.at[5, "trivial"] and table.at[5, "measured"] == 0
-    assert table.at[2, "rank_cap"] == 4 and table.at[2, "trivial"] and "bound ≥ 1" in table.at[2, "note"]  # 0.975² · 2.5/2 > 1
+    assert (
+        table.at[5, "bound"] == pytest.approx(0.95 * 0.975**4 * 2)
+        and table.at[5, "trivial"]
+        and table.at[5, "measured"] == 0
+    )
+    # 0.975² · 2.5/2 > 1
+    assert table.at[2, "rank_cap"] == 4 and table.at[2, "trivial"] and "bound ≥ 1" in table.at[2, "note"]
     only = theory.lemma_3_2(hand_made_records(), n=[1, 3])
     assert only["n"].tolist() == [1, 3]
 
@@ -179,8 +216,8 @@ def test_theorem_3_3_bound_and_measured_rank(stored):
 def test_theorem_3_3_uses_the_learning_rate_in_force_not_the_last_one():
     from rankbias.theory.gsgp import steps_to_decay
 
-    run = pd.Series({"optimizer.lr": 0.1, "optimizer.weight_decay": 5e-3, "schedule.kind": "constant", "schedule.milestones": (),
-                     "schedule.factor": 0.1, "schedule.every": 1})
+    run = pd.Series({"optimizer.lr": 0.1, "optimizer.weight_decay": 5e-3, "schedule.kind": "constant",
+                     "schedule.milestones": (), "schedule.factor": 0.1, "schedule.every": 1})
     target = math.log(2 / 0.3)
     assert steps_to_decay(run, 100, 50, target) == pytest.approx(target / (0.1 * 5e-3))  # the theorem's log(2/ε)/(2μλ)
     assert math.isinf(steps_to_decay(run, 10, 50, target))  # 500 steps · 5e-4 < log(2/0.3)
@@ -198,7 +235,10 @@ def test_gp_theorem_1_is_the_gradient_identity(stored):
     table = theory.gp_theorem_1(run.path, batches=1, seed=3, data_root=stored["data"]).set_index("layer")
     assert table["holds"].all() and (table["param"] == "B*=8").all()
     # the bound by hand: one batch, ‖∇L + weight_decay·W‖ / weight_decay, W's distance to rank 8
-    model, data = rb.load_model(run.path).double().train(), load_dataset(rb.RunConfig.from_dict(BASE).data, stored["data"])
+    model, data = (
+        rb.load_model(run.path).double().train(),
+        load_dataset(rb.RunConfig.from_dict(BASE).data, stored["data"]),
+    )
     (index,) = theory.live.random_batches(len(data.x_train), 8, 1, 3)
     loss = nn.functional.cross_entropy(model(data.x_train[index].double()), data.y_train[index])
     weight = model.get_submodule("hidden.0").weight
@@ -216,7 +256,9 @@ def test_sgd_noise_compares_with_the_run_without_weight_decay(stored):
     assert table.at[with_decay, "twin_run_id"] == without
     assert table.at[with_decay, "bound"] == pytest.approx(table.at[without, "measured"])
     assert table.at[with_decay, "holds"] == (table.at[with_decay, "measured"] > table.at[without, "measured"])
-    assert pd.isna(table.at[large_batch, "twin_run_id"]) and "no run without weight decay" in table.at[large_batch, "note"]
+    assert (
+        pd.isna(table.at[large_batch, "twin_run_id"]) and "no run without weight decay" in table.at[large_batch, "note"]
+    )
     assert table.at[large_batch, "holds"]  # d stays far above 1e-3 × ‖W‖ after 3 epochs
     # a run whose distance is NaN (only its initialization recorded) gets no prediction, not a failure
     records = rb.load(stored["sweep"])
@@ -252,7 +294,8 @@ def hand_made_sweep(rank=None, shrinking: bool = False) -> Results:
     rank = rank or (lambda b, wd, s: {8: 20.0, 32: 30.0, 128: 40.0 + s}[b] if wd else {8: 50.0, 32: 51.0, 128: 50.0}[b])
     base = rb.RunConfig.from_dict({**BASE, "train": {"batch_size": 8, "epochs": 10}})
     settings = [(b, wd, s) for b in BATCHES for wd in DECAYS for s in SEEDS]
-    configs = [base.replace(**{"train.batch_size": b, "optimizer.weight_decay": wd, "train.seed": s, "data.subset_seed": s})
+    configs = [base.replace(**{"train.batch_size": b, "optimizer.weight_decay": wd,
+                               "train.seed": s, "data.subset_seed": s})
                for b, wd, s in settings]
     runs = [{"run_id": c.run_id(), "state": "done", **flatten(c.to_dict())} for c in configs]
     runs.append({**runs[0], "run_id": "bad", "state": "diverged", "train.batch_size": 4})
@@ -260,7 +303,14 @@ def hand_made_sweep(rank=None, shrinking: bool = False) -> Results:
     for run, (b, wd, s) in zip(runs, [*settings, (4, 5e-3, 0)]):
         final = 64.0 if run["run_id"] == "bad" else rank(b, wd, s)  # the diverged run would break the B trend of seed 0
         for epoch in (0, 5, 10):
-            scalars.append({"run_id": run["run_id"], "epoch": epoch, "step": 10 * epoch, "avg_rank": final if epoch == 10 else 60.0})
+            scalars.append(
+                {
+                    "run_id": run["run_id"],
+                    "epoch": epoch,
+                    "step": 10 * epoch,
+                    "avg_rank": final if epoch == 10 else 60.0,
+                }
+            )
             norm = 2.0 if not (shrinking and wd and epoch == 10) else 1.0
             layers += [{"run_id": run["run_id"], "epoch": epoch, "index": i, "layer": f"hidden.{i}", "counted": True,
                         "rows": FULL, "cols": FULL, "fro_norm": norm} for i in range(2)]  # fmt: skip
@@ -270,7 +320,8 @@ def hand_made_sweep(rank=None, shrinking: bool = False) -> Results:
 def test_prediction_4_1_on_hand_made_records():
     prediction = theory.prediction_4_1(hand_made_sweep())
     tests = prediction.tests.set_index("symbol")
-    assert list(tests.index) == ["B", "λ"] and set(tests["verdict"]) <= set(theory.prediction.VERDICTS)  # μ does not vary
+    # μ does not vary
+    assert list(tests.index) == ["B", "λ"] and set(tests["verdict"]) <= set(theory.prediction.VERDICTS)
     # B: with weight decay the rank rises with B in every seed (τ = 1 in 5 blocks: exact p = 1/6⁵);
     # effect (rank at B 128 − at B 8) = (20 + seed) / 64 of the full rank; the λ = 0 control is flat
     b = tests.loc["B"]
@@ -291,16 +342,25 @@ def test_prediction_4_1_on_hand_made_records():
 
 def test_prediction_4_1_verdicts_follow_the_data():
     # without weight decay the rank rises with B just as much: the trend is not weight decay's
-    same = theory.prediction_4_1(hand_made_sweep(lambda b, wd, s: {8: 20.0, 32: 30.0, 128: 40.0 + s}[b] + (0 if wd else 25))).tests
+    same = theory.prediction_4_1(
+        hand_made_sweep(lambda b, wd, s: {8: 20.0, 32: 30.0, 128: 40.0 + s}[b] + (0 if wd else 25))
+    ).tests
     b = same.set_index("symbol").loc["B"]
     assert b["verdict"] == "holds without weight decay" and b["ci_low"] > 2
     assert b["control_effect"] == pytest.approx(b["effect"]) and not b["difference_ci_low"] > 0
     # equal ranks at every B: no trend (τ = 0, effect 0: the whole interval below the minimum effect)
-    flat = theory.prediction_4_1(hand_made_sweep(lambda b, wd, s: 30.0 if wd else 50.0)).tests.set_index("symbol").loc["B"]
+    flat = (
+        theory.prediction_4_1(hand_made_sweep(lambda b, wd, s: 30.0 if wd else 50.0)).tests.set_index("symbol").loc["B"]
+    )
     assert flat["verdict"] == "fails" and flat["effect"] == 0 and flat["p"] == 1
     # the rank falls with B: fails, the other way significantly
-    reverse = theory.prediction_4_1(hand_made_sweep(lambda b, wd, s: {8: 40.0, 32: 30.0, 128: 20.0}[b] if wd else 50.0)).tests
-    assert reverse.set_index("symbol").at["B", "verdict"] == "fails" and "other way" in reverse.set_index("symbol").at["B", "why"]
+    reverse = theory.prediction_4_1(
+        hand_made_sweep(lambda b, wd, s: {8: 40.0, 32: 30.0, 128: 20.0}[b] if wd else 50.0)
+    ).tests
+    assert (
+        reverse.set_index("symbol").at["B", "verdict"] == "fails"
+        and "other way" in reverse.set_index("symbol").at["B", "why"]
+    )
     # the same ranks, but the runs with weight decay are still shrinking: not at the equilibrium Thm 3.3 assumes
     stopped = theory.prediction_4_1(hand_made_sweep(shrinking=True)).tests.set_index("symbol").loc["B"]
     assert stopped["verdict"] == "inconclusive" and "not converged: 15 of 15 runs" in stopped["why"]
@@ -321,7 +381,9 @@ def test_prediction_figure_draws_the_effects():
     (ax,) = figure.axes
     assert ax.get_title() == "GSGP Prediction 4.1" and [t.get_text() for t in ax.get_xticklabels()] == ["B", "λ"]
     heights = sorted(round(p.get_height(), 6) for p in ax.patches)  # B and λ with weight decay, B's λ = 0 control
-    assert heights == sorted(round(v, 6) for v in [*tests["effect"], tests.set_index("symbol").at["B", "control_effect"]])
+    assert heights == sorted(
+        round(v, 6) for v in [*tests["effect"], tests.set_index("symbol").at["B", "control_effect"]]
+    )
     bars = [segment[:, 1] for c in ax.collections for segment in c.get_segments()]  # the error bars' y ranges
     intervals = sorted((round(float(y.min()), 6), round(float(y.max()), 6)) for y in bars)
     b = tests.set_index("symbol").loc["B"]
@@ -337,9 +399,15 @@ def test_prediction_figure_draws_the_effects():
 def test_theory_command(stored, tmp_path):
     runner = CliRunner()
     run = stored["runs"][0].path
-    out = runner.invoke(main, ["theory", str(run), "--samples", "8", "--batches", "2", "--eps", "0.01", "--data-dir", str(stored["data"])])
+    out = runner.invoke(
+        main,
+        ["theory", str(run), "--samples", "8", "--batches", "2", "--eps", "0.01", "--data-dir", str(stored["data"])],
+    )
     assert out.exit_code == 0, out.output
-    for check in ("gsgp_theorem_3_3", "gsgp_lemma_3_2", "gp_sgd_noise", "gsgp_lemma_3_1", "gp_lemma_2", "gp_theorem_1", "chen_assumption_2_5"):
+    for check in (
+        "gsgp_theorem_3_3", "gsgp_lemma_3_2", "gp_sgd_noise", "gsgp_lemma_3_1", "gp_lemma_2", "gp_theorem_1",
+        "chen_assumption_2_5",
+    ):
         assert check in out.output
     sweep = runner.invoke(main, ["theory", str(stored["sweep"]), "--records-only"])
     assert sweep.exit_code == 0 and "GSGP Prediction 4.1:" in sweep.output and "pairs agree" not in sweep.output
@@ -352,7 +420,9 @@ def test_theory_command(stored, tmp_path):
         assert line.split()[0] == row["symbol"] and row["verdict"] in line and row["why"] in line
     config = tmp_path / "tiny.yaml"
     config.write_text("model: mlp-2-16\ndata: {name: digits, train_size: 64, test_size: 16}\n")
-    ranks = runner.invoke(main, ["theory", "--gradient-rank", str(config), "--samples", "4", "--data-dir", str(stored["data"])])
+    ranks = runner.invoke(
+        main, ["theory", "--gradient-rank", str(config), "--samples", "4", "--data-dir", str(stored["data"])]
+    )
     assert ranks.exit_code == 0 and "4 samples" in ranks.output and "gsgp_lemma_3_1" in ranks.output
     neither = runner.invoke(main, ["theory"])
     assert neither.exit_code == 2 and "one of the two" in neither.output and "Traceback" not in neither.output
@@ -363,7 +433,9 @@ def test_figures(stored):
     made = [
         figures.theorem_3_3_figure(theory.theorem_3_3(results)),
         figures.lemma_3_2_figure(theory.lemma_3_2(results)),
-        figures.batch_gradient_figure(theory.chen_theorem_2_6(stored["chen"].path, batches=4, data_root=stored["data"])),
+        figures.batch_gradient_figure(
+            theory.chen_theorem_2_6(stored["chen"].path, batches=4, data_root=stored["data"])
+        ),
         figures.gradient_rank_figure(theory.gradient_rank_at(stored["runs"][0].path, 8, data_root=stored["data"])),
         figures.prediction_figure(theory.prediction_4_1(hand_made_sweep()).tests),
     ]

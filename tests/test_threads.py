@@ -1,4 +1,4 @@
-"""The thread policy (issue 9): one torch thread per training process unless ``threads`` is given,
+"""The thread policy: one torch thread per training process unless ``threads`` is given,
 in the calling process (restored afterwards), in worker processes (also tests/test_sweep.py's
 two-worker test, with real processes) and in Ray tasks; provenance records the threads a run
 trained with."""

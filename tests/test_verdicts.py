@@ -52,8 +52,8 @@ def test_signed_tau_is_scipys_kendall_tau_b():
 
 def test_exact_permutation_p_of_a_perfect_trend():
     # 2 blocks of 3 levels, both perfectly ordered: 1 of 6² arrangements reaches τ = 1
-    frame = pd.DataFrame({"k": [1, 2, 3] * 2, "value": [1.0, 2, 3, 1, 2, 3], "block": [0, 0, 0, 1, 1, 1], "seed": [0, 0, 0, 1, 1, 1],
-                          "full": 10.0})
+    frame = pd.DataFrame({"k": [1, 2, 3] * 2, "value": [1.0, 2, 3, 1, 2, 3], "block": [0, 0, 0, 1, 1, 1],
+                          "seed": [0, 0, 0, 1, 1, 1], "full": 10.0})
     test = trend_test(frame, "k", "smaller")
     assert test.exact and test.statistic == 1 and test.p == pytest.approx(1 / 36) and test.p_opposite == 1
     assert test.effect == pytest.approx(20.0) and test.ci == (20.0, 20.0)  # value 3 − 1 of 10, both seeds
@@ -69,7 +69,8 @@ def test_a_random_ranks_hold_in_at_most_5_percent():
 
 def test_a_random_ranks_of_a_lambda_trend_hold_in_at_most_5_percent():
     rng = np.random.default_rng(2)  # λ ∈ {0, 5e-3, 5e-2} in panels B ∈ {16, 128}
-    verdicts = [verdict_of(sweep(lambda *_: rng.normal(50, 3), levels=(16, 128), panels=(0.1,), decays=(0.0, 5e-3, 5e-2)), WD)
+    verdicts = [verdict_of(sweep(lambda *_: rng.normal(50, 3), levels=(16, 128), panels=(0.1,),
+                                 decays=(0.0, 5e-3, 5e-2)), WD)
                 for _ in range(DRAWS)]  # fmt: skip
     assert rate(verdicts) <= 0.05, rate(verdicts)
 
@@ -106,7 +107,13 @@ def test_one_seed_is_inconclusive_and_unconverged_runs_are_inconclusive():
     verdict, why, *_ = trend_verdict(one, B, NO_CONVERGENCE, 2.0)
     assert verdict == "inconclusive" and "too few seeds" in why
     frame = sweep(effect)
-    stopped = pd.DataFrame({"run_id": frame["run_id"], "drift": 1.0, "converged": pd.array([True] * (len(frame) - 1) + [False], "boolean")})
+    stopped = pd.DataFrame(
+        {
+            "run_id": frame["run_id"],
+            "drift": 1.0,
+            "converged": pd.array([True] * (len(frame) - 1) + [False], "boolean"),
+        }
+    )
     stopped.loc[frame.index[frame[WD] > 0][0], "converged"] = False
     verdict, why, *_ = trend_verdict(frame, B, stopped, 2.0)
     assert verdict == "inconclusive" and why.startswith("not converged")
@@ -117,9 +124,12 @@ def test_one_seed_is_inconclusive_and_unconverged_runs_are_inconclusive():
 def replicates(tmp_path_factory):
     """18 real runs: 9 seeds of one configuration with weight decay and 9 of its λ = 0 twin."""
     base = {"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 128, "test_size": 64},
-            "optimizer": {"lr": 0.1, "weight_decay": 5e-3}, "train": {"batch_size": 16, "epochs": 3}, "record": {"eps": 1e-2}}
-    configs = [rb.RunConfig.from_dict({**base, "optimizer": {"lr": 0.1, "weight_decay": wd}, "train": {**base["train"], "seed": s},
-                                       "data": {**base["data"], "subset_seed": s}}) for wd in (5e-3, 0.0) for s in range(9)]  # fmt: skip
+            "optimizer": {"lr": 0.1, "weight_decay": 5e-3}, "train": {"batch_size": 16, "epochs": 3},
+            "record": {"eps": 1e-2}}
+    configs = [rb.RunConfig.from_dict({**base, "optimizer": {"lr": 0.1, "weight_decay": wd},
+                                       "train": {**base["train"], "seed": s},
+                                       "data": {**base["data"], "subset_seed": s}})
+               for wd in (5e-3, 0.0) for s in range(9)]  # fmt: skip
     out = tmp_path_factory.mktemp("replicates")
     rb.train(configs, out, device="cpu")
     from rankbias.theory.prediction import final_values
@@ -134,7 +144,9 @@ def test_b_placebo_relabelling_of_seed_replicates_holds_in_at_most_10_percent(re
         frame = []
         for wd, group in replicates.groupby(WD):
             order = rng.permutation(len(group))  # 9 runs → 3 "B levels" × 3 "seeds"
-            labelled = group.iloc[order].assign(**{B: np.repeat([8, 32, 128], 3)[:len(group)], "train.seed": np.tile(range(3), 3)})
+            labelled = group.iloc[order].assign(
+                **{B: np.repeat([8, 32, 128], 3)[:len(group)], "train.seed": np.tile(range(3), 3)}
+            )
             frame.append(labelled.assign(**{"data.subset_seed": labelled["train.seed"]}))
         verdicts.append(verdict_of(pd.concat(frame, ignore_index=True)))
     assert rate(verdicts) <= 0.10, rate(verdicts)
@@ -147,15 +159,19 @@ def layered(ranks_initial, ranks_final, *, seeds=3, configs=2, wd=5e-3, norms=(1
     for seed in range(seeds):
         for c in range(configs):
             run_id = f"r{seed}-{c}"
-            runs.append({"run_id": run_id, "state": "done", "train.seed": seed, "data.subset_seed": seed, B: 32 * (c + 1), MU: 0.1,
-                         WD: wd, "optimizer.momentum": 0.0, "schedule.kind": "constant", "schedule.milestones": (),
-                         "schedule.factor": 0.1, "schedule.every": 1, "record.eps": 1e-2, "loss": "cross_entropy"})  # fmt: skip
+            runs.append({"run_id": run_id, "state": "done", "train.seed": seed, "data.subset_seed": seed,
+                         B: 32 * (c + 1), MU: 0.1, WD: wd, "optimizer.momentum": 0.0,
+                         "schedule.kind": "constant", "schedule.milestones": (), "schedule.factor": 0.1,
+                         "schedule.every": 1, "record.eps": 1e-2, "loss": "cross_entropy"})  # fmt: skip
             for epoch, ranks, norm in ((0, ranks_initial(seed, c), norms[0]), (20, ranks_final(seed, c), norms[1])):
-                scalars.append({"run_id": run_id, "epoch": epoch, "step": epoch * 16, "avg_rank": float(np.mean(ranks)), "train_acc": 0.1 + 0.8 * (epoch > 0),
+                scalars.append({"run_id": run_id, "epoch": epoch, "step": epoch * 16, "avg_rank": float(np.mean(ranks)),
+                                "train_acc": 0.1 + 0.8 * (epoch > 0),
                                 "train_loss": 2.3 - 2 * (epoch > 0),
                                 "distance": 1.0, "lr": 0.1})  # fmt: skip
-                layers += [{"run_id": run_id, "epoch": epoch, "layer": f"l{i}", "index": i, "rows": 64, "cols": 64, "counted": True,
-                            "eps_rank": r, "fro_norm": norm, "norm_ratio": 1.0, "stable_rank": r / 4} for i, r in enumerate(ranks)]  # fmt: skip
+                layers += [{"run_id": run_id, "epoch": epoch, "layer": f"l{i}", "index": i,
+                            "rows": 64, "cols": 64, "counted": True,
+                            "eps_rank": r, "fro_norm": norm, "norm_ratio": 1.0, "stable_rank": r / 4}
+                           for i, r in enumerate(ranks)]  # fmt: skip
     return Results(pd.DataFrame(runs), pd.DataFrame(scalars), pd.DataFrame(layers), pd.DataFrame())
 
 
@@ -165,11 +181,15 @@ BALANCED = Claim("balanced", "balanced", tolerance=0.5)
 
 def test_bottleneck_noise_holds_rarely_and_a_made_bottleneck_holds():
     rng = np.random.default_rng(7)
-    noisy = [check(BOTTLENECK, layered(lambda *_: [64] * 5, lambda *_: list(rng.integers(40, 64, 5)))).verdict for _ in range(100)]
+    noisy = [
+        check(BOTTLENECK, layered(lambda *_: [64] * 5, lambda *_: list(rng.integers(40, 64, 5)))).verdict
+        for _ in range(100)
+    ]
     assert rate(noisy) <= 0.05, rate(noisy)
     made = lambda *_: [60 + rng.integers(0, 3), 30 + rng.integers(0, 3), 20 + rng.integers(0, 3), 30, 58]
     assert rate([check(BOTTLENECK, layered(lambda *_: [64] * 5, made)).verdict for _ in range(20)]) >= 0.95
-    none = check(BOTTLENECK, layered(lambda *_: [64] * 5, lambda *_: [64, 64, 63, 64, 64]))  # one epoch: nothing happened
+    # one epoch: nothing happened
+    none = check(BOTTLENECK, layered(lambda *_: [64] * 5, lambda *_: [64, 64, 63, 64, 64]))
     assert none.verdict == "fails"
     there = check(BOTTLENECK, layered(lambda *_: [64, 30, 30, 30, 64], lambda *_: [64, 30, 30, 30, 64]))
     assert there.verdict == "uninformative"  # present at initialization, training did not make it
