@@ -10,7 +10,10 @@ import pandas as pd
 
 from . import api
 from .config import NORMS, RunConfig, flatten, load_configs
+from .conventions import SCALES
 from .errors import ConfigError, PlotError, RankbiasError
+from .options import EXECUTORS
+from .query import FORMATS
 from .store.records import epoch_table, final_summary, load
 from .store.run_store import is_run
 
@@ -60,7 +63,7 @@ def main() -> None:
 )
 @click.option(
     "--executor",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(EXECUTORS),
     default="local",
     show_default=True,
     help="Worker processes on this machine, or Ray tasks.",
@@ -413,7 +416,7 @@ def query_command(results, sql) -> None:
 @main.command("export")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 def export_command(results, out, fmt) -> None:
     """Write the views of the runs under RESULTS (runs, scalars, layers, spectra, final) to OUT/<view>.<format>."""
     from .query import export
@@ -431,7 +434,7 @@ def export_command(results, out, fmt) -> None:
 )
 @click.option(
     "--scale",
-    type=click.Choice(["quick", "paper"]),
+    type=click.Choice(SCALES),
     default="quick",
     show_default=True,
     help="quick: minutes on a CPU (digits/synthetic, small models); paper: the papers' settings.",
@@ -484,7 +487,7 @@ def reproduce_command(
     if list_ or not patterns:
         rows = []
         for p in PRESETS.values():
-            sizes = {s: configs(p.id, s, seeds=seeds, first_seed=first_seed) for s in ("quick", "paper")}
+            sizes = {s: configs(p.id, s, seeds=seeds, first_seed=first_seed) for s in SCALES}
             rows.append(
                 {
                     "id": p.id,

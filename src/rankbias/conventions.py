@@ -20,6 +20,9 @@ SYMBOLS = {
     "train.seed": "seed",
 }
 
+# The scales of `rankbias reproduce`: quick (minutes on a CPU, small models) and paper (the papers' settings).
+SCALES = ("quick", "paper")
+
 # Runs that differ only in these keys are replicates of one configuration (seeds): figures draw
 # their mean, the trend tests block on everything else.
 REPLICATE_KEYS = ("train.seed", "data.subset_seed")

@@ -20,6 +20,7 @@ import copy
 import fnmatch
 from dataclasses import dataclass, field
 
+from ..conventions import SCALES
 from ..errors import ConfigError
 
 B, MU, WD = "train.batch_size", "optimizer.lr", "optimizer.weight_decay"
@@ -62,8 +63,8 @@ class Preset:
     alternatives: dict = field(default_factory=dict)  # reading name -> overrides (dotted keys)
 
     def config(self, scale: str = "quick") -> dict:
-        if scale not in ("quick", "paper"):
-            raise ConfigError("scale", f"must be 'quick' or 'paper', got {scale!r}")
+        if scale not in SCALES:
+            raise ConfigError("scale", f"must be one of {', '.join(SCALES)}, got {scale!r}")
         return copy.deepcopy(self.quick_config if scale == "quick" else self.paper_config)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..config import RunConfig, flatten
 from ..options import EXECUTORS, EngineOptions, SweepOptions, cores
-from ..store.lock import RunLock, lock_owner
+from ..store.lock import LOCK_NAME, RunLock, lock_owner
 from ..store.run_store import RunStore
 from .executors import run_inline, run_local, run_ray
 from .plan import Cohort, Plan, estimate_bytes, plan_sweep
@@ -152,7 +152,7 @@ def _wait_for_locks(results: Path, run_ids: list[str], poll: float = 0.5) -> Non
         if not told:
             print(
                 f"waiting for {len(run_ids)} run(s) trained by other processes ({', '.join(live)}); "
-                f"if a host is gone, delete its runs' {results}/<run_id>/run.lock",
+                f"if a host is gone, delete its runs' {results}/<run_id>/{LOCK_NAME}",
                 file=sys.stderr,
             )
             told = True
