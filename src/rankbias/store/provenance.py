@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..options import EngineOptions
-from .run_store import write_text
+from .io import write_text
 from .schema import SCHEMA_VERSION
 
 FILE = "provenance.json"

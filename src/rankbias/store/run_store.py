@@ -20,7 +20,6 @@ Every Parquet file carries the records' layout version in its key-value metadata
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ..errors import NotFoundError
+from .io import replace_from, write_text, writing
 from .lock import LOCK_NAME
 from .schema import SCHEMA_KEY, SCHEMA_VERSION, TABLES, check_schema, schema_of
 
@@ -132,25 +132,14 @@ class RunStore:
         return (self.dir / CHECKPOINT).exists()
 
     def save_checkpoint(self, state: dict) -> None:
-        tmp = self.dir / f"{CHECKPOINT}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.dir / CHECKPOINT)
+        with writing(self.dir.parent):
+            replace_from(lambda tmp: torch.save(state, tmp), self.dir / CHECKPOINT)
 
     def load_checkpoint(self) -> dict | None:
         path = self.dir / CHECKPOINT
         return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
-def write_text(path: Path, text: str) -> None:
-    """``text`` into ``path`` whole or not at all: written to a temporary name, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     meta = (table.schema.metadata or {}) | {SCHEMA_KEY: str(SCHEMA_VERSION).encode()}
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
-    os.replace(tmp, path)
+    replace_from(lambda tmp: pq.write_table(table.replace_schema_metadata(meta), tmp), path)
