@@ -24,6 +24,7 @@ from ..errors import ConfigError, NotFoundError
 from ..options import resolve_device
 from ..spectra.measures import NORMS
 from ..store.catalog import run_dirs
+from ..store.io import replace_from, writing
 from ..store.records import varied_keys
 from ..store.run_store import RunStore, is_run
 from ..training.losses import member_correct, member_losses
@@ -173,17 +174,17 @@ def _file_stem(eps: float, norm: str) -> str:
 
 def _store(run: RunStore, summary: pd.DataFrame, layer_tables: list[pd.DataFrame]) -> None:
     folder = run.compress_dir
-    folder.mkdir(exist_ok=True)
-    for (_, row), layers in zip(summary.iterrows(), layer_tables):
-        stem = _file_stem(row["eps"], row["norm"])
-        _write(summary[summary["eps"] == row["eps"]], folder / f"{stem}.parquet")
-        _write(layers.assign(shape=layers["shape"].map(list)), folder / f"{stem}.layers.parquet")
+    with writing(folder):  # a full or read-only disk: one StoreError, earlier files as they were
+        folder.mkdir(exist_ok=True)
+        for (_, row), layers in zip(summary.iterrows(), layer_tables):
+            stem = _file_stem(row["eps"], row["norm"])
+            _write(summary[summary["eps"] == row["eps"]], folder / f"{stem}.parquet")
+            _write(layers.assign(shape=layers["shape"].map(list)), folder / f"{stem}.layers.parquet")
 
 
 def _write(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    """``table`` into ``path`` whole or not at all (written beside it, then renamed)."""
+    replace_from(lambda tmp: table.to_parquet(tmp, index=False), path)
 
 
 def read_compressed(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

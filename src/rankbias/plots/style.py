@@ -20,6 +20,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..store.io import replace_from, writing
+
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 CMAP = "cividis"
@@ -96,13 +98,21 @@ def grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
 
 
 def save(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` (format from the suffix: .pdf vector, .png, .svg), without software metadata."""
+    """Write ``figure`` (format from the suffix: .pdf vector, .png, .svg), without software metadata.
+
+    The file is whole or not at all (written beside ``path``, then renamed); a full or read-only
+    disk raises one :class:`~rankbias.errors.StoreError` and leaves an earlier file as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
+    if not suffix:  # as matplotlib does: the default format, appended to the name
+        suffix = "." + matplotlib.rcParams["savefig.format"]
+        path = path.with_name(path.name + suffix)
     metadata = {"Software": None} if suffix == ".png" else {"Creator": None} if suffix in (".pdf", ".svg") else None
-    with matplotlib.rc_context(STYLE):
-        figure.savefig(path, metadata=metadata)
+    with writing(path.absolute().parent), matplotlib.rc_context(STYLE):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the temporary name ends in .tmp: the format is given, not guessed from it
+        replace_from(lambda tmp: figure.savefig(tmp, format=suffix[1:], metadata=metadata), path)
     return path
 
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from ..plots.style import save
 from ..store.catalog import run_dirs
+from ..store.io import replace_from, writing
 from ..store.records import Results, load, subset
 from .choose import Chosen, choose_figures
 from .compression_section import compression_section
@@ -61,8 +62,10 @@ def write_report(
         ("provenance", "Provenance", provenance(run_dirs(results))),
     ]
     sections = [section for section in sections if section[2] is not None]  # a section without data is left out
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page(str(results), intro(records, eps, norm), sections), encoding="utf-8")
+    text = page(str(results), intro(records, eps, norm), sections)
+    with writing(target.parent):  # a full or read-only disk: one StoreError, the old report intact
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace_from(lambda tmp: tmp.write_text(text, encoding="utf-8"), target)
     return target
 
 
