@@ -1,17 +1,32 @@
-"""DuckDB views over stored runs, exports, the status counts, and the vectorized rerank."""
+"""DuckDB views over stored runs, exports, the status counts, and the vectorized rerank; queries
+only read, never fail while a sweep merges a run's files, and exports are all or nothing."""
 
+import errno
+import hashlib
+import importlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 import rankbias as rb
 from rankbias.cli import main
-from rankbias.errors import QueryError
+from rankbias.errors import QueryError, StoreError
 from rankbias.spectra.measures import rank_measures
 from rankbias.store import RunStore
+from rankbias.store.schema import TABLES
 
 from .conftest import small_config
+
+query_module = importlib.import_module("rankbias.query")  # rankbias.query is also the function
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +176,262 @@ def test_reading_while_another_sweep_merges_a_runs_files(tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, "table_files", list_a_vanished_part_first)
     records = rb.load(tmp_path / "results")
     assert records.scalars["epoch"].tolist() == [0, 1, 2, 3] and calls.count("scalars") == 2
+
+
+# -- readers never race writers ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two finished runs (3 epochs each: 4 records); tests copy them and may turn one back into a
+    running run (see ``as_running``)."""
+    path = tmp_path_factory.mktemp("race") / "results"
+    configs = [small_config(**{"train.seed": seed}) for seed in (1, 2)]
+    rb.train(configs, path, threads=1)
+    return path, [c.run_id() for c in configs]
+
+
+def as_running(run_dir: Path) -> None:
+    """Turn a finished run into one still being written: its merged files split back into one file
+    per recorded epoch (``<table>/e000012.parquet``), as before ``RunStore.compact``."""
+    store = RunStore.at(run_dir)
+    for name in TABLES:
+        merged = run_dir / f"{name}.parquet"
+        if not merged.exists():
+            continue
+        table = pq.read_table(merged)
+        for epoch in sorted(set(table["epoch"].to_pylist())):
+            store.append(epoch, {name: table.filter(pc.equal(table["epoch"], epoch))})
+        merged.unlink()
+    store.set_status("running", 3)
+
+
+@pytest.fixture
+def sweeping(two_runs, tmp_path):
+    """A copy of ``two_runs`` whose second run is still running (its records in per-epoch parts)."""
+    source, run_ids = two_runs
+    path = tmp_path / "results"
+    shutil.copytree(source, path)
+    as_running(path / run_ids[1])
+    assert (path / run_ids[1] / "scalars" / "e000000.parquet").exists()
+    return path, run_ids
+
+
+def compact_when_listed(monkeypatch, path: Path, run_id: str, table: str) -> list[str]:
+    """Make the running run ``run_id`` end (merge its parts, delete them) right after the views'
+    files of ``table`` are listed, once: the listing of ``table`` names parts that are gone before
+    DuckDB reads them. Returns the tables listed, in order."""
+    listed = query_module.table_files
+    calls: list[str] = []
+
+    def list_then_compact(dirs, name):
+        files = listed(dirs, name)
+        calls.append(name)
+        if name == table and calls.count(table) == 1:
+            assert (path / run_id / "scalars" / "e000000.parquet").exists()  # parts were listed ...
+            RunStore(path, run_id).compact()  # ... and are merged and deleted now
+        return files
+
+    monkeypatch.setattr(query_module, "table_files", list_then_compact)
+    return calls
+
+
+@pytest.mark.parametrize("when", ["scalars", "step_norms"])
+def test_a_run_ending_between_listing_and_reading_does_not_fail_a_query(sweeping, monkeypatch, when):
+    """``scalars``: the parts vanish while the views are set up (the schema check reads them);
+    ``step_norms`` (listed last, not recorded here): once every view is made, so the query itself
+    finds them gone. Either way the files are listed again and the query rerun."""
+    path, run_ids = sweeping
+    expected = rb.query(path, "select count(*) as n, sum(avg_rank) as r from scalars")
+    calls = compact_when_listed(monkeypatch, path, run_ids[1], when)
+    table = rb.query(path, "select count(*) as n, sum(avg_rank) as r from scalars")
+    pd.testing.assert_frame_equal(table, expected)
+    assert calls.count("scalars") == 2  # listed again after the first try failed
+    assert not (path / run_ids[1] / "scalars").exists() and (path / run_ids[1] / "scalars.parquet").exists()
+    final = rb.query(path, "select run_id, epoch from final order by run_id")
+    assert final["run_id"].tolist() == sorted(run_ids) and final["epoch"].tolist() == [3, 3]
+
+
+def test_export_and_connect_list_again_when_a_run_ends(sweeping, monkeypatch, tmp_path):
+    path, run_ids = sweeping
+    rows = len(rb.load(path).scalars)
+    calls = compact_when_listed(monkeypatch, path, run_ids[1], "spectra")
+    rb.export(path, tmp_path / "out")
+    assert len(pd.read_csv(tmp_path / "out" / "scalars.csv")) == rows and calls.count("scalars") == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"{v}.csv" for v in ("final", "layers", "runs", "scalars", "spectra")
+    ]
+    # a connection's views name the files of their listing; create_views lists again
+    other = tmp_path / "other"
+    shutil.copytree(path, other)
+    as_running(other / run_ids[1])
+    con = query_module.connect(other)
+    RunStore(other, run_ids[1]).compact()
+    with pytest.raises(duckdb.IOException):
+        con.sql("select count(*) from scalars").fetchall()
+    query_module.create_views(con, other)
+    query_module.create_views(con, other)  # safe to re-create
+    assert con.sql("select count(*) from scalars").fetchall() == [(rows,)]
+    con.close()
+
+
+def test_a_bad_statement_fails_at_once_with_the_views(sweeping, monkeypatch):
+    path, _ = sweeping
+    calls = []
+    listed = query_module.table_files
+    monkeypatch.setattr(query_module, "table_files", lambda dirs, name: calls.append(name) or listed(dirs, name))
+    with pytest.raises(QueryError, match=r"(?s)nope.*\(views: runs, scalars, layers, spectra, final\)"):
+        rb.query(path, "select nope from final")
+    with pytest.raises(QueryError, match="syntax error"):
+        rb.query(path, "selec 1")
+    assert calls.count("scalars") == 2  # one listing each: no retry for errors that are not a vanished file
+
+
+def test_queries_while_a_sweep_finishes_runs_never_fail(tmp_path):
+    """A reader looping over ``final`` while a sweep trains and merges run after run."""
+    path = tmp_path / "results"
+    rb.train(small_config(**{"train.seed": 10}), path, threads=1)
+    configs = [small_config(**{"train.seed": seed, "train.epochs": 4}) for seed in range(11, 15)]
+    stop, counts, errors = threading.Event(), [], []
+
+    def read():
+        while not stop.is_set():
+            try:
+                counts.append(int(rb.query(path, "select count(*) as n from final")["n"][0]))
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        rb.train(configs, path, jobs=1, max_cohort=1, threads=1)
+    finally:
+        stop.set()
+        reader.join()
+    assert not errors, errors[0]
+    assert counts and set(counts) <= {1, 2, 3, 4, 5}
+    assert rb.query(path, "select count(*) as n from final")["n"][0] == 5
+
+
+# -- read-only queries ------------------------------------------------------------------------
+
+
+def _digest(path: Path) -> dict[str, str]:
+    return {
+        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest() for f in path.rglob("*") if f.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("copy (select 1 as x) to '{merged}' (format parquet)", "COPY"),
+        ("create table t as select * from runs", "CREATE"),
+        ("insert into runs select * from runs", "INSERT"),
+        ("attach '{tmp}/other.db' as other", "ATTACH"),
+        ("set threads = 1", "SET"),
+        ("pragma show_tables", "PRAGMA"),
+        ("select 1; copy (select * from scalars) to '{merged}' (format parquet)", "COPY"),
+        ("explain analyze copy (select 1 as x) to '{merged}' (format parquet)", "EXPLAIN"),
+        ("export database '{tmp}/db'", "EXPORT"),
+    ],
+)
+def test_query_refuses_statements_that_write(results, tmp_path, monkeypatch, sql, kind):
+    path, configs = results
+    merged = path / configs[0].run_id() / "scalars.parquet"
+    monkeypatch.chdir(tmp_path)
+    before = _digest(path)
+    with pytest.raises(QueryError, match=f"rankbias query only reads: {kind}.* refused .*rb.export"):
+        rb.query(path, sql.format(merged=merged, tmp=tmp_path))
+    assert _digest(path) == before and list(tmp_path.iterdir()) == []
+    assert rb.query(path, "select count(*) as n from final")["n"][0] == 4
+
+
+def test_read_statements_still_run(results):
+    path, _ = results
+    n = rb.query(path, "with r as (select * from final) select count(*) as n from r")["n"][0]
+    assert n == 4 and rb.query(path, "from final select count(*) as n")["n"][0] == 4
+    assert rb.query(path, "select 1 as a; select 2 as b")["b"].tolist() == [2]
+    assert "avg_rank" in rb.query(path, "describe final")["column_name"].tolist()
+    assert len(rb.query(path, "explain select * from final")) == 1
+    assert len(rb.query(path, "explain analyze select count(*) from scalars")) == 1
+    assert "final" in rb.query(path, "show tables")["name"].tolist()
+    with pytest.raises(QueryError, match="no SQL statement"):
+        rb.query(path, "  ")
+
+
+def test_cli_query_refuses_a_copy(results, tmp_path):
+    path, configs = results
+    target = path / configs[0].run_id() / "scalars.parquet"
+    before = target.read_bytes()
+    out = CliRunner().invoke(main, ["query", str(path), f"copy (select 1 as x) to '{target}' (format parquet)"])
+    assert out.exit_code == 2 and "error: rankbias query only reads: COPY statements are refused" in out.output
+    assert target.read_bytes() == before
+
+
+# -- no partial export --------------------------------------------------------------------------
+
+
+def _chmod_stops_writes() -> bool:
+    """Whether mode 0o500 keeps new files out of a folder: not as root, who writes through it."""
+    return os.geteuid() != 0
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_export_to_an_unwritable_folder_leaves_nothing_behind(results, tmp_path, monkeypatch, existing):
+    """Read-only (chmod 0o500; as root, where chmod does not stop writes, the third view's write
+    fails with ENOSPC after writing part of its file): one StoreError, no file written or changed."""
+    path, _ = results
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        (out / "final.csv").write_text("an earlier export")
+    before = _digest(out) if existing else None
+    read_only = existing and _chmod_stops_writes()
+    if read_only:
+        out.chmod(0o500)
+    else:
+        real_write = query_module._write_view
+        written = []
+
+        def third_write_fails(con, view, target, format):
+            written.append(view)
+            if len(written) == 3:
+                target.write_text("part of a file")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_write(con, view, target, format)
+
+        monkeypatch.setattr(query_module, "_write_view", third_write_fails)
+    try:
+        with pytest.raises(StoreError, match=f"cannot write under {out}"):
+            rb.export(path, out, "csv")
+    finally:
+        if read_only:
+            out.chmod(0o700)
+    if existing:
+        assert _digest(out) == before and sorted(p.name for p in out.iterdir()) == ["final.csv", "notes.txt"]
+    else:
+        assert not out.exists()
+    monkeypatch.undo()
+    files = rb.export(path, out, "parquet")  # once it can be written: every view, the other files kept
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".parquet") == sorted(f.name for f in files)
+    if existing:
+        assert (out / "notes.txt").read_text() == "mine" and (out / "final.csv").read_text() == "an earlier export"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_export_reports_duckdbs_full_disk_as_one_store_error(results, tmp_path, monkeypatch):
+    """DuckDB reports a write on a full disk as an IOException with the system's message."""
+    path, _ = results
+    out = tmp_path / "out"
+    real_write = query_module._write_view
+
+    def layers_to_a_full_disk(con, view, target, format):
+        real_write(con, view, Path("/dev/full") if view == "layers" else target, format)
+
+    monkeypatch.setattr(query_module, "_write_view", layers_to_a_full_disk)
+    with pytest.raises(StoreError, match="No space left on device"):
+        rb.export(path, out, "parquet")
+    assert not out.exists()
