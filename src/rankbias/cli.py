@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -11,11 +12,11 @@ import pandas as pd
 from . import api
 from .config import NORMS, RunConfig, flatten, load_configs
 from .conventions import SCALES
-from .errors import ConfigError, PlotError, RankbiasError
+from .errors import ConfigError, DamagedError, DamagedRunWarning, PlotError, RankbiasError, SchemaError
 from .options import EXECUTORS
 from .query import FORMATS
 from .store.records import epoch_table, final_summary, load
-from .store.run_store import is_run
+from .store.run_store import is_run, starting_runs
 
 
 class Commands(click.Group):
@@ -23,16 +24,32 @@ class Commands(click.Group):
     input, data, records or results directory) is printed here, as one line, with exit status 2."""
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except RankbiasError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DamagedRunWarning)
+            try:
+                return super().invoke(ctx)
+            except RankbiasError as exc:
+                click.echo(f"error: {exc}", err=True)
+                ctx.exit(2)
+            finally:
+                _show(caught)
 
 
 def _print(table: pd.DataFrame) -> None:
     with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    """Damaged runs left out, once each as ``warning: ...``; other warnings as Python shows them."""
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, DamagedRunWarning):
+            if str(w.message) not in seen:
+                click.echo(f"warning: {w.message}", err=True)
+            seen.add(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,16 +181,31 @@ def show(run_dir, eps, norm) -> None:
 @click.argument("results", default="results", type=click.Path(path_type=Path))
 @click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
 def status(results, eps) -> None:
-    """Count the runs under RESULTS (done, running, pending, diverged, failed with the reason),
-    then list them: settings that differ, state, last record."""
+    """Count the runs under RESULTS (done, running, pending, diverged, failed, damaged: each
+    failed or damaged one with the reason), then list them: settings that differ, state, last record."""
+    from .store.catalog import candidate_dirs
+    from .store.integrity import scan
     from .sweep.status import sweep_status
 
-    records = load(results, eps=eps)
-    counts, failures = sweep_status(records.runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DamagedRunWarning)  # listed below, each with its problem
+        try:
+            records = load(results, eps=eps)
+        except (DamagedError, SchemaError):  # every run damaged
+            records = None
+    if records is None:
+        damaged = [(d.name, str(e)) for d, e in scan(candidate_dirs(results)).damaged.items()]
+        runs = pd.DataFrame(columns=["run_id", "state"])
+    else:
+        damaged, runs = list(records.damaged.itertuples(index=False, name=None)), records.runs
+    counts, failures = sweep_status(runs, starting=starting_runs(results), damaged=len(damaged))
     click.echo("  ".join(f"{state}: {n}" for state, n in counts.items()))
     for run_id, message in failures:
         click.echo(f"failed {run_id}: {message}")
-    _print(final_summary(records))
+    for run_id, problem in damaged:
+        click.echo(f"damaged {run_id}: {problem}")
+    if records is not None:
+        _print(final_summary(records))
 
 
 @main.command()

@@ -25,6 +25,14 @@ class NotFoundError(RankbiasError, FileNotFoundError):
     """No run, results directory or checkpoint where one was asked for."""
 
 
+class DamagedError(RankbiasError):
+    """A run's stored file is unreadable, malformed or incomplete (the message names the file)."""
+
+
+class DamagedRunWarning(UserWarning):
+    """Damaged runs were left out of what was read (the message names each run and file)."""
+
+
 class RecordsError(RankbiasError, ValueError):
     """The stored records cannot answer this (no step norms, no record at that epoch ...)."""
 

@@ -8,19 +8,21 @@ schema check.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import NotFoundError
+from ..errors import DamagedRunWarning, NotFoundError
+from .integrity import Scan, scan
 from .lock import lock_owner
 from .run_store import RunStore, is_run
 from .schema import SCHEMA_KEY, TABLES, check_schema
 
 
-def run_dirs(path: str | Path) -> list[Path]:
+def candidate_dirs(path: str | Path) -> list[Path]:
     """``path`` itself if it is a run directory, else the run directories under it (sorted)."""
     path = Path(path)
     if is_run(path):
@@ -29,6 +31,32 @@ def run_dirs(path: str | Path) -> list[Path]:
     if not found:
         raise NotFoundError(f"no rankbias runs under {path}")
     return found
+
+
+def scan_runs(path: str | Path) -> Scan:
+    """The runs under ``path``, checked (``integrity.scan``): healthy and damaged ones. Damaged
+    runs are named in one :class:`~rankbias.errors.DamagedRunWarning`; when no run is healthy,
+    the first one's error is raised instead (a command whose only input is damaged fails)."""
+    found = scan(candidate_dirs(path))
+    if found.damaged:
+        if not found.healthy:
+            first = next(iter(found.damaged.values()))
+            more = f" (and {len(found.damaged) - 1} more damaged run(s))" if len(found.damaged) > 1 else ""
+            raise type(first)(f"{first}{more}")
+        warnings.warn(DamagedRunWarning(damage_note(found.damaged)), stacklevel=3)
+    return found
+
+
+def damage_note(damaged: dict[Path, Exception]) -> str:
+    """One line naming the damaged runs and their files (``rankbias status`` lists them all)."""
+    shown = "; ".join(f"{d.name} ({e})" for d, e in list(damaged.items())[:3])
+    more = f"; {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    return f"{len(damaged)} damaged run(s) left out: {shown}{more}. `rankbias run` retrains them"
+
+
+def run_dirs(path: str | Path) -> list[Path]:
+    """The healthy run directories of ``path`` (a run, or a folder of runs); see :func:`scan_runs`."""
+    return scan_runs(path).healthy
 
 
 def table_files(dirs: list[Path], name: str) -> list[Path]:

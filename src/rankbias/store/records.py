@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..spectra.measures import NORMS, eps_rank
-from .catalog import read_tables, run_dirs, runs_table
+from .catalog import read_tables, runs_table, scan_runs
 
 DEFAULT_RESULTS = Path("results")
 
@@ -38,6 +38,7 @@ class Results:
     layers: pd.DataFrame
     spectra: pd.DataFrame
     step_norms: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    damaged: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["run_id", "problem"]))
 
 
 def load(
@@ -50,16 +51,24 @@ def load(
     """Read a run directory or a results directory of many runs (``runs``: only these run ids).
 
     With ``eps`` or ``norm``, the ranks (``layers.eps_rank`` and ``scalars.avg_rank``) are
-    recomputed from the stored singular values at that threshold, without retraining. Records
-    of another schema version raise :class:`~rankbias.errors.SchemaError`.
+    recomputed from the stored singular values at that threshold, without retraining.
+
+    A damaged run (an unreadable or missing file, a missing epoch, records of another schema
+    version: ``store/integrity.py``) is left out and named in ``damaged`` (run_id, problem) and
+    in a :class:`~rankbias.errors.DamagedRunWarning`; when no run is healthy, its
+    :class:`~rankbias.errors.DamagedError` (or ``SchemaError``) is raised.
     """
-    dirs = run_dirs(path)
+    found = scan_runs(path)
+    dirs = found.healthy
     if runs is not None:
         wanted = set(runs)
         dirs = [d for d in dirs if d.name in wanted]
     tables = read_tables(dirs)
     frames = {name: table.to_pandas() if table is not None else pd.DataFrame() for name, table in tables.items()}
-    results = Results(runs_table(dirs), frames["scalars"], frames["layers"], frames["spectra"], frames["step_norms"])
+    problems = found.damaged.items()
+    damaged = pd.DataFrame({"run_id": [d.name for d, _ in problems], "problem": [str(e) for _, e in problems]})
+    tables = [frames[name] for name in ("scalars", "layers", "spectra", "step_norms")]
+    results = Results(runs_table(dirs), *tables, damaged=damaged)
     if eps is not None or norm is not None:
         results = rerank(results, eps, norm)
     return results

@@ -28,16 +28,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..errors import NotFoundError
+from ..errors import ConfigError, DamagedError, NotFoundError
 from .io import replace_from, write_text, writing
 from .lock import LOCK_NAME
 from .schema import SCHEMA_KEY, SCHEMA_VERSION, TABLES, check_schema, schema_of
 
 CONFIG, STATUS, CHECKPOINT = "config.json", "status.json", "checkpoint.pt"
+STATES = ("running", "done", "diverged", "failed")
 COMPRESS = "compress"  # compressed copies of the network (rankbias.compress)
 def is_run(path: str | Path) -> bool:
     """Whether ``path`` is a run directory (it has a stored config)."""
     return (Path(path) / CONFIG).exists()
+
+
+def starting_runs(results: str | Path) -> int:
+    """Run directories under ``results`` locked by a trainer that has not written their config yet."""
+    results = Path(results)
+    return sum(1 for p in results.glob(f"*/{LOCK_NAME}") if not is_run(p.parent)) if results.is_dir() else 0
 
 
 class RunStore:
@@ -59,8 +66,15 @@ class RunStore:
 
     # -- status and config ------------------------------------------------------------------
     def status(self) -> dict | None:
+        """``{"state", "epoch", "message", "time"}``, None before the first record; a
+        :class:`DamagedError` naming the file when it is not such a mapping."""
         path = self.dir / STATUS
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        status = _read_json(path)
+        if not isinstance(status, dict) or status.get("state") not in STATES:
+            raise DamagedError(f"{path}: not a run status ({str(status)[:60]!r})")
+        return status
 
     def set_status(self, state: str, epoch: int | None = None, message: str | None = None) -> None:
         status = {"state": state, "epoch": epoch, "message": message, "time": time.time()}
@@ -77,7 +91,11 @@ class RunStore:
         path = self.dir / CONFIG
         if not path.exists():
             raise NotFoundError(f"{self.dir} is not a rankbias run directory (no {CONFIG})")
-        return RunConfig.from_dict(json.loads(path.read_text()))
+        raw = _read_json(path)
+        try:
+            return RunConfig.from_dict(raw if isinstance(raw, dict) else {"": raw})
+        except ConfigError as exc:
+            raise DamagedError(f"{path}: not a valid config ({exc})") from None
 
     def remove(self) -> None:
         """Delete the run's files, except its lock (held by whoever removes it)."""
@@ -106,13 +124,20 @@ class RunStore:
                     path.unlink()
 
     def compact(self) -> None:
-        """Merge each table's per-epoch files into ``<table>.parquet`` and remove them."""
+        """Merge each table's per-epoch files into ``<table>.parquet`` and remove them.
+
+        The merged file is complete (renamed into place) before any part is removed, so a reader
+        that listed the parts and finds one gone lists again and finds the merged file."""
         for name in TABLES:
             folder = self.dir / name
             parts = sorted(folder.glob("e*.parquet"))
             if parts:
                 _write_parquet(pa.concat_tables(pq.read_table(p) for p in parts), self.dir / f"{name}.parquet")
             shutil.rmtree(folder, ignore_errors=True)
+
+    def has_parts(self) -> bool:
+        """Whether per-epoch files remain (a run still training, or a merge that was interrupted)."""
+        return any((self.dir / name).is_dir() for name in TABLES)
 
     def files(self, name: str) -> list[Path]:
         """The Parquet files holding table ``name``: the merged file, or the per-epoch parts."""
@@ -136,10 +161,24 @@ class RunStore:
             replace_from(lambda tmp: torch.save(state, tmp), self.dir / CHECKPOINT)
 
     def load_checkpoint(self) -> dict | None:
+        """The training state at the last record, None without a checkpoint; a
+        :class:`DamagedError` naming the file when it cannot be read."""
         path = self.dir / CHECKPOINT
-        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file can fail in many ways (zip, pickle, EOF, OS)  # noqa: BLE001
+            raise DamagedError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
     meta = (table.schema.metadata or {}) | {SCHEMA_KEY: str(SCHEMA_VERSION).encode()}
     replace_from(lambda tmp: pq.write_table(table.replace_schema_metadata(meta), tmp), path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DamagedError(f"{path}: unreadable JSON ({exc})") from None

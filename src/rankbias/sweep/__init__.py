@@ -15,6 +15,7 @@ import torch
 
 from ..config import RunConfig, flatten
 from ..options import EXECUTORS, EngineOptions, SweepOptions, cores
+from ..store.io import writing
 from ..store.lock import LOCK_NAME, RunLock, lock_owner
 from ..store.run_store import RunStore
 from .executors import run_inline, run_local, run_ray
@@ -81,7 +82,7 @@ def execute(
     while todo:
         plan = plan_sweep(todo, results, datasets, sweep, device=engine.torch_device, force=force and first)
         for config in plan.finished:  # a sweep killed between finishing a run and releasing it
-            RunLock(results / config.run_id()).clear_stale()
+            _finish_merge(RunStore(results, config.run_id()))
         if display is None:
             display = SweepProgress(len(configs), enabled=progress and len(plan.cohorts) > 1)
         display.update(len(plan.finished))  # in later rounds: runs another sweep finished
@@ -129,6 +130,19 @@ def execute(
     if display is not None:
         display.close()
     return trained
+
+
+def _finish_merge(store: RunStore) -> None:
+    """A finished run left by a killed sweep: its stale lock cleared, and its records merged when
+    the kill came between marking it finished and merging its per-epoch files."""
+    lock = RunLock(store.dir)
+    lock.clear_stale()
+    if store.has_parts() and lock.acquire():
+        try:
+            with writing(store.dir.parent):
+                store.compact()
+        finally:
+            lock.release()
 
 
 def _with_threads(stream, threads: int):

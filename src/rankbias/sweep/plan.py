@@ -19,8 +19,9 @@ import torch
 from ..config import RunConfig
 from ..models import build_model
 from ..options import SweepOptions
-from ..store.run_store import RunStore
-from ..training.engine import EVAL_FLOATS, checkpoint_epoch
+from ..store.integrity import resume_point, scan
+from ..store.run_store import RunStore, is_run
+from ..training.engine import EVAL_FLOATS
 from ..training.losses import output_size
 
 FLOAT = 4  # bytes of a float32
@@ -45,6 +46,7 @@ class Plan:
     cohorts: list[Cohort]
     finished: list[RunConfig] = field(default_factory=list)  # done or diverged: reused
     memory_cap: int = 0
+    damaged: dict[str, str] = field(default_factory=dict)  # run id -> what is damaged: retrained from the start
 
     @property
     def pending(self) -> int:
@@ -141,14 +143,20 @@ def plan_sweep(
     workers = sweep.jobs
     cap = sweep.memory_cap if sweep.memory_cap is not None else default_memory_cap(device, workers)
     groups: dict[tuple, list[RunConfig]] = {}
-    finished = []
+    finished, damaged = [], {}
+    stores = {config.run_id(): RunStore(results, config.run_id()) for config in configs}
+    found = scan([s.dir for s in stores.values() if is_run(s.dir)]).damaged  # one pass over the stored runs
     for config in configs:
-        store = RunStore(results, config.run_id())
-        status = store.status()
-        if status and status["state"] in ("done", "diverged") and not force:
-            finished.append(config)
-            continue
-        epoch = 0 if force else checkpoint_epoch(store)
+        store = stores[config.run_id()]
+        epoch, reason = 0, None if force or store.dir not in found else str(found[store.dir])
+        if not force and reason is None:
+            status = store.status()  # readable: the scan checked it
+            if status and status["state"] in ("done", "diverged"):
+                finished.append(config)
+                continue
+            epoch, reason = resume_point(store)  # reads the checkpoint
+        if reason is not None:
+            damaged[config.run_id()] = reason
         groups.setdefault((config.cohort_key(), epoch), []).append(config)
     cohorts = []
     for (_, epoch), members in groups.items():
@@ -163,4 +171,4 @@ def plan_sweep(
     for cohort in cohorts:
         cohort.bytes = estimate_bytes(cohort.configs[0], len(cohort.configs), datasets[cohort.configs[0].data])
     cohorts.sort(key=lambda c: -len(c.configs) * c.configs[0].train.epochs)  # longest first
-    return Plan(cohorts, finished, cap)
+    return Plan(cohorts, finished, cap, damaged)

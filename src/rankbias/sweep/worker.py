@@ -23,9 +23,11 @@ from ..config import RunConfig
 from ..errors import StoreError
 from ..options import EngineOptions
 from ..store import provenance
+from ..store.integrity import repair
+from ..store.io import writing
 from ..store.lock import RunLock
 from ..store.run_store import RunStore
-from ..training.engine import CohortTrainer, Member, checkpoint_epoch
+from ..training.engine import CohortTrainer, Member
 
 FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
 
@@ -71,13 +73,17 @@ def train_cohort(task: Task, datasets: dict | None = None) -> list[Outcome]:
                 outcomes[store.run_id] = Outcome(store.run_id, "busy", "locked by another process")
                 continue
             locks.append(lock)
-            status = store.status()
-            if task.force:
-                store.remove()
-            elif status and status["state"] in ("done", "diverged"):
-                outcomes[store.run_id] = Outcome(store.run_id, "reused")
-                continue
-            groups.setdefault(checkpoint_epoch(store), []).append(Member(config, store))
+            with writing(results):
+                if task.force:
+                    store.remove()
+                else:
+                    repair(store)  # a damaged run is emptied (trained from the start), a merge finished
+                    status = store.status()
+                    if status and status["state"] in ("done", "diverged"):
+                        outcomes[store.run_id] = Outcome(store.run_id, "reused")
+                        continue
+            state = store.load_checkpoint()  # readable: repair checked it
+            groups.setdefault(0 if state is None else int(state["epoch"]), []).append(Member(config, store))
         for members in groups.values():
             _train(members, cache[key], task.engine)
             for m in members:

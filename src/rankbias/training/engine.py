@@ -23,10 +23,12 @@ import torch
 from ..config import RunConfig
 from ..data import Dataset
 from ..data.augment import augment
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..models import CohortModel, build_model
 from ..options import EngineOptions
 from ..spectra.measures import rank_measures, singular_values
+from ..store.integrity import scan
+from ..store.io import writing
 from ..store.run_store import RunStore
 from ..store.schema import table
 from .cuda_graph import GraphedStep
@@ -130,8 +132,7 @@ class CohortTrainer:
             bar.update(1)
         bar.close()
         for m in self.members:
-            m.store.set_status("done", self.epoch)
-            m.store.compact()
+            _finish(m.store, "done", self.epoch)
 
     # -- training ---------------------------------------------------------------------------
     def _train_epoch(self, norm_steps: int = 0) -> torch.Tensor:
@@ -181,8 +182,7 @@ class CohortTrainer:
             return
         for member, ok in zip(self.members, finite):
             if not ok:
-                member.store.set_status("diverged", self.epoch, f"training loss is not finite at epoch {self.epoch}")
-                member.store.compact()
+                _finish(member.store, "diverged", self.epoch, f"training loss is not finite at epoch {self.epoch}")
         keep = torch.tensor([i for i, ok in enumerate(finite) if ok], dtype=torch.long)
         self._select(keep)
 
@@ -342,10 +342,9 @@ class CohortTrainer:
         if all(s is None or s["epoch"] == 0 for s in states):
             # New runs, or runs killed just after their epoch-0 checkpoint: that checkpoint is the
             # seeded initialization this trainer has just made again, so they all start afresh.
-            for m in self.members:
+            for m in self.members:  # no status until the first record: a status promises its records
                 m.store.drop_after(0)
                 m.store.write_config(m.config.to_dict())
-                m.store.set_status("running", 0)
             self._record(None, 0.0)
             return
         if any(s is None for s in states):
@@ -368,10 +367,24 @@ class CohortTrainer:
         self.previous = {i.name: self.model.weight_matrix(i.name).detach().float().clone() for i in self.infos}
 
 
-def checkpoint_epoch(store: RunStore) -> int:
-    """The epoch a run resumes from (0 for a new run)."""
-    state = store.load_checkpoint()
-    return 0 if state is None else int(state["epoch"])
+def _finish(store: RunStore, state: str, epoch: int, message: str | None = None) -> None:
+    """Merge a member's records and check them whole (every recorded epoch in every table), then
+    mark it ``state``; a member whose records cannot be merged or are not whole is marked
+    ``failed`` alone (the next sweep retrains it), and its cohort goes on."""
+    status = {"state": state, "epoch": epoch}
+    try:
+        with writing(store.dir.parent):
+            store.compact()
+        problem = scan([store.dir], {store.dir: status}).damaged.get(store.dir)
+        damaged = None if problem is None else str(problem)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — this member's files, not the cohort's training
+        damaged = f"{type(exc).__name__}: {exc}"
+    if damaged is None:
+        store.set_status(state, epoch, message)
+    else:
+        store.set_status("failed", epoch, f"its records are not whole after training: {damaged}")
 
 
 def _batched_singular_values(matrices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,199 @@
+"""Is a stored run whole? Checked by every reader (which leaves a damaged run out and names it)
+and by every sweep (which retrains it), so that a damaged file costs one run, never the folder.
+
+A run is *damaged* when one of its files cannot be read (``config.json``, ``status.json``, the
+checkpoint, a Parquet file), a Parquet file is of another schema version, or a recorded epoch is
+missing from one of its tables: the epochs a run records are 0, every ``record.every``-th and
+the last (:func:`recorded_epochs`), and a run whose status says epoch k has every one of them up
+to k (a run that diverged at k, up to k − 1).
+
+Readers check many runs at once (:func:`scan`): the JSON files and the checkpoint's zip
+directory per run, the Parquet files of all runs in one DuckDB pass (their schema version and
+the epochs they hold); only when that pass fails are the files checked one by one, to name the
+damaged ones. A sweep checks a run before reusing or resuming it (:func:`resume_epoch`,
+:func:`repair`), reading its checkpoint in full.
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from ..errors import DamagedError, SchemaError
+from .run_store import CHECKPOINT, RunStore, is_run
+from .schema import SCHEMA_KEY, TABLES, check_schema
+
+
+def recorded_epochs(every: int, epochs: int, upto: int) -> set[int]:
+    """The epochs ≤ ``upto`` a run with ``record.every`` and ``train.epochs`` records."""
+    return {e for e in range(upto + 1) if e % every == 0 or e == epochs}
+
+
+@dataclass
+class Scan:
+    """The runs under a folder: ``healthy`` run directories, and ``damaged`` ones with what is
+    wrong (a :class:`DamagedError` or :class:`SchemaError` whose message names the file)."""
+
+    healthy: list[Path] = field(default_factory=list)
+    damaged: dict[Path, DamagedError | SchemaError] = field(default_factory=dict)
+
+
+def scan(dirs: list[Path], statuses: dict[Path, dict] | None = None, attempts: int = 5) -> Scan:
+    """Check the runs ``dirs``; see the module's docstring. ``statuses``: a run's status to check
+    against instead of its stored one (a run about to be marked finished). A run being merged
+    while it is read (its part files vanish) is listed again, not called damaged."""
+    for attempt in range(attempts):
+        try:
+            return _scan(dirs, statuses or {})
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _scan(dirs: list[Path], statuses: dict[Path, dict]) -> Scan:
+    out = Scan()
+    expected: dict[Path, tuple[set[int], list[str]]] = {}
+    for run_dir in dirs:
+        try:
+            expected[run_dir] = _expected(RunStore.at(run_dir), statuses.get(run_dir))
+        except DamagedError as exc:
+            out.damaged[run_dir] = exc
+    files = {d: {name: RunStore.at(d).files(name) for name in TABLES} for d in expected}
+    for run_dir, reason in _unreadable(files).items():
+        out.damaged[run_dir] = reason
+        expected.pop(run_dir)
+    epochs = _epochs({d: files[d] for d in expected})
+    for run_dir, (wanted, tables) in expected.items():
+        for name in tables:
+            missing = sorted(wanted - epochs.get((run_dir, name), set()))
+            if missing:
+                out.damaged[run_dir] = DamagedError(f"{run_dir / name}: epoch(s) {_short(missing)} missing")
+                break
+    out.healthy = [d for d in dirs if d not in out.damaged]
+    return out
+
+
+def _expected(store: RunStore, status: dict | None = None) -> tuple[set[int], list[str]]:
+    """The epochs the run's records must hold (from its config and ``status``, default its
+    stored one) and its tables; a :class:`DamagedError` when the config, status or checkpoint
+    is unreadable."""
+    config, status = store.read_config(), status or store.status()
+    checkpoint = store.dir / CHECKPOINT
+    if checkpoint.exists() and not zipfile.is_zipfile(checkpoint):
+        raise DamagedError(f"{checkpoint}: unreadable checkpoint (not a complete file)")
+    tables = [t for t in TABLES if t != "step_norms" or config.record.step_norms]
+    if status is None or status.get("epoch") is None:
+        return set(), tables
+    upto = int(status["epoch"]) - (status["state"] == "diverged")
+    if status["state"] == "done" and upto != config.train.epochs:
+        raise DamagedError(f"{store.dir / 'status.json'}: done at epoch {upto} of {config.train.epochs}")
+    return recorded_epochs(config.record.every, config.train.epochs, upto), tables
+
+
+def _unreadable(files: dict[Path, dict[str, list[Path]]]) -> dict[Path, DamagedError | SchemaError]:
+    """Runs with a Parquet file that cannot be read or is of another schema version: one DuckDB
+    pass over all footers; when it fails, file by file to name them."""
+    everything = [str(f) for tables in files.values() for fs in tables.values() for f in fs]
+    if not everything:
+        return {}
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "select file_name, decode(value) from parquet_kv_metadata(?) where decode(key) = ?",
+            [everything, SCHEMA_KEY.decode()],
+        ).fetchall()
+        for file_name, version in rows:
+            check_schema(int(version), file_name)
+        return {}
+    except duckdb.IOException:
+        if not all(Path(f).exists() for f in everything):
+            raise FileNotFoundError("a file vanished while it was read") from None
+    except (duckdb.Error, SchemaError):
+        pass
+    finally:
+        con.close()
+    damaged = {}
+    for run_dir, tables in files.items():
+        for path in (f for fs in tables.values() for f in fs):
+            problem = _file_problem(path)
+            if problem is not None:
+                damaged[run_dir] = problem
+                break
+    return damaged
+
+
+def _file_problem(path: Path) -> DamagedError | SchemaError | None:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        check_schema(int(meta[SCHEMA_KEY]) if SCHEMA_KEY in meta else None, path)
+    except FileNotFoundError:
+        raise
+    except SchemaError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 — any failure to read it makes the file damaged
+        return DamagedError(f"{path}: unreadable Parquet file ({type(exc).__name__})")
+    return None
+
+
+def _epochs(files: dict[Path, dict[str, list[Path]]]) -> dict[tuple[Path, str], set[int]]:
+    """The epochs each run's tables hold: part files by their names, merged files in one pass."""
+    out: dict[tuple[Path, str], set[int]] = {}
+    merged: dict[str, tuple[Path, str]] = {}
+    for run_dir, tables in files.items():
+        for name, paths in tables.items():
+            if len(paths) == 1 and paths[0].name == f"{name}.parquet":
+                merged[str(paths[0])] = (run_dir, name)
+            else:
+                out[(run_dir, name)] = {int(p.stem[1:]) for p in paths}
+    if merged:
+        con = duckdb.connect()
+        try:
+            query = "select filename, list(distinct epoch) from read_parquet(?, filename = true) group by filename"
+            for filename, epochs in con.execute(query, [list(merged)]).fetchall():
+                out[merged[filename]] = set(epochs)
+        except duckdb.IOException:
+            if not all(Path(f).exists() for f in merged):
+                raise FileNotFoundError("a file vanished while it was read") from None
+            raise
+        finally:
+            con.close()
+    return out
+
+
+def _short(epochs: list[int]) -> str:
+    return ", ".join(map(str, epochs[:5])) + (f" … ({len(epochs)} in all)" if len(epochs) > 5 else "")
+
+
+# -- the writer's side ----------------------------------------------------------------------------
+def resume_point(store: RunStore) -> tuple[int, str | None]:
+    """``(epoch, damage)``: the epoch a run resumes from — its checkpoint's (read in full) when
+    the run is whole, else 0: trained from the start — and what is damaged (naming the file),
+    or None."""
+    damaged = scan([store.dir]).damaged.get(store.dir) if is_run(store.dir) else None
+    if damaged is not None:
+        return 0, str(damaged)
+    try:
+        state = store.load_checkpoint()
+    except DamagedError as exc:
+        return 0, str(exc)
+    return (0 if state is None else int(state["epoch"])), None
+
+
+def repair(store: RunStore) -> str | None:
+    """Make a run trainable again (under its lock): a damaged run loses its files (it is trained
+    from the start) and an interrupted merge is finished. Returns what was damaged, or None."""
+    _, damaged = resume_point(store)
+    if damaged is not None:
+        store.remove()
+        return damaged
+    status = store.status()
+    if status is not None and status["state"] in ("done", "diverged") and store.has_parts():
+        store.compact()  # killed between marking the run finished and merging its records
+    return None
