@@ -205,7 +205,8 @@ def test_full_disk_is_one_clear_error_and_finished_runs_stay_intact(tmp_path, mo
 
     monkeypatch.setattr(RunStore, "append", no_space)
     with pytest.raises(
-        StoreError, match=r"cannot write the results under .*No space left on device\. Runs already finished are intact"
+        StoreError,
+        match=r"cannot write under .*: No space left on device \(.* free\)\. Records already stored are intact",
     ):
         rb.train([done, other], results)
     assert {p: p.read_bytes() for p in (results / done.run_id()).rglob("*") if p.is_file()} == before

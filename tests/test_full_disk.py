@@ -5,7 +5,6 @@ before unchanged and no temporary file left."""
 import errno
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -17,23 +16,6 @@ import rankbias as rb
 from rankbias.cli import main
 
 from .conftest import small_config
-
-
-def _chmod_stops_writes() -> bool:
-    """Whether a folder with mode 0o500 refuses a new file here: not as root (os.geteuid() == 0),
-    who writes through it."""
-    with tempfile.TemporaryDirectory() as folder:
-        os.chmod(folder, 0o500)
-        try:
-            Path(folder, "probe").touch()
-        except PermissionError:
-            return True
-        finally:
-            os.chmod(folder, 0o700)
-        return False
-
-
-READ_ONLY_WORKS = _chmod_stops_writes()  # False as root: the read-only variants are skipped then
 
 
 def _full(*args, **kwargs):
@@ -169,48 +151,3 @@ def test_save_keeps_the_format_of_its_suffix(tmp_path):
     assert b"<svg" in rb.plots.save(figure, tmp_path / "a.svg").read_bytes()[:400]
     assert rb.plots.save(figure, tmp_path / "plain") == tmp_path / "plain.png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.PNG", "a.pdf", "a.svg", "plain.png"]
-
-
-# -- a read-only folder (real: only when not root) -------------------------------------------------
-@pytest.fixture
-def read_only():
-    folders = []
-
-    def make(folder: Path) -> Path:
-        folder.chmod(0o500)
-        folders.append(folder)
-        return folder
-
-    yield make
-    for folder in folders:
-        folder.chmod(0o700)
-
-
-@pytest.mark.skipif(not READ_ONLY_WORKS, reason="root writes into a read-only folder")
-def test_report_into_a_read_only_folder(results, read_only):
-    folder, _ = results
-    _ok(["report", folder])
-    before = (folder / "report.html").read_bytes()
-    line = _fails_cleanly(["report", read_only(folder)], folder)
-    assert "Permission denied" in line and (folder / "report.html").read_bytes() == before
-
-
-@pytest.mark.skipif(not READ_ONLY_WORKS, reason="root writes into a read-only folder")
-def test_plot_into_a_read_only_folder(results, tmp_path, read_only):
-    folder, _ = results
-    out = tmp_path / "figs" / "rank.png"
-    _ok(["plot", folder, "rank-vs-epoch", "--out", out])
-    before = out.read_bytes()
-    _fails_cleanly(["plot", folder, "rank-vs-epoch", "--out", out], read_only(out.parent))
-    assert out.read_bytes() == before
-
-
-@pytest.mark.skipif(not READ_ONLY_WORKS, reason="root writes into a read-only folder")
-def test_compress_into_a_read_only_folder(results, read_only):
-    folder, run_id = results
-    run = folder / run_id
-    _ok(["compress", run, "--eps", "0.05"])
-    compressed = run / "compress"
-    before = _snapshot(compressed)
-    _fails_cleanly(["compress", run, "--eps", "0.1"], read_only(compressed))
-    assert _snapshot(compressed) == before

@@ -118,7 +118,7 @@ def test_a_task_raising_a_store_error_is_one_line_and_its_traceback_is_logged(tm
     log = tmp_path / "rankbias-ray-errors.log"
     message = str(info.value)
     assert type(info.value) is StoreError and "\n" not in message and "Traceback" not in message
-    assert message.startswith(f"cannot write the results under {blocker / 'results'}")
+    assert message.startswith(f"cannot write under {blocker / 'results'}")
     assert message.endswith(f" (Ray traceback: {log})")
     text = log.read_text()
     assert text.startswith("--- ") and "remote traceback:\nray::_ray_cohort()" in text and "\x1b" not in text

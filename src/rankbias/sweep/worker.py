@@ -10,7 +10,6 @@ from, provenance is written, and ``CohortTrainer`` trains them.
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 import time
@@ -24,12 +23,10 @@ from ..errors import StoreError
 from ..options import EngineOptions
 from ..store import provenance
 from ..store.integrity import repair
-from ..store.io import writing
+from ..store.io import is_fatal, store_error, writing
 from ..store.lock import RunLock
 from ..store.run_store import RunStore
 from ..training.engine import CohortTrainer, Member
-
-FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
 
 
 @dataclass
@@ -99,27 +96,27 @@ def _acquire(lock: RunLock, store: RunStore) -> bool:
     try:
         return lock.acquire()
     except OSError as exc:
-        raise _store_error(exc, store.dir) from exc
+        raise store_error(exc, store.dir.parent) from exc
 
 
 def _train(members: list[Member], data, engine: EngineOptions) -> None:
-    for m in members:
-        _guard_io(
-            lambda m=m: (m.store.dir.mkdir(parents=True, exist_ok=True), provenance.start(m.store.dir, engine)),
-            m.store.dir,
-        )
+    results = members[0].store.dir.parent
+    with writing(results):
+        for m in members:
+            m.store.dir.mkdir(parents=True, exist_ok=True)
+            provenance.start(m.store.dir, engine)
     try:
         CohortTrainer(members, data, engine).run()
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, StoreError):
         raise
-    except OSError as exc:
-        if exc.errno in FATAL_ERRNOS:
-            raise _store_error(exc, members[0].store.dir.parent) from exc
-        _mark_failed(members, exc)
-    except Exception as exc:  # a failure of this cohort is recorded; the others go on  # noqa: BLE001
-        _mark_failed(members, exc)
-    for m in members:
-        _guard_io(lambda m=m: provenance.finish(m.store.dir, (m.store.status() or {}).get("state")), m.store.dir)
+    except Exception as exc:  # a failure of this cohort is recorded; the others go on
+        if is_fatal(exc, results):  # a full or read-only disk: no cohort can go on
+            raise store_error(exc, results) from exc
+        with writing(results):
+            _mark_failed(members, exc)
+    with writing(results):
+        for m in members:
+            provenance.finish(m.store.dir, (m.store.status() or {}).get("state"))
 
 
 def _mark_failed(members: list[Member], exc: Exception) -> None:
@@ -130,20 +127,6 @@ def _mark_failed(members: list[Member], exc: Exception) -> None:
         if status is None or status["state"] == "running":
             epoch = status["epoch"] if status else None
             m.store.set_status("failed", epoch, f"{type(exc).__name__}: {exc}")
-
-
-def _guard_io(write, where: Path) -> None:
-    try:
-        write()
-    except OSError as exc:
-        raise _store_error(exc, where) from exc
-
-
-def _store_error(exc: OSError, where: Path) -> StoreError:
-    return StoreError(
-        f"cannot write the results under {where}: {exc.strerror or exc}. Runs already finished are intact; "
-        "fix the directory (space, permissions) and run again to resume the others."
-    )
 
 
 # -- worker processes ---------------------------------------------------------------------------
