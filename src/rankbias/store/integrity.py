@@ -69,13 +69,11 @@ def _scan(dirs: list[Path], statuses: dict[Path, dict]) -> Scan:
     for run_dir, reason in _unreadable(files).items():
         out.damaged[run_dir] = reason
         expected.pop(run_dir)
-    epochs = _epochs({d: files[d] for d in expected})
+    held = _epochs({d: files[d] for d in expected})
     for run_dir, (wanted, tables) in expected.items():
-        for name in tables:
-            missing = sorted(wanted - epochs.get((run_dir, name), set()))
-            if missing:
-                out.damaged[run_dir] = DamagedError(f"{run_dir / name}: epoch(s) {_short(missing)} missing")
-                break
+        problem = _incomplete(run_dir, wanted, tables, held)
+        if problem is not None:
+            out.damaged[run_dir] = DamagedError(problem)
     out.healthy = [d for d in dirs if d not in out.damaged]
     return out
 
@@ -142,9 +140,36 @@ def _file_problem(path: Path) -> DamagedError | SchemaError | None:
     return None
 
 
-def _epochs(files: dict[Path, dict[str, list[Path]]]) -> dict[tuple[Path, str], set[int]]:
-    """The epochs each run's tables hold: part files by their names, merged files in one pass."""
-    out: dict[tuple[Path, str], set[int]] = {}
+BY_EPOCH = ("scalars", "step_norms")  # merged tables whose epochs are read; the others' rows are counted
+
+
+def _incomplete(run_dir: Path, wanted: set[int], tables: list[str], held: dict) -> str | None:
+    """What is missing from a run's records, or None. Part files and merged :data:`BY_EPOCH`
+    tables give their epochs; merged layers and spectra their row counts, which must be one count
+    of matrices per scalars epoch, the same in both (a merge writes every table from the same parts)."""
+    epochs = held.get((run_dir, "scalars"), set())
+    for name in tables:
+        value = held.get((run_dir, name), set())
+        if isinstance(value, set):
+            missing = sorted(wanted - value)
+            if missing:
+                return f"{run_dir / name}: epoch(s) {_short(missing)} missing"
+        elif (value % len(epochs) if epochs else value) or (name == "spectra" and _differs(value, held, run_dir)):
+            return f"{run_dir / name}.parquet: {value} rows do not match the {len(epochs)} recorded epochs"
+    return None
+
+
+def _differs(rows: int, held: dict, run_dir: Path) -> bool:
+    """Whether ``rows`` (a merged spectra file's) differs from the merged layers file's: one row per
+    matrix and epoch in both."""
+    layers = held.get((run_dir, "layers"))
+    return isinstance(layers, int) and rows != layers
+
+
+def _epochs(files: dict[Path, dict[str, list[Path]]]) -> dict[tuple[Path, str], set[int] | int]:
+    """Per run and table: the epochs of part files (by name) and of merged :data:`BY_EPOCH`
+    tables (one DuckDB pass), the row count of the other merged tables (their footers, one pass)."""
+    out: dict[tuple[Path, str], set[int] | int] = {}
     merged: dict[str, tuple[Path, str]] = {}
     for run_dir, tables in files.items():
         for name, paths in tables.items():
@@ -152,18 +177,24 @@ def _epochs(files: dict[Path, dict[str, list[Path]]]) -> dict[tuple[Path, str], 
                 merged[str(paths[0])] = (run_dir, name)
             else:
                 out[(run_dir, name)] = {int(p.stem[1:]) for p in paths}
-    if merged:
-        con = duckdb.connect()
-        try:
+    scalars = [f for f, (_, name) in merged.items() if name in BY_EPOCH]
+    others = [f for f, (_, name) in merged.items() if name not in BY_EPOCH]
+    con = duckdb.connect()
+    try:
+        if scalars:
             query = "select filename, list(distinct epoch) from read_parquet(?, filename = true) group by filename"
-            for filename, epochs in con.execute(query, [list(merged)]).fetchall():
+            for filename, epochs in con.execute(query, [scalars]).fetchall():
                 out[merged[filename]] = set(epochs)
-        except duckdb.IOException:
-            if not all(Path(f).exists() for f in merged):
-                raise FileNotFoundError("a file vanished while it was read") from None
-            raise
-        finally:
-            con.close()
+        if others:
+            query = "select file_name, num_rows from parquet_file_metadata(?)"
+            for filename, rows in con.execute(query, [others]).fetchall():
+                out[merged[filename]] = int(rows)
+    except duckdb.IOException:
+        if not all(Path(f).exists() for f in merged):
+            raise FileNotFoundError("a file vanished while it was read") from None
+        raise
+    finally:
+        con.close()
     return out
 
 
