@@ -55,7 +55,7 @@ def write_report(
     sections = [
         ("configuration", "Configuration", configuration(records)),
         ("runs", "Final records per run", '<p class="note">Click a column to sort.</p>' + run_table(records)),
-        ("problems", "Diverged and failed runs", problems(records)),
+        ("problems", "Diverged, failed and damaged runs", problems(records)),
         ("figures", "Figures", "\n".join(blocks) or "<p>No run has records yet.</p>"),
         ("theory", "Theory checks", theory_section(drawable, render) if len(skipped) < len(records.runs) else None),
         ("compression", "Compression", compression_section(results, records.runs, render)),

@@ -138,15 +138,20 @@ def run_table(results: Results) -> str:
 
 
 def problems(results: Results) -> str:
-    """Runs that diverged, failed or have not ended, with their status message."""
+    """Runs that diverged, failed or have not ended, with their status message; then the damaged
+    runs left out of the report, each with its damaged file."""
     runs = results.runs
     bad = runs[runs["state"] != "done"]
-    if bad.empty:
-        return "<p>None: every run is done.</p>"
-    columns = ["run_id", *varied_keys(runs), "state", "state_epoch", "message"]
-    table = bad[columns].rename(columns={"state_epoch": "epoch"})
-    table = table.rename(columns={c: symbol(c) for c in table.columns if "." in c})
-    return table_html(table, row_classes=[s if s in ("diverged", "failed") else "" for s in table["state"]])
+    parts = []
+    if not bad.empty:
+        columns = ["run_id", *varied_keys(runs), "state", "state_epoch", "message"]
+        table = bad[columns].rename(columns={"state_epoch": "epoch"})
+        table = table.rename(columns={c: symbol(c) for c in table.columns if "." in c})
+        parts.append(table_html(table, row_classes=[s if s in ("diverged", "failed") else "" for s in table["state"]]))
+    if len(results.damaged):
+        note = "<p>Damaged runs, left out of this report (<code>rankbias run</code> retrains them):</p>"
+        parts.append(note + table_html(results.damaged, row_classes=["failed"] * len(results.damaged)))
+    return "\n".join(parts) or "<p>None: every run is done.</p>"
 
 
 def provenance(run_dirs: list[Path]) -> str:
