@@ -197,3 +197,13 @@ def test_healthy_folders_read_as_before(reference):
     copy = reference.parent / "copy"
     shutil.copytree(reference, copy)
     assert rb.train(CONFIGS, copy)[0].reused
+
+
+def test_status_counts_a_run_locked_before_its_config_is_written(tmp_path):
+    results = tmp_path / "results"
+    rb.train(CONFIGS[0], results)
+    starting = results / "0123456789ab"
+    starting.mkdir()
+    (starting / "run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "time": 0}))
+    status = CliRunner().invoke(main, ["status", str(results)])
+    assert status.exit_code == 0 and "done: 1  running: 1" in status.output, status.output
