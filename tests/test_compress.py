@@ -261,7 +261,7 @@ def test_cli_compress(trained):
     assert "smallest network per run" in every.output and "train.batch_size" in every.output
     assert (results / "compress.png").exists()
     bad_input = {
-        "eps: must be in (0, 1)": ["--eps", "0"],
+        "Invalid value for '--eps': 0.0 is not in the range 0<x<1": ["--eps", "0"],
         "not both": ["--eps", "0.1", "--sweep-eps", "1e-3:1e-1:3"],
         "LOW:HIGH:COUNT": ["--sweep-eps", "3"],
         "not a config key": ["--eps", "0.1", "--by", "batch_size"],

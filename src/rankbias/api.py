@@ -137,6 +137,10 @@ def _check_one(config: RunConfig, datasets: dict, data_root) -> None:
     if config.data not in datasets:
         datasets[config.data] = load_dataset(config.data, data_root)
     data = datasets[config.data]
+    side = min(data.input_shape[-2:]) if len(data.input_shape) == 3 else None
+    if side is not None and config.augment.crop >= side:
+        message = f"{config.augment.crop} is not smaller than the images' side ({side}): crops could miss the image"
+        raise ConfigError("augment.crop", message)
     n_train = len(data.x_train)
     if config.train.batch_size > n_train:
         raise ConfigError(

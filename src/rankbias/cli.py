@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from . import api
+from . import __version__, api
 from .config import NORMS, RunConfig, flatten, load_configs
 from .conventions import SCALES
 from .errors import ConfigError, DamagedError, DamagedRunWarning, PlotError, RankbiasError, SchemaError
@@ -35,6 +35,10 @@ class Commands(click.Group):
                 _show(caught)
 
 
+# the one rule for a rank threshold on every command, as record.eps declares it: 0 < ε < 1
+EPS = click.FloatRange(0, 1, min_open=True, max_open=True)
+
+
 def _print(table: pd.DataFrame) -> None:
     with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -53,6 +57,7 @@ def _show(caught: list[warnings.WarningMessage]) -> None:
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="rankbias", message="%(prog)s %(version)s")
 def main() -> None:
     """rankbias: train with SGD + weight decay, record every weight matrix's spectrum."""
 
@@ -162,10 +167,16 @@ def run(
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--eps", type=float, help="Rank threshold (default: the run's record.eps).")
+@click.option("--eps", type=EPS, help="Rank threshold (default: the run's record.eps).")
 @click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank.")
 def show(run_dir, eps, norm) -> None:
     """Print a run's table: epoch, losses, accuracies, average rank, per-layer ranks."""
+    if not is_run(run_dir):
+        from .store.catalog import candidate_dirs
+
+        runs = candidate_dirs(run_dir)  # a folder of runs: say so, and how to pick one
+        raise ConfigError("RUN_DIR", f"{run_dir} holds {len(runs)} runs, not one: rankbias show {runs[0]} "
+                          f"shows one; rankbias status {run_dir} lists them all")  # fmt: skip
     records = load(run_dir, eps=eps, norm=norm)
     row = records.runs.iloc[0]
     click.echo(
@@ -179,7 +190,7 @@ def show(run_dir, eps, norm) -> None:
 
 @main.command()
 @click.argument("results", default="results", type=click.Path(path_type=Path))
-@click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
+@click.option("--eps", type=EPS, help="Rank threshold (default: each run's record.eps).")
 def status(results, eps) -> None:
     """Count the runs under RESULTS (done, running, pending, diverged, failed, damaged: each
     failed or damaged one with the reason), then list them: settings that differ, state, last record."""
@@ -227,7 +238,7 @@ def models() -> None:
     type=click.Path(path_type=Path),
     help="A .html file, or a directory: DIR/report.html + DIR/figures/*.png, *.pdf (default RESULTS/report.html).",
 )
-@click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
+@click.option("--eps", type=EPS, help="Rank threshold (default: each run's record.eps).")
 @click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank (default: each run's record.norm).")
 def report(results, out, eps, norm) -> None:
     """Write one self-contained HTML page: configuration, run table, figures, problems, provenance.
@@ -243,11 +254,11 @@ def report(results, out, eps, norm) -> None:
 
 @main.command("compress")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
+@click.option("--eps", type=EPS, help="Rank threshold (default: each run's record.eps).")
 @click.option("--sweep-eps", metavar="LOW:HIGH:N", help="N log-spaced thresholds, LOW to HIGH (1e-4:1e-1:13).")
 @click.option("--norm", type=click.Choice(NORMS), help="Rank normalization (default: each run's).")
 @click.option("--by", metavar="KEY", help="Figure: one curve per value of this setting (e.g. train.batch_size).")
-@click.option("--max-drop", type=float, default=0.01, show_default=True,
+@click.option("--max-drop", type=click.FloatRange(min=0), default=0.01, show_default=True,
               help="Test accuracy that may be lost when picking each run's smallest network.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Figure file (default PATH/compress/compress.png for a run, PATH/compress.png for many).")
@@ -290,7 +301,7 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
     "--eps",
     "eps",
     multiple=True,
-    type=float,
+    type=EPS,
     help="ε values of GSGP Thm 3.3 (repeatable; default rankbias.theory.THEOREM_3_3_EPS: 1e-3 1e-2 0.1 0.3 0.5).",
 )
 @click.option(
@@ -388,7 +399,7 @@ class _PlotCommand(click.Command):
 @click.option("--run", "runs", multiple=True, help="Only this run id or id prefix (repeatable).")
 @click.option("--layer", help="The weight matrix (layer-spectra, rank-vs-eps, spectra-over-training, weight-decay).")
 @click.option("--epoch", type=int, help="The record to show (default: each run's last).")
-@click.option("--eps", type=float, help="Rank threshold (default: each run's record.eps).")
+@click.option("--eps", type=EPS, help="Rank threshold (default: each run's record.eps).")
 @click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank (default: each run's).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default FAMILY.pdf).")
 def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, norm, out) -> None:

@@ -401,15 +401,41 @@ def load_configs(path: str | Path, overrides: list[str] = ()) -> list[RunConfig]
     Overrides on the command line replace a swept key with a single value.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("", f"config file {path} is a directory: give a YAML file (examples/*.yaml)")
     if not path.is_file():
         raise ConfigError("", f"config file {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError("", f"config file {path} is {size:,} bytes: more than a config ({MAX_CONFIG_BYTES:,})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_ConfigLoader)
+    except UnicodeDecodeError:
+        raise ConfigError("", f"config file {path} is not a text file") from None
+    except RecursionError:
+        raise ConfigError("", f"config file {path} is nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError("", f"config file {path} is empty: give at least one key ({{}} for the defaults)")
     if not isinstance(raw, dict):
         raise ConfigError("", f"{path} must hold a mapping of config keys")
     return expand(raw, overrides)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config of a thousand sweep values is a few kB
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (``*name``): an alias repeats a node by reference, and
+    a few lines of nested aliases expand to billions of values (a "billion laughs" file)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            message = "aliases (*name) are not read in configs"
+            raise yaml.composer.ComposerError(None, None, message, event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def expand(raw: dict, overrides: list[str] = ()) -> list[RunConfig]:

@@ -39,6 +39,9 @@ SUMMARY_COLUMNS = [
 ]
 
 
+MAX_SWEEP = 1000  # values of ε in one --sweep-eps: each compresses and evaluates every run once
+
+
 def parse_sweep(text: str) -> list[float]:
     """``"1e-4:1e-1:13"`` → 13 values of ε, evenly spaced in log scale from 1e-4 to 1e-1."""
     parts = text.split(":")
@@ -48,8 +51,8 @@ def parse_sweep(text: str) -> list[float]:
         low, high, count = float(parts[0]), float(parts[1]), int(parts[2])
     except ValueError:
         raise ConfigError("sweep_eps", f"must look like LOW:HIGH:COUNT (e.g. 1e-4:1e-1:13), got {text!r}") from None
-    if not 0 < low <= high < 1 or count < 1:
-        raise ConfigError("sweep_eps", f"needs 0 < LOW <= HIGH < 1 and COUNT >= 1, got {text!r}")
+    if not 0 < low <= high < 1 or not 1 <= count <= MAX_SWEEP:
+        raise ConfigError("sweep_eps", f"needs 0 < LOW <= HIGH < 1 and 1 <= COUNT <= {MAX_SWEEP}, got {text!r}")
     return [float(v) for v in np.logspace(np.log10(low), np.log10(high), count)]
 
 

@@ -94,40 +94,14 @@ def _with(config: RunConfig, changes: dict) -> RunConfig:
     return RunConfig.from_dict(raw)
 
 
-def reproduce(
-    preset_id: str,
-    scale: str = "quick",
-    results: str | Path = "results",
-    jobs: int = 1,
-    dry_run: bool = False,
-    *,
-    overrides=(),
-    reading: str | None = None,
-    device: str = "auto",
-    data_root=None,
-    progress: bool = False,
-    seeds: int = SEEDS,
-    first_seed: int = 0,
-) -> Reproduction:
+def reproduce(preset_id: str, scale: str = "quick", results: str | Path = "results", **options) -> Reproduction:
     """Train preset ``preset_id`` at ``scale`` (``quick`` or ``paper``) with ``rb.train``, draw its
     figure with ``rb.plots``, check its claim (:mod:`.claims`); see the module docstring for
     what is written. Every config and data set is checked before anything trains (a missing
-    data set raises :class:`~rankbias.errors.DataError`). ``dry_run``: only the plan of runs.
+    data set raises :class:`~rankbias.errors.DataError`). ``options``: those of
+    :func:`reproduce_many` (``jobs``, ``dry_run``, ``overrides``, ``seeds`` ...).
     """
-    return reproduce_many(
-        [preset_id],
-        scale,
-        results,
-        jobs,
-        dry_run,
-        overrides=overrides,
-        reading=reading,
-        device=device,
-        data_root=data_root,
-        progress=progress,
-        seeds=seeds,
-        first_seed=first_seed,
-    )[0]
+    return reproduce_many([preset_id], scale, results, **options)[0]
 
 
 def reproduce_many(

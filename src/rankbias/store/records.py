@@ -91,6 +91,8 @@ def rerank(results: Results, eps: float | None = None, norm: str | None = None) 
     """
     if norm is not None and norm not in NORMS:
         raise ConfigError("norm", f"must be one of {NORMS}, got {norm!r}")
+    if eps is not None and not 0 < eps < 1:
+        raise ConfigError("eps", f"must be in (0, 1), got {eps!r}")
     runs = results.runs.set_index("run_id")
     layers = results.layers.copy()
     keys = ["run_id", "epoch", "layer"]

@@ -1,0 +1,88 @@
+"""Bad input a new user may type: one message naming the file, key or option, exit status 2, no
+traceback, nothing stored touched."""
+
+import pytest
+from click.testing import CliRunner
+
+import rankbias as rb
+from rankbias.cli import main
+
+from .conftest import small_config
+
+
+def fails_cleanly(args, *words):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no exception escaped
+    for word in words:
+        assert word in result.output, result.output
+    return result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(128, 256)) * 8, "is not a text file"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b"a: {" * 3000 + b"}" * 3000, "nested too deeply"),
+        (b'a: &a ["x","x"]\nb: &b [*a,*a]\nc: &c [*b,*b]\n', "aliases (*name) are not read in configs"),
+        (b"", "is empty"),
+        (b"# only a comment\n", "is empty"),
+    ],
+)
+def test_a_config_file_that_is_not_a_config(tmp_path, content, message):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    fails_cleanly(["run", path, "--results", tmp_path / "results"], str(path), message)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_directory_given_as_config(tmp_path):
+    fails_cleanly(["run", tmp_path, "--results", tmp_path / "results"], "is a directory")
+    fails_cleanly(["theory", "--gradient-rank", tmp_path], "is a directory")
+
+
+def test_one_rule_for_eps_on_every_command(tmp_path):
+    results = tmp_path / "results"
+    run = rb.train(small_config(**{"train.epochs": 1}), results)
+    commands = [
+        ["show", run.path],
+        ["status", results],
+        ["report", results],
+        ["plot", results, "rank-vs-epoch"],
+        ["compress", run.path],
+        ["theory", run.path, "--records-only"],
+    ]
+    for bad in ("0", "-1", "1", "1.5", "5"):
+        for command in commands:
+            fails_cleanly([*command, "--eps", bad], "--eps")
+    assert not (results / "report.html").exists() and not (run.path / "compress").exists()
+    with pytest.raises(rb.ConfigError, match="eps: must be in"):
+        rb.load(run.path, eps=0.0)
+
+
+def test_show_of_a_folder_of_runs_says_to_pick_one(tmp_path):
+    runs = rb.train([small_config(**{"train.epochs": 1, "train.seed": s}) for s in (0, 1)], tmp_path / "results")
+    output = fails_cleanly(["show", tmp_path / "results"], "holds 2 runs, not one", "rankbias status")
+    assert any(r.run_id in output for r in runs)
+
+
+def test_compress_bounds(tmp_path):
+    run = rb.train(small_config(**{"train.epochs": 1}), tmp_path / "results")
+    fails_cleanly(["compress", run.path, "--max-drop", "-5"], "--max-drop")
+    fails_cleanly(["compress", run.path, "--sweep-eps", "1e-4:1e-1:100000"], "COUNT <= 1000")
+    assert not (run.path / "compress").exists()
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"rankbias {rb.__version__}"
+
+
+def test_a_crop_larger_than_the_image_is_refused(tmp_path):
+    config = small_config(**{"augment.crop": 1000})  # digits: 8×8 images
+    with pytest.raises(rb.ConfigError, match=r"augment.crop: 1000 is not smaller than the images' side \(8\)"):
+        rb.train(config, tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+    assert rb.train(small_config(**{"augment.crop": 2, "train.epochs": 1}), tmp_path / "ok").state == "done"
