@@ -368,3 +368,17 @@ def test_report_draws_seed_replicates_together(seeded):
     assert chosen["rank-vs-epoch"].where == {}  # no figure per seed
     # the seed of the lowest-rank run
     assert set(chosen["spectra-over-training"].where) == {"train.seed", "data.subset_seed"}
+
+
+def test_a_sweep_over_a_list_valued_key_is_drawn(tmp_path):
+    """Runs that differ in schedule.milestones (a tuple in the runs table): each value is one line,
+    not a list of values to pick from."""
+    base = {"model": "mlp-bn-2-16", "data": {"name": "digits", "train_size": 128, "test_size": 64},
+            "train": {"epochs": 2}, "schedule": {"kind": "multistep", "factor": 0.5}}  # fmt: skip
+    configs = [rb.RunConfig.from_dict({**base, "schedule": {**base["schedule"], "milestones": m}}) for m in ([1], [2])]
+    rb.train(configs, tmp_path / "results")
+    figure = rb.plots.rank_vs_epoch(tmp_path / "results", vary="schedule.milestones")
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert labels[:2] == ["schedule.milestones = (1,)", "schedule.milestones = (2,)"], labels
+    picked = rb.plots.rank_vs_epoch(tmp_path / "results", where={"schedule.milestones": (2,)})
+    assert picked.axes

@@ -76,8 +76,9 @@ def same_value(value, wanted, prefix: bool = False) -> bool:
 
 
 def _matches(column: pd.Series, wanted, prefix: bool = False) -> pd.Series:
-    """Rows whose value equals ``wanted`` (or one of a list); numbers compare with a tolerance."""
-    wanted = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+    """Rows whose value equals ``wanted`` (or one of a list or set); numbers compare with a
+    tolerance. A tuple is one value: list-valued config keys (``schedule.milestones``) are tuples."""
+    wanted = list(wanted) if isinstance(wanted, (list, set)) else [wanted]
     return column.map(lambda v: any(same_value(v, w, prefix) for w in wanted)).astype(bool)
 
 
