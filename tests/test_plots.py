@@ -382,3 +382,13 @@ def test_a_sweep_over_a_list_valued_key_is_drawn(tmp_path):
     assert labels[:2] == ["schedule.milestones = (1,)", "schedule.milestones = (2,)"], labels
     picked = rb.plots.rank_vs_epoch(tmp_path / "results", where={"schedule.milestones": (2,)})
     assert picked.axes
+
+
+def test_rank_vs_eps_of_runs_with_different_matrices(tmp_path):
+    """Two models (different weight matrices) in one figure: each run's average over its own matrices."""
+    base = {"data": {"name": "digits", "train_size": 128, "test_size": 64}, "train": {"epochs": 1, "batch_size": 16}}
+    configs = [rb.RunConfig.from_dict({**base, "model": m}) for m in ("mlp-bn-2-16", "convnet-2-8")]
+    rb.train(configs, tmp_path / "results")
+    figure = rb.plots.rank_vs_eps(tmp_path / "results", vary="model.name")
+    lines = [line for line in figure.axes[0].get_lines() if len(line.get_xdata()) > 2]
+    assert len(lines) == 2 and all(np.isfinite(line.get_ydata()).all() and line.get_ydata().max() > 1 for line in lines)

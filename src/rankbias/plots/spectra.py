@@ -94,9 +94,11 @@ def layer_spectra(
 def average_rank_over_eps(
     selection: Selection, run_id: str, epoch: int, names: list[str], eps_grid: np.ndarray, norm: str
 ) -> np.ndarray:
-    """Mean over the matrices ``names`` of their ε-rank at every ε of ``eps_grid`` (measures.eps_rank)."""
+    """Mean over the matrices ``names`` the run has (runs of different models have different
+    matrices) of their ε-rank at every ε of ``eps_grid`` (measures.eps_rank)."""
     sv = _spectra(selection)
-    ranks = [eps_rank(np.asarray(sv.at[(run_id, epoch, name)]), eps_grid[:, None], norm) for name in names]
+    keys = [(run_id, epoch, name) for name in names if (run_id, epoch, name) in sv.index]
+    ranks = [eps_rank(np.asarray(sv.at[key]), eps_grid[:, None], norm) for key in keys]
     return np.mean(ranks, axis=0)
 
 
