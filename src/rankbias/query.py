@@ -53,9 +53,9 @@ import duckdb
 import pandas as pd
 
 from .errors import ConfigError, QueryError
-from .store.catalog import check_files, run_dirs, runs_table, table_files
+from .store.catalog import run_dirs, runs_table, table_files
 from .store.io import FATAL_ERRNOS, writing
-from .store.schema import TABLES
+from .store.schema import TABLES, check_files
 
 VIEWS = ("runs", *TABLES, "final")
 FORMATS = ("csv", "parquet")

@@ -19,7 +19,7 @@ from ..errors import DamagedRunWarning, NotFoundError
 from .integrity import Scan, scan
 from .lock import lock_owner
 from .run_store import RunStore, is_run
-from .schema import SCHEMA_KEY, TABLES, check_schema
+from .schema import TABLES, check_files
 
 
 def candidate_dirs(path: str | Path) -> list[Path]:
@@ -100,16 +100,6 @@ def _read_table(con: duckdb.DuckDBPyConnection, dirs: list[Path], name: str, att
                 raise
             time.sleep(0.05 * (attempt + 1))
     return None
-
-
-def check_files(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
-    """Every file's ``rankbias.schema`` metadata (absent: layout 1) must be this version's."""
-    rows = con.execute(
-        "select file_name, decode(value) from parquet_kv_metadata(?) where decode(key) = ?",
-        [files, SCHEMA_KEY.decode()],
-    ).fetchall()
-    for file_name, version in rows:
-        check_schema(int(version), file_name)
 
 
 def runs_table(dirs: list[Path]) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DamagedError, SchemaError
 from .run_store import CHECKPOINT, RunStore, is_run
-from .schema import SCHEMA_KEY, TABLES, check_schema
+from .schema import SCHEMA_KEY, TABLES, check_files, check_schema
 
 
 def recorded_epochs(every: int, epochs: int, upto: int) -> set[int]:
@@ -103,12 +103,7 @@ def _unreadable(files: dict[Path, dict[str, list[Path]]]) -> dict[Path, DamagedE
         return {}
     con = duckdb.connect()
     try:
-        rows = con.execute(
-            "select file_name, decode(value) from parquet_kv_metadata(?) where decode(key) = ?",
-            [everything, SCHEMA_KEY.decode()],
-        ).fetchall()
-        for file_name, version in rows:
-            check_schema(int(version), file_name)
+        check_files(con, everything)
         return {}
     except duckdb.IOException:
         if not all(Path(f).exists() for f in everything):

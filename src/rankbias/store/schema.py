@@ -64,3 +64,14 @@ def schema_of(table: pa.Table) -> int | None:
     """The layout version a table was written with (None: unversioned)."""
     meta = table.schema.metadata or {}
     return int(meta[SCHEMA_KEY]) if SCHEMA_KEY in meta else None
+
+
+def check_files(con, files: list[str]) -> None:
+    """Every Parquet file's ``rankbias.schema`` metadata (absent: layout 1) must be this version's:
+    one DuckDB pass over their footers (``con``: a DuckDB connection)."""
+    rows = con.execute(
+        "select file_name, decode(value) from parquet_kv_metadata(?) where decode(key) = ?",
+        [files, SCHEMA_KEY.decode()],
+    ).fetchall()
+    for file_name, version in rows:
+        check_schema(int(version), file_name)
