@@ -5,23 +5,32 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 
-from . import __version__, api
+from . import __version__
 from .config import NORMS, RunConfig, flatten, load_configs
 from .conventions import SCALES
 from .errors import ConfigError, DamagedError, DamagedRunWarning, PlotError, RankbiasError, SchemaError
 from .options import EXECUTORS
-from .query import FORMATS
-from .store.records import epoch_table, final_summary, load
 from .store.run_store import is_run, starting_runs
+from .store.schema import FORMATS
+
+if TYPE_CHECKING:  # pandas, torch and matplotlib are imported by the commands that use them: help is instant
+    import pandas as pd
 
 
 class Commands(click.Group):
     """The command group. Every :class:`~rankbias.errors.RankbiasError` a command raises (bad
     input, data, records or results directory) is printed here, as one line, with exit status 2."""
+
+    ORDER = ("run", "status", "show", "report", "plot", "query", "export", "theory", "compress", "reproduce")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """In the order of work (train, look, analyse), not alphabetical; any other command last."""
+        names = super().list_commands(ctx)
+        return [n for n in self.ORDER if n in names] + [n for n in names if n not in self.ORDER]
 
     def invoke(self, ctx: click.Context):
         with warnings.catch_warnings(record=True) as caught:
@@ -40,8 +49,32 @@ EPS = click.FloatRange(0, 1, min_open=True, max_open=True)
 
 
 def _print(table: pd.DataFrame) -> None:
+    import pandas as pd
+
     with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def _print_epochs(records, run_id: str, layers: bool | None = None) -> None:
+    """One run's table (``records.epoch_table``), with a line saying what its rank columns are."""
+    from .store.records import epoch_table, epoch_table_note
+
+    table = epoch_table(records, run_id, layers)
+    _print(table)
+    if note := epoch_table_note(table):
+        click.echo(note)
+
+
+def _say_folders(path: Path) -> None:
+    """When the runs of ``path`` are in its subfolders too, say which folders were read (stderr)."""
+    from .store.catalog import candidate_dirs, folders_note
+
+    try:
+        note = folders_note(path, candidate_dirs(path))
+    except RankbiasError:  # no runs: the command itself says so
+        return
+    if note:
+        click.echo(note, err=True)
 
 
 def _show(caught: list[warnings.WarningMessage]) -> None:
@@ -62,7 +95,7 @@ def main() -> None:
     """rankbias: train with SGD + weight decay, record every weight matrix's spectrum."""
 
 
-@main.command()
+@main.command(short_help="Train the runs of a config file (a sweep as cohorts).")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1)
 @click.option(
@@ -132,7 +165,9 @@ def run(
 
     OVERRIDES are dotted.key=value pairs, e.g. optimizer.lr=0.05 train.batch_size=8.
     """
+    from . import api
     from .options import EngineOptions, SweepOptions
+    from .store.records import final_summary, load
     from .sweep import default_jobs, plan_table
 
     cap = None if memory_cap is None else int(memory_cap * 2**20)
@@ -155,7 +190,7 @@ def run(
     records = load(results)
     if len(outcome) == 1:
         click.echo(f"run {outcome[0].run_id}: {outcome[0].state} ({outcome[0].path})")
-        _print(epoch_table(records, outcome[0].run_id))
+        _print_epochs(records, outcome[0].run_id)
     else:
         _print(final_summary(records, [r.run_id for r in outcome]))
     failed = [r for r in outcome if r.state == "failed"]
@@ -165,12 +200,16 @@ def run(
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="One run's records, epoch by epoch.")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--eps", type=EPS, help="Rank threshold (default: the run's record.eps).")
 @click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank.")
-def show(run_dir, eps, norm) -> None:
+@click.option("--layers/--no-layers", default=None,
+              help="One rank column per weight matrix (default: when there are at most 12; else min/median/max).")
+def show(run_dir, eps, norm, layers) -> None:
     """Print a run's table: epoch, losses, accuracies, average rank, per-layer ranks."""
+    from .store.records import load
+
     if not is_run(run_dir):
         from .store.catalog import candidate_dirs
 
@@ -185,19 +224,23 @@ def show(run_dir, eps, norm) -> None:
     )
     if row["message"]:
         click.echo(f"  {row['message']}")
-    _print(epoch_table(records, row["run_id"]))
+    _print_epochs(records, row["run_id"], layers)
 
 
-@main.command()
+@main.command(short_help="Every run under a folder: state, settings, last record.")
 @click.argument("results", default="results", type=click.Path(path_type=Path))
 @click.option("--eps", type=EPS, help="Rank threshold (default: each run's record.eps).")
 def status(results, eps) -> None:
     """Count the runs under RESULTS (done, running, pending, diverged, failed, damaged: each
     failed or damaged one with the reason), then list them: settings that differ, state, last record."""
+    import pandas as pd
+
     from .store.catalog import candidate_dirs
     from .store.integrity import scan
-    from .sweep.status import sweep_status
+    from .store.records import final_summary, load
+    from .store.status import sweep_status
 
+    _say_folders(results)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DamagedRunWarning)  # listed below, each with its problem
         try:
@@ -219,7 +262,7 @@ def status(results, eps) -> None:
         _print(final_summary(records))
 
 
-@main.command()
+@main.command(short_help="The model families, their papers and options.")
 def models() -> None:
     """List the model families: name pattern, what it is, its paper, its model.* options."""
     from .models import list_models
@@ -231,7 +274,7 @@ def models() -> None:
         click.echo(f"{'':<12} paper: {family['paper']}; options: {options}; not counted: {not_counted}")
 
 
-@main.command()
+@main.command(short_help="An HTML page of runs: tables, figures, theory checks.")
 @click.argument("results", default="results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -248,11 +291,12 @@ def report(results, out, eps, norm) -> None:
     """
     from .report import write_report  # matplotlib: imported by the commands that draw
 
+    _say_folders(results)
     path = write_report(results, out, eps, norm)
     click.echo(f"report written to {path}")
 
 
-@main.command("compress")
+@main.command("compress", short_help="Factorize trained layers at their ε-ranks.")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--eps", type=EPS, help="Rank threshold (default: each run's record.eps).")
 @click.option("--sweep-eps", metavar="LOW:HIGH:N", help="N log-spaced thresholds, LOW to HIGH (1e-4:1e-1:13).")
@@ -276,6 +320,7 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
 
     if by is not None and by not in flatten(RunConfig().to_dict()):
         raise ConfigError("--by", f"{by!r} is not a config key (such as train.batch_size or optimizer.weight_decay)")
+    _say_folders(path)
     table = compress_run(path, eps, norm, sweep_eps=sweep_eps, device=device, data_root=data_dir)
     if len(table) == 1:  # one run, one ε: what happened to each layer
         _print(layer_table(path, table.iloc[0]))
@@ -288,7 +333,7 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
         click.echo(f"figure written to {save(compression_figure(table, by), out or figure_path(path))}")
 
 
-@main.command()
+@main.command(short_help="The papers' lemmas and bounds, checked on runs.")
 @click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--gradient-rank",
@@ -333,13 +378,17 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
     verdict, effect (% of the full rank) with its interval and p-value. Exits with status 1 when a
     check that is an identity (GSGP Lemmas 3.1 and 3.2, GP Lemma 2 and Theorem 1) is violated.
     """
+    import pandas as pd
+
     from . import theory as th
+    from .store.records import load
 
     if (path is None) == (gradient_source is None):
         raise ConfigError("", "give a run or results directory, or --gradient-rank CONFIG_OR_RUN (one of the two)")
     if gradient_source is not None:
         table = th.gradient_rank_at(gradient_source, samples, data_root=data_dir, device=device)
     else:
+        _say_folders(path)
         table = th.check_run(
             path,
             eps=eps or th.THEOREM_3_3_EPS,
@@ -388,7 +437,7 @@ class _PlotCommand(click.Command):
         super().format_help(ctx, formatter)
 
 
-@main.command(cls=_PlotCommand, short_help="Draw one figure family of RESULTS and save it to --out (.pdf, .png, .svg).")
+@main.command(cls=_PlotCommand, short_help="One figure family of runs, saved as PDF, PNG or SVG.")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("family")
 @click.option("--vary", help="One line per value of this key.")
@@ -436,11 +485,12 @@ def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, nor
         if not sep or not key:
             raise ConfigError("--where", f"takes KEY=VALUE, got {item!r}")
         chosen[key] = yaml.safe_load(value)
+    _say_folders(results)
     path = save(function(results, where=chosen or None, **given), out or Path(f"{family}.pdf"))
     click.echo(f"figure written to {path}")
 
 
-@main.command("query")
+@main.command("query", short_help="SQL over the records of runs (DuckDB).")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("sql")
 def query_command(results, sql) -> None:
@@ -453,10 +503,11 @@ def query_command(results, sql) -> None:
     """
     from .query import query
 
+    _say_folders(results)
     _print(query(results, sql))
 
 
-@main.command("export")
+@main.command("export", short_help="The records as CSV or Parquet tables.")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
@@ -464,11 +515,12 @@ def export_command(results, out, fmt) -> None:
     """Write the views of the runs under RESULTS (runs, scalars, layers, spectra, final) to OUT/<view>.<format>."""
     from .query import export
 
+    _say_folders(results)
     for path in export(results, out, fmt):
         click.echo(str(path))
 
 
-@main.command("reproduce")
+@main.command("reproduce", short_help="The papers' figures: train, draw, check each claim.")
 @click.option(
     "--list",
     "list_",
@@ -524,6 +576,8 @@ def reproduce_command(
     pairs that pin a key in every preset, e.g. train.epochs=5. Writes one folder per preset and a
     page of all reproductions at the scale, RESULTS/reproduce-SCALE.html. See docs/reproduce.md.
     """
+    import pandas as pd
+
     from .reproduce import PRESETS, configs, page, reproduce_many, select
 
     patterns, overrides = [a for a in args if "=" not in a], [a for a in args if "=" in a]

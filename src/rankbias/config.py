@@ -121,13 +121,20 @@ class Section:
     declared checks of the section's own fields, then each nested section, then the section's
     cross-field rules (:meth:`rules`), the few that no range or choice can say."""
 
-    def validate(self, prefix: str = "") -> None:
+    # whether rules() checks against the model or data-set registry, which import torch
+    uses_registry = False
+
+    def validate(self, prefix: str = "", registries: bool = True) -> None:
+        """``registries=False`` leaves out the rules that check names against the model and data-set
+        registries (they import every model family and torch): for configs read back from the store,
+        which were checked when written, by readers that load no network."""
         check_values(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, prefix)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Section):
-                value.validate(f"{prefix}.{f.name}" if prefix else f.name)
-        self.rules(prefix)
+                value.validate(f"{prefix}.{f.name}" if prefix else f.name, registries)
+        if registries or not self.uses_registry:
+            self.rules(prefix)
 
     def rules(self, prefix: str) -> None:
         """Checks across fields; each raises ConfigError naming its key."""
@@ -170,6 +177,8 @@ class DataConfig(Section):
     resize: int | None = checked(None, Interval(1))
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
+    uses_registry = True
+
     def rules(self, prefix: str) -> None:
         from .data import DATASETS
 
@@ -200,6 +209,8 @@ class ModelConfig(Section):
     dropout: float | None = checked(None, Interval(0, 1, closed="left"))
     mlp_dim: int | None = checked(None, Interval(1))
     bn_detach_var: bool = False
+
+    uses_registry = True
 
     def rules(self, prefix: str) -> None:
         from .models import resolve
@@ -331,13 +342,14 @@ class RunConfig(Section):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict) -> RunConfig:
-        """Build and validate a config from plain values (as read from YAML or JSON)."""
+    def from_dict(cls, raw: dict, registries: bool = True) -> RunConfig:
+        """Build and validate a config from plain values (as read from YAML or JSON); ``registries``:
+        see :meth:`Section.validate`."""
         raw = dict(raw)
         if isinstance(raw.get("model"), str):  # ``model: mlp-bn-4-64`` is short for {name: ...}
             raw["model"] = {"name": raw["model"]}
         config = _build(cls, raw, "")
-        config.validate()
+        config.validate(registries=registries)
         return config
 
     @classmethod
@@ -354,6 +366,8 @@ class RunConfig(Section):
         for key, value in dotted.items():
             _set_dotted(raw, key.replace("__", "."), value)
         return RunConfig.from_dict(raw)
+
+    uses_registry = True
 
     def rules(self, prefix: str) -> None:
         from .data import DATASETS

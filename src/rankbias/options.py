@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved: the CLI's readers never load it
+    import torch
 
 EXECUTORS = ("local", "ray")
 
@@ -26,6 +28,8 @@ def cores() -> int:
 
 def resolve_device(name: str | torch.device) -> torch.device:
     """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"`` ... or a ``torch.device``."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -64,7 +68,7 @@ class EngineOptions:
         threads = self.threads
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError("threads", f"must be a whole number of at least 1, got {threads!r}")
-        if isinstance(self.device, torch.device):  # stored as text: the options travel to other processes
+        if not isinstance(self.device, str):  # stored as text: the options travel to other processes
             object.__setattr__(self, "device", str(self.device))
 
     @property

@@ -55,10 +55,9 @@ import pandas as pd
 from .errors import ConfigError, QueryError
 from .store.catalog import run_dirs, runs_table, table_files
 from .store.io import FATAL_ERRNOS, writing
-from .store.schema import TABLES, check_files
+from .store.schema import FORMATS, TABLES, check_files
 
 VIEWS = ("runs", *TABLES, "final")
-FORMATS = ("csv", "parquet")
 ATTEMPTS = 6  # listings of the files before a vanished file counts as an error
 READ_STATEMENTS = (duckdb.StatementType.SELECT,)
 _EXPLAIN = re.compile(r"\s*explain\s+(?:analy[sz]e\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)

@@ -13,15 +13,21 @@ A zero matrix has rank 0 under all three.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..config import DEFAULT_EPS, NORMS  # the one definition of each; importable from here too
 from ..errors import ConfigError
 
+if TYPE_CHECKING:  # torch is imported where a tensor is measured: readers of records never load it
+    import torch
+
 
 def singular_values(matrices: torch.Tensor) -> torch.Tensor:
     """Singular values of a stack of matrices ``(..., m, n)``, descending, float32, batched."""
+    import torch
+
     return torch.linalg.svdvals(matrices.float())
 
 
@@ -73,4 +79,8 @@ def rank_measures(sv, eps: float = DEFAULT_EPS, norm: str = "fro") -> dict:
 
 
 def _lib(sv):
-    return np if isinstance(sv, np.ndarray) else torch
+    if isinstance(sv, np.ndarray):
+        return np
+    import torch
+
+    return torch

@@ -21,16 +21,49 @@ from .lock import lock_owner
 from .run_store import RunStore, is_run
 from .schema import TABLES, check_files
 
+MAX_DEPTH = 3  # folders below a results folder searched for runs (results/demo/<run>: depth 1)
+
 
 def candidate_dirs(path: str | Path) -> list[Path]:
-    """``path`` itself if it is a run directory, else the run directories under it (sorted)."""
+    """``path`` itself if it is a run directory, else the run directories under it: its own, then
+    those in its subfolders (``results/demo/`` after ``make demo``; ``results/runs/`` of
+    ``rankbias reproduce``), breadth first, at most ``MAX_DEPTH`` levels down, sorted within a
+    folder. A run id found twice (the same config trained in two folders) is read once, from the
+    folder nearest to ``path``; hidden folders are skipped. :func:`folders_note` says where they are."""
     path = Path(path)
     if is_run(path):
         return [path]
-    found = sorted(p for p in path.iterdir() if is_run(p)) if path.is_dir() else []
+    found: dict[str, Path] = {}
+    level = [path] if path.is_dir() else []
+    for _ in range(MAX_DEPTH + 1):
+        below = []
+        for folder in level:
+            try:
+                children = sorted(c for c in folder.iterdir() if c.is_dir() and not c.name.startswith("."))
+            except OSError:  # unreadable subfolder: not ours to judge
+                continue
+            for child in children:
+                if is_run(child):
+                    found.setdefault(child.name, child)
+                else:
+                    below.append(child)
+        level = below
     if not found:
-        raise NotFoundError(f"no rankbias runs under {path}")
-    return found
+        raise NotFoundError(f"no rankbias runs under {path} (nor in its subfolders)")
+    return list(found.values())
+
+
+def folders_note(path: str | Path, dirs: list[Path]) -> str | None:
+    """``"read 15 runs: 9 in results/, 6 in results/demo/"`` when some runs of ``dirs`` are not
+    directly under ``path``; None when all are (or ``path`` is one run)."""
+    path = Path(path)
+    if is_run(path) or all(d.parent == path for d in dirs):
+        return None
+    parents: dict[Path, int] = {}
+    for d in dirs:
+        parents[d.parent] = parents.get(d.parent, 0) + 1
+    where = ", ".join(f"{n} in {folder}/" for folder, n in parents.items())
+    return f"read {len(dirs)} runs: {where}"
 
 
 def scan_runs(path: str | Path) -> Scan:

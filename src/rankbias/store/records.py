@@ -136,14 +136,40 @@ def subset(results: Results, run_ids) -> Results:
 EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "avg_rank"]
 
 
-def epoch_table(results: Results, run_id: str | None = None) -> pd.DataFrame:
-    """One run's records: epoch, lr, losses, accuracies, average rank, then each matrix's ε-rank."""
+MAX_LAYER_COLUMNS = 12  # more matrices than this: epoch_table sums their ranks up (a ViT has 45)
+UNCOUNTED_MARK = "*"  # after a matrix's name: its rank is not in avg_rank (docs/models.md)
+
+
+def epoch_table(results: Results, run_id: str | None = None, layers: bool | None = None) -> pd.DataFrame:
+    """One run's records: epoch, lr, losses, accuracies, average rank, then the matrices' ε-ranks.
+
+    ``layers``: one column per matrix (``True``), or the min / median / max rank over the
+    matrices that count in ``avg_rank`` (``False``); ``None``: per matrix for at most
+    ``MAX_LAYER_COLUMNS`` matrices. A matrix left out of ``avg_rank`` (the classifier ``out`` ...)
+    has ``*`` after its name."""
     run_id = run_id or results.runs["run_id"].iloc[0]
     scalars = results.scalars[results.scalars["run_id"] == run_id].set_index("epoch").sort_index()
-    layers = results.layers[results.layers["run_id"] == run_id]
-    ranks = layers.pivot(index="epoch", columns="layer", values="eps_rank")
-    ranks = ranks[layers.sort_values("index")["layer"].unique()]
+    rows = results.layers[results.layers["run_id"] == run_id]
+    names = rows.sort_values("index")["layer"].unique()
+    if layers is None:
+        layers = len(names) <= MAX_LAYER_COLUMNS
+    if layers:
+        ranks = rows.pivot(index="epoch", columns="layer", values="eps_rank")[names]
+        counted = rows.groupby("layer")["counted"].first()
+        ranks.columns = [n if counted[n] else n + UNCOUNTED_MARK for n in names]
+    else:
+        ranks = rows[rows["counted"]].groupby("epoch")["eps_rank"].agg(["min", "median", "max"])
+        ranks.columns = [f"{c}_rank" for c in ranks.columns]
     return scalars[EPOCH_COLUMNS[1:]].join(ranks).reset_index()
+
+
+def epoch_table_note(table: pd.DataFrame) -> str:
+    """What the rank columns of :func:`epoch_table`'s ``table`` are, in one line ("" if plain)."""
+    if "median_rank" in table:
+        return "min/median/max_rank: over the weight matrices in avg_rank (a column per matrix: --layers)"
+    if any(str(c).endswith(UNCOUNTED_MARK) for c in table.columns):
+        return f"{UNCOUNTED_MARK}: not in avg_rank (docs/models.md says which matrices count)"
+    return ""
 
 
 def config_keys(runs: pd.DataFrame) -> list[str]:

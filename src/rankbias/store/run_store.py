@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from ..errors import ConfigError, DamagedError, NotFoundError
 from .io import replace_from, write_text, writing
@@ -155,6 +154,8 @@ class RunStore:
         return (self.dir / CHECKPOINT).exists()
 
     def save_checkpoint(self, state: dict) -> None:
+        import torch  # here and in load_checkpoint: the store's readers never load torch
+
         with writing(self.dir.parent):
             replace_from(lambda tmp: torch.save(state, tmp), self.dir / CHECKPOINT)
 
@@ -165,6 +166,8 @@ class RunStore:
         if not path.exists():
             return None
         try:
+            import torch
+
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a damaged file can fail in many ways (zip, pickle, EOF, OS)  # noqa: BLE001
             raise DamagedError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
@@ -185,11 +188,13 @@ def _read_json(path: Path):
 @functools.lru_cache(maxsize=1 << 16)
 def _config_at(path: str, mtime_ns: int, size: int):
     """The config stored at ``path`` as it was at ``mtime_ns``/``size``: read and validated once
-    per process (a reader and the integrity check both need it; ~0.7 ms each for 1,000 runs)."""
+    per process (a reader and the integrity check both need it; ~0.7 ms each for 1,000 runs).
+    Every value is checked but names against the model and data-set registries (they were checked
+    when the run was written; a reader that loads no network does not import torch)."""
     from ..config import RunConfig
 
     raw = _read_json(Path(path))
     try:
-        return RunConfig.from_dict(raw if isinstance(raw, dict) else {"": raw})
+        return RunConfig.from_dict(raw if isinstance(raw, dict) else {"": raw}, registries=False)
     except ConfigError as exc:
         raise DamagedError(f"{path}: not a valid config ({exc})") from None

@@ -38,6 +38,7 @@ SCHEMAS = {
     "step_norms": pa.schema(_RUN + [("step", pa.int64()), ("layer", pa.string()), ("fro_norm", pa.float64())]),
 }  # fmt: skip
 TABLES = tuple(SCHEMAS)
+FORMATS = ("csv", "parquet")  # the file formats `rankbias export` writes a table as
 
 
 def table(name: str, rows: list[dict]) -> pa.Table:
