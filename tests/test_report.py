@@ -63,7 +63,12 @@ def sweep(tmp_path_factory):
 def written(sweep):
     root, _, _ = sweep
     path = write_report(root)
-    return path, path.read_text(encoding="utf-8")
+    return path, read(path)
+
+
+def read(path) -> str:
+    """A page's text without the line-break hints of its tables (``<wbr>``), so tests find names whole."""
+    return path.read_text(encoding="utf-8").replace("<wbr>", "")
 
 
 def parse(text: str) -> Page:
@@ -112,8 +117,10 @@ def test_report_is_self_contained_and_has_every_chosen_figure(sweep, written):
     assert len(parse(section(text, "figures")).images) == len(chosen) >= 8
     assert "could not be drawn" not in text
     assert decoded(page) and len(page.images) > len(chosen)  # + the theory checks' figures
-    titles = [t for t in page.h3 if re.match(r"\d\. ", t)]
-    assert titles == [c.title for c in chosen]
+    titles = [t for t in page.h3 if re.match(r"Figure \d+\. ", t)]
+    assert titles[: len(chosen)] == [f"Figure {i}. {c.title}" for i, c in enumerate(chosen, start=1)]
+    # every figure of the page numbered once, in page order (the theory figures go on)
+    assert [int(re.match(r"Figure (\d+)", t).group(1)) for t in titles] == list(range(1, len(titles) + 1))
     assert {c.family for c in chosen} >= {
         "rank-vs-epoch", "heatmap", "layer-ranks", "layer-spectra", "convergence", "norm-ratio", "rank-vs-eps",
         "spectra-over-training",
@@ -154,7 +161,7 @@ def test_run_table_problems_configuration_and_provenance(sweep, written, monkeyp
     (root / records.runs["run_id"].iloc[0] / "provenance.json").write_text(
         json.dumps({"torch": "9.9.9-test", "start_time": 1.7e9})
     )
-    text = write_report(root, root.parent / "prov.html").read_text(encoding="utf-8")
+    text = read(write_report(root, root.parent / "prov.html"))
     assert "9.9.9-test" in text[text.index('id="provenance"') :] and "2023-11-14 22:13:20 UTC" in text
 
 
@@ -162,7 +169,7 @@ def test_report_at_another_eps_and_norm(sweep, tmp_path, monkeypatch):
     root, _, _ = sweep
     monkeypatch.setattr(report, "choose_figures", lambda records: [])  # the table only: quick
     path = write_report(root, tmp_path / "r.html", eps=0.05, norm="spectral")
-    text = path.read_text(encoding="utf-8")
+    text = read(path)
     assert "ε = 0.05" in text and "spectral norm" in text and "recomputed from the stored singular values" in text
     records = rb.load(root, eps=0.05, norm="spectral")
     final = records.scalars.sort_values("epoch").groupby("run_id").tail(1)
@@ -243,9 +250,10 @@ def test_report_renders_in_chromium(written, tmp_path):
 
 # -- theory checks and compression ---------------------------------------------------------------
 def overview_counts(theory_html: str, check: str) -> list[int]:
-    """checked, holds, fails, no prediction, trivial of ``check`` in the section's overview table."""
+    """checked, trivial, informative, and of the informative rows holds, fails, no prediction, of
+    ``check`` in the section's overview table."""
     row = re.search(
-        rf'<tr><td class="text">{check}</td><td class="text">[^<]*</td>((?:<td>\d+</td>){{5}})</tr>', theory_html
+        rf'<tr><td class="text">{check}</td><td class="text">[^<]*</td>((?:<td>\d+</td>){{6}})</tr>', theory_html
     )
     assert row, check
     return [int(v) for v in re.findall(r"<td>(\d+)</td>", row.group(1))]
@@ -260,19 +268,21 @@ def test_theory_section_from_the_records(sweep, written):
     checks = rb.theory.record_checks(drawable)
     for check in ("gsgp_theorem_3_3", "gp_sgd_noise"):
         rows = checks[checks["check"] == check]
+        informative = rows[~rows["trivial"].astype(bool)]
         assert overview_counts(theory, check) == [
             len(rows),
-            int(rows["holds"].eq(True).sum()),
-            int(rows["holds"].eq(False).sum()),
-            int(rows["holds"].isna().sum()),
-            int(rows["trivial"].sum()),
+            len(rows) - len(informative),
+            len(informative),
+            int(informative["holds"].eq(True).sum()),
+            int(informative["holds"].eq(False).sum()),
+            int(informative["holds"].isna().sum()),
         ]
         assert f'id="theory-{check}"' in theory and f"<summary>All {len(rows)} rows</summary>" in theory
     # Prediction 4.1: one row per knob that varies among the drawn runs (μ differs only for the diverged
     # run); one seed gives no interval, so neither knob can hold or fail: 2 knobs, both without a prediction
     tests = rb.theory.prediction_4_1(drawable).tests
     assert list(tests["symbol"]) == ["B", "λ"] and set(tests["verdict"]) == {"inconclusive"}
-    assert overview_counts(theory, "gsgp_prediction_4_1") == [2, 0, 0, 2, 0]
+    assert overview_counts(theory, "gsgp_prediction_4_1") == [2, 0, 2, 0, 0, 2]
     prediction = theory[theory.index('id="theory-gsgp_prediction_4_1"') :]
     assert "<strong>B: inconclusive; λ: inconclusive.</strong>" in prediction and "pairs agree" not in theory
     verdicts = prediction[: prediction.index("</table>")]
@@ -292,7 +302,8 @@ def test_theory_section_from_the_records(sweep, written):
     # Thm 3.3: 3 epochs of Σμλ' ≈ 0.01 never reach log(2/ε): every bound is infinite, no figure but a note
     bounds = checks.loc[checks["check"] == "gsgp_theorem_3_3", "bound"].astype(float)
     assert not np.isfinite(bounds).any() and "No figure: every bound is infinite" in theory
-    assert [i["alt"] for i in images] == ["GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 1
+    assert [re.sub(r"Figure \d+\. ", "", i["alt"]) for i in images] == ["GSGP Prediction 4.1"]
+    assert len(decoded(parse(theory))) == 1
     assert "B\u00a0=\u00a016, λ\u00a0=\u00a00.005" in theory  # runs named by their settings
     # no compressed run: no compression section at all
     assert 'id="compression"' not in text and "Compression" not in nav(text)
@@ -301,17 +312,20 @@ def test_theory_section_from_the_records(sweep, written):
 def test_lemma_3_2_in_the_report_when_step_norms_were_recorded(tmp_path, monkeypatch):
     root = build_step_norms(tmp_path / "steps")
     monkeypatch.setattr(report, "choose_figures", lambda records: [])  # the theory section only: quick
-    text = write_report(root).read_text(encoding="utf-8")
+    text = read(write_report(root))
     theory = section(text, "theory")
     lemma = rb.theory.lemma_3_2(rb.load(root))
     assert 'id="theory-gsgp_lemma_3_2"' in theory and "Lemma 3.2 is not shown" not in theory
-    assert overview_counts(theory, "gsgp_lemma_3_2") == [len(lemma), len(lemma), 0, 0, int(lemma["trivial"].sum())]
+    trivial = int(lemma["trivial"].sum())
+    assert overview_counts(theory, "gsgp_lemma_3_2") == [len(lemma), trivial, len(lemma) - trivial] + [
+        len(lemma) - trivial, 0, 0
+    ]
     assert lemma["holds"].all()  # an identity on plain SGD
     # the figure shows the run where the bound has teeth: B = 8 has non-trivial rows, B = 32 none at n ≥ 1
     small = rb.load(root).runs.set_index("train.batch_size").loc[8, "run_id"]
     figure = theory[theory.index('id="theory_lemma_3_2"') :]
     assert f"Run {small} (B\u00a0=\u00a08)" in figure[: figure.index("</figure>")]
-    alts = [i["alt"] for i in parse(theory).images]
+    alts = [re.sub(r"Figure \d+\. ", "", i["alt"]) for i in parse(theory).images]
     # Thm 3.3: every bound infinite
     assert alts == ["GSGP Lemma 3.2", "GSGP Prediction 4.1"] and len(decoded(parse(theory))) == 2
 
@@ -325,12 +339,13 @@ def test_compression_section_when_runs_were_compressed(sweep, tmp_path, monkeypa
         rb.compress_run(copy, eps=[1e-2, 0.3])
     summary, _ = rb.read_compressed(copy)
     monkeypatch.setattr(report, "choose_figures", lambda records: [])  # quick
-    text = write_report(copy).read_text(encoding="utf-8")
+    text = read(write_report(copy))
     assert '<a href="#compression">Compression</a>' in nav(text)
     assert "http://" not in text and "https://" not in text
     compression = section(text, "compression")
     (image,) = parse(compression).images
-    assert image["alt"] == "Compression: accuracy against size (fro norm)" and decoded(parse(compression))
+    # numbered after the theory section's figure (Prediction 4.1)
+    assert image["alt"] == "Figure 2. Compression: accuracy against size (fro norm)" and decoded(parse(compression))
     # the smallest network of every finished run, as rankbias.compress.smallest says; the diverged run left out
     done = summary[summary["run_id"] != diverged]
     best = smallest(done, 0.01)
@@ -352,9 +367,9 @@ def test_prediction_overview_counts_knobs_by_verdict():
                           "p": [0.01, 0.9, 0.02], "seeds": [[0, 1], [0, 1], [0]], "blocks": [2, 2, 4],
                           "control_effect": [11.0, nan, nan], "control_ci_low": [9.0, nan, nan],
                           "control_ci_high": [13.0, nan, nan]})
-    overview = _overview(pd.DataFrame({"check": []}), tests)
+    overview = _overview(pd.DataFrame({"check": []}), tests).replace("<wbr>", "")
     # holds without weight decay: no prediction
-    assert overview_counts(overview, "gsgp_prediction_4_1") == [3, 1, 1, 1, 0]
+    assert overview_counts(overview, "gsgp_prediction_4_1") == [3, 0, 3, 1, 1, 1]
     verdicts = _verdicts(tests)
     assert list(verdicts.columns) == [
         "knob", "verdict", "effect [95 % interval]", "p", "λ = 0 control [95 % interval]", "seeds", "blocks", "why"
@@ -373,7 +388,7 @@ def test_no_theory_section_without_records(tmp_path):
     store = RunStore(tmp_path, base.run_id())
     store.write_config(base.to_dict())
     store.set_status("failed", None, "RuntimeError: before the first record (written by the test)")
-    text = write_report(tmp_path).read_text(encoding="utf-8")
+    text = read(write_report(tmp_path))
     assert 'id="theory"' not in text and "Theory checks" not in text and 'id="compression"' not in text
     assert "before the first record" in section(text, "problems")
 

@@ -31,7 +31,7 @@ from .training import convergence, norm_ratio, rank_vs_epoch
 class FigureSpec:
     """A registered figure.
 
-    ``number``: its family's number in docs/report.md, or for a figure of a table its group
+    ``number``: its family's number in docs/report.md (one per family, 1 to 9), or for a figure of a table its group
     (``"theory"``, ``"compress"``). ``target``: the function that draws it, or its
     ``"module:function"`` path (the theory and compression figures import this package, so they
     are imported on first use). ``help``: one line for ``rankbias plot --help``. ``table``:
@@ -60,10 +60,10 @@ FIGURES: dict[str, FigureSpec] = {
         "layer-ranks": (3, layer_ranks, "rank of each weight matrix against its layer index"),
         "layer-spectra": (4, layer_spectra, "normalized singular values per matrix, with the ε line"),
         "convergence": (5, convergence, "d(W_t+1, W_t), train loss and accuracy per epoch"),
-        "norm-ratio": (5, norm_ratio, "per-layer ||W_t-1|| / ||W_t|| over training"),
-        "weight-decay": (6, weight_decay_generalization, "CHEN: stable rank, train MSE, test - train against λ"),
-        "rank-vs-eps": (7, rank_vs_eps, "average rank against the threshold ε"),
-        "spectra-over-training": (8, spectra_over_training, "one matrix's singular values: epoch × index image"),
+        "norm-ratio": (6, norm_ratio, "per-layer ||W_t-1|| / ||W_t|| over training"),
+        "weight-decay": (7, weight_decay_generalization, "CHEN: stable rank, train MSE, test - train against λ"),
+        "rank-vs-eps": (8, rank_vs_eps, "average rank against the threshold ε"),
+        "spectra-over-training": (9, spectra_over_training, "one matrix's singular values: epoch × index image"),
         "theorem-3-3": (
             "theory",
             "rankbias.theory.figures:theorem_3_3_figure",

@@ -1,4 +1,4 @@
-"""Families 2, 3 and 6: the final records of a sweep against its hyperparameters.
+"""Families 2, 3 and 7: the final records of a sweep against its hyperparameters.
 
 "Final" is each run's last record (``epoch=None``; a diverged run's last record before it
 diverged) or the record at ``epoch``. Every value is a stored record: ``scalars`` for the
@@ -25,7 +25,7 @@ from .select import (
     same_value,
     select,
 )
-from .style import CMAP, legend, line_name, line_style, mean_band, new_figure, panel_title, styled
+from .style import CMAP, legend, line_name, mean_band, new_figure, panel_title, styled
 
 SCALARS = {
     "test_acc": "test accuracy",
@@ -57,17 +57,21 @@ def rank_heatmap(
     groups = sel.groups("panel")
     state = sel.runs.set_index("run_id")["state"]
     grids = [_cells(members, sel.keys, xs, ys, final, state) for _, members in groups]
+    unlearned = {r for r, why in sel.left_out().items() if why == "did not learn"}
     fig = new_figure(len(groups), 1, (0.7 * len(xs) + 1.6, 0.45 * len(ys) + 1.2))
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     finite = np.concatenate([grid[np.isfinite(grid)] for grid, _, _ in grids])
-    scale = Normalize(finite.min(), finite.max()) if len(finite) else Normalize(0, 1)
-    for ax, (pval, _), (grid, diverged, size) in zip(axes, groups, grids):
+    scale = _scale(value, finite, sel)
+    for ax, (pval, members), (grid, diverged, size) in zip(axes, groups, grids):
         image = ax.imshow(grid, cmap=CMAP, norm=scale, aspect="auto", origin="lower")
+        low = _cells(members[members["run_id"].isin(unlearned)], sel.keys, xs, ys, final, state)[2]
         for i, j in zip(*np.nonzero(np.isfinite(grid) | (diverged > 0))):
             if not np.isfinite(grid[i, j]):
                 text = "diverged"
             else:
                 text = f"{grid[i, j]:.3g}" + (f"\n{diverged[i, j]} of {size[i, j]} diverged" if diverged[i, j] else "")
+            if low[i, j]:
+                text += f"\n{low[i, j]} did not learn" if size[i, j] > 1 else "\ndid not learn"
             _annotate(ax, image, i, j, text)
         ax.set_xticks(range(len(xs)), [fmt(v) for v in xs])
         ax.set_yticks(range(len(ys)), [fmt(v) for v in ys])
@@ -80,6 +84,22 @@ def rank_heatmap(
     label = f"final {what}" if epoch is None else f"{what} at epoch {epoch}"
     fig.colorbar(image, ax=list(axes), label=f"{label}\n({note})" if note else label)
     return fig
+
+
+def _scale(value: str, finite: np.ndarray, selection) -> Normalize:
+    """The colour scale over the quantity's whole range, so a small difference looks small:
+    accuracy 0 to 1, the average rank 0 to the full rank (the largest mean smaller dimension of
+    the counted matrices); any other column its data's range."""
+    if value.endswith("_acc"):
+        return Normalize(0.0, 1.0)
+    if value == "avg_rank":
+        layers = selection.results.layers
+        counted = layers[layers["counted"]].drop_duplicates(["run_id", "layer"])
+        full = np.minimum(counted["rows"], counted["cols"]).groupby(counted["run_id"]).mean()
+        if len(full):
+            return Normalize(0.0, float(full.max()))
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    return Normalize(low, high if high > low else low + 1.0)
 
 
 def _cells(members: pd.DataFrame, keys: dict, xs: list, ys: list, final: pd.Series, state: pd.Series):
@@ -139,11 +159,10 @@ def layer_ranks(
     groups = sel.groups("panel")
     fig = new_figure(len(groups), 1, (3.4, 2.6))
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
-    values = sel.values("vary")
     for ax, (pval, members) in zip(axes, groups):
-        for i, vval, run_ids in sel.replicates(members):
+        for _, vval, run_ids in sel.replicates(members):
             ranks = replicate_table(table, run_ids, measure, by="index")
-            mean_band(ax, ranks, label=line_name(sel, vval, run_ids), **line_style(i, len(values)))
+            mean_band(ax, ranks, label=line_name(sel, vval, run_ids), **sel.style("vary", vval))
         ax.set_xlabel("layer index")
         positions = table.drop_duplicates("layer").sort_values("index")
         if len(positions) <= 12:
@@ -157,7 +176,7 @@ def layer_ranks(
 
 @styled
 def weight_decay_generalization(results, vary=None, where=None, runs=None, layer=None, epoch=None) -> Figure:
-    """Family 6 (CHEN Sec. 5): the stable rank ‖V‖_F²/‖V‖₂² of one matrix (default the first
+    """Family 7 (CHEN Sec. 5): the stable rank ‖V‖_F²/‖V‖₂² of one matrix (default the first
     counted one: ``V`` of ``twolayer-H``), the train loss (MSE for the ``mse_*`` losses) and the
     generalization gap test − train loss, all at the end of training, against λ (weight decay).
     CHEN: with large λ the stable rank is near 1 and the gap is smallest. One line per ``vary``;
@@ -182,13 +201,12 @@ def weight_decay_generalization(results, vary=None, where=None, runs=None, layer
     ]
     fig = new_figure(3, 1, (2.8, 2.5))
     axes = fig.subplots(1, 3, squeeze=False)[0]
-    values = sel.values("vary")
     key = sel.keys["x"]
     for ax, (ylabel, column) in zip(axes, panels):
-        for i, (vval, members) in enumerate(sel.groups("vary")):
+        for vval, members in sel.groups("vary"):
             per_decay = {x: column.reindex(ids).reset_index(drop=True) for _, x, ids in sel.replicates(members, "x")}
             table = pd.DataFrame(per_decay).T  # λ × replicate
-            mean_band(ax, table, label=sel.label("vary", vval) or "runs", **line_style(i, len(values)))
+            mean_band(ax, table, label=sel.label("vary", vval) or "runs", **sel.style("vary", vval))
         positive = [d for d in decays if d > 0]
         if 0 in decays or 0.0 in decays:
             ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ import pandas as pd
 from ..conventions import REPLICATE_KEYS, SYMBOLS, symbol
 from ..errors import PlotError
 from ..store.records import Results, subset, varied_keys
+from .style import line_style
 
 PREFERRED = [
     "train.batch_size",
@@ -94,6 +95,9 @@ class Selection:
 
     results: Results
     keys: dict  # role -> config key or None
+    every: pd.DataFrame | None = None  # the runs before ``where``/``runs``: what fixes each value's colour
+    _left_out: dict | None = field(default=None, repr=False)
+
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -144,6 +148,34 @@ class Selection:
         key = self.keys.get(role)
         return "" if key is None else label(key, value)
 
+    def left_out(self) -> dict:
+        """:func:`left_out` of these runs (computed once)."""
+        if self._left_out is None:
+            self._left_out = left_out(self.results)
+        return self._left_out
+
+    def style(self, role: str, value, points: int = 0) -> dict:
+        """Colour and marker of ``value`` of ``role``: fixed by its place among the values of the key
+        in every run with records (not only the runs picked), so a value has one colour in every
+        figure of a page."""
+        key = self.keys.get(role)
+        runs = self.runs if self.every is None or key not in self.every else self.every
+        values = [None] if key is None else order_values(runs[key])
+        i = 0 if key is None else next((k for k, v in enumerate(values) if same_value(v, value)), 0)
+        return line_style(i, len(values), points)
+
+
+def left_out(results: Results) -> dict:
+    """run_id → "diverged" or "did not learn" for the runs that claim checks leave out: those that
+    diverged, and those with two or more records that ended at chance (``reproduce.claims.learned``)."""
+    from ..reproduce.claims import learned  # reproduce draws with this package: imported on use
+
+    counts = results.scalars.groupby("run_id").size() if len(results.scalars) else pd.Series(dtype=int)
+    kept = learned(results) if len(counts) else set()
+    states = results.runs.set_index("run_id")["state"]
+    out = {r: "diverged" for r in states.index if states[r] == "diverged"}
+    return out | {r: "did not learn" for r in counts[counts >= 2].index if r not in kept and r not in out}
+
 
 def select(results: Results, where: dict | None = None, runs=None, **roles) -> Selection:
     """Filter runs by ``where`` ({key: value or list}) and ``runs`` (ids or id prefixes), bind roles.
@@ -157,6 +189,7 @@ def select(results: Results, where: dict | None = None, runs=None, **roles) -> S
         table = table[table["run_id"].isin(set(results.scalars["run_id"]))]
     else:
         table = table.iloc[0:0]
+    every = table
     for name, wanted in (where or {}).items():
         key = resolve_key(results.runs, name)
         table = table[_matches(table[key], wanted)]
@@ -180,7 +213,7 @@ def select(results: Results, where: dict | None = None, runs=None, **roles) -> S
             f"the runs also differ in {names}: bind it to a role or pick runs with "
             f"where={{{pick!r}: ...}} (CLI: --where {pick}=VALUE; values: {values})"
         )
-    return Selection(subset(results, table["run_id"]), chosen)
+    return Selection(subset(results, table["run_id"]), chosen, every)
 
 
 def replicate_table(table: pd.DataFrame, run_ids, column: str, by: str = "epoch") -> pd.DataFrame:

@@ -1,9 +1,9 @@
-"""Families 4, 7 and 8: figures drawn from the stored singular values (``spectra.sv``).
+"""Families 4, 8 and 9: figures drawn from the stored singular values (``spectra.sv``).
 
 Normalization and thresholds go through :mod:`rankbias.spectra.measures`, the functions that
 computed the stored ranks, so a rank read off these figures is the rank ``rb.load(eps=...)``
 gives. A setting run with several seeds is drawn as the mean over its replicates, with a min–max
-band (family 8, an image per run, shows every replicate).
+band (family 9, an image per run, shows every replicate).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..errors import PlotError
 from ..spectra.measures import eps_rank, frobenius_norm, spectral_norm
 from ..store.records import as_results
 from .select import Selection, at_epoch, counted_layers, select
-from .style import CMAP, grid_shape, legend, line_name, line_style, mean_band, new_figure, panel_title, styled
+from .style import CMAP, grid_shape, legend, line_name, mean_band, new_figure, panel_title, styled
 
 FLOOR = 1e-8  # smallest σ/‖W‖ drawn (float32 singular values carry ~7 digits)
 NORM_TEX = {"fro": r"\|W\|_F", "spectral": r"\|W\|_2"}
@@ -57,11 +57,10 @@ def layer_spectra(
     final = at_epoch(sel.results.layers, epoch)
     nrows, ncols = grid_shape(len(names))
     fig = new_figure(ncols, nrows, (2.8, 2.3))
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    values = sel.values("vary")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()  # one scale: spectra compare across panels
     for ax, name in zip(axes, names):
         thresholds = set()
-        for i, vval, run_ids in sel.replicates(sel.runs):
+        for _, vval, run_ids in sel.replicates(sel.runs):
             curves = {}
             for run_id in run_ids:
                 row = final[(final["run_id"] == run_id) & (final["layer"] == name)]
@@ -73,7 +72,7 @@ def layer_spectra(
                 thresholds.add(_eps_of(sel, run_id, eps))
             if curves:
                 table = pd.DataFrame(curves)
-                mean_band(ax, table, label=line_name(sel, vval, list(curves)), **line_style(i, len(values), len(table)))
+                mean_band(ax, table, label=line_name(sel, vval, list(curves)), **sel.style("vary", vval, len(table)))
         for t in thresholds:
             ax.axhline(t, color="0.3", linestyle="--", linewidth=0.9)
         ax.set_yscale("log")
@@ -106,7 +105,7 @@ def average_rank_over_eps(
 def rank_vs_eps(
     results, vary=None, panel=None, where=None, runs=None, epoch=None, layer=None, norm=None, eps_grid=None
 ) -> Figure:
-    """Family 7: the average rank (or ``layer``'s rank) against the threshold ε, from the stored
+    """Family 8: the average rank (or ``layer``'s rank) against the threshold ε, from the stored
     singular values, one line per run (seed replicates: their mean, with a min–max band), so a
     reader sees how ε changes the answer; the dotted line marks each run's ``record.eps``.
     ``eps_grid`` defaults to 60 values from 1e-6 to 0.5.
@@ -121,10 +120,9 @@ def rank_vs_eps(
     fig = new_figure(len(groups), 1, (3.2, 2.6))
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
     final = at_epoch(sel.results.scalars, epoch).set_index("run_id")["epoch"]
-    values = sel.values("vary")
     for ax, (pval, members) in zip(axes, groups):
         marks = set()
-        for i, vval, run_ids in sel.replicates(members):
+        for _, vval, run_ids in sel.replicates(members):
             ranks = {
                 r: average_rank_over_eps(sel, r, int(final[r]), names, grid, _norm_of(sel, r, norm)) for r in run_ids
             }
@@ -132,7 +130,7 @@ def rank_vs_eps(
                 ax,
                 pd.DataFrame(ranks, index=grid),
                 label=line_name(sel, vval, run_ids),
-                **line_style(i, len(values), len(grid)),
+                **sel.style("vary", vval, len(grid)),
             )
             marks.update(_eps_of(sel, r, None) for r in run_ids)
         for m in marks:
@@ -149,11 +147,11 @@ def rank_vs_eps(
 
 @styled
 def spectra_over_training(results, layer=None, panel=None, where=None, runs=None, norm=None, eps=None) -> Figure:
-    """Family 8: one matrix's singular values at every recorded epoch, as an image: epoch
-    (x) × index i (y), colour log₁₀(σ_i/‖W‖). The white contour is ε: the rank at an epoch is
-    the height of the region above it. One panel per run (per value of ``panel``; seed
-    replicates each get their own, titled with the run), one colour scale. ``layer`` defaults to
-    the first counted matrix.
+    """Family 9: one matrix's singular values at every recorded epoch, as an image: epoch
+    (x) × index i (y, 1 at the bottom: the largest σ), colour log₁₀(σ_i/‖W‖). The white contour is
+    ε: the indices below it have σ_i/‖W‖ > ε, so the rank at an epoch is the height of the contour.
+    One panel per run (per value of ``panel``; seed replicates each get their own, titled with the
+    run), one colour scale. ``layer`` defaults to the first counted matrix.
     """
     res = as_results(results)
     sel = select(res, where, runs, panel=panel)

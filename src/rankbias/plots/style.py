@@ -26,6 +26,8 @@ OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 CMAP = "cividis"
 BAND_ALPHA = 0.2  # the min–max band over seed replicates, in its line's colour
+# a run that diverged or did not learn: an × on its last record (the theory checks leave it out)
+LEFT_OUT = {"marker": "x", "markersize": 8, "markeredgewidth": 1.8, "color": "#000000", "linestyle": "none"}
 
 STYLE = {
     "font.size": 9,
@@ -119,12 +121,15 @@ def save(figure: Figure, path: str | Path) -> Path:
 # -- legends and titles of a figure's selection (plots.select.Selection) ---------------------------
 def legend(fig: Figure, selection, role: str, extra: list | None = None) -> None:
     """One figure legend: a line per value of ``role`` (plus ``extra`` handles), right of the panels."""
-    values = selection.values(role)
     handles = []
     if selection.keys.get(role) is not None:
-        for i, v in enumerate(values):
-            style = {k: s for k, s in line_style(i, len(values)).items() if k != "markevery"}
+        for v in selection.values(role):
+            style = {k: s for k, s in selection.style(role, v).items() if k != "markevery"}
             handles.append(Line2D([], [], label=selection.label(role, v), **style))
+    left_out = selection.left_out()
+    if left_out:
+        reasons = " or ".join(sorted(set(left_out.values())))
+        handles.append(Line2D([], [], **LEFT_OUT, label=f"{reasons}: its last record"))
     figure_legend(fig, selection, handles + (extra or []))
 
 
@@ -137,8 +142,21 @@ def figure_legend(fig: Figure, selection, handles: list, title: str = "") -> Non
 
 
 def line_name(selection, value, run_ids: list[str]) -> str:
-    """A line's label: its ``vary`` value, else its run (or how many runs it averages)."""
-    return selection.label("vary", value) or (run_ids[0] if len(run_ids) == 1 else f"mean of {len(run_ids)} runs")
+    """A line's label: its ``vary`` value, else its run (or how many runs it averages); a line with a
+    run that diverged or did not learn says so."""
+    name = selection.label("vary", value) or (run_ids[0] if len(run_ids) == 1 else f"mean of {len(run_ids)} runs")
+    reasons = sorted({selection.left_out()[r] for r in run_ids if r in selection.left_out()})
+    return name + (f" ({', '.join(reasons)})" if reasons else "")
+
+
+def mark_left_out(ax, selection, table) -> None:
+    """An × at the last finite value of each column of ``table`` (one per run, indexed by epoch ...)
+    whose run diverged or did not learn (:meth:`Selection.left_out`: the runs the checks leave out)."""
+    for run_id in table.columns:
+        if run_id in selection.left_out():
+            column = table[run_id].dropna()
+            if len(column):
+                ax.plot([column.index[-1]], [column.iloc[-1]], **LEFT_OUT)
 
 
 def panel_title(ax, selection, value) -> None:

@@ -1,4 +1,4 @@
-"""Families 1 and 5: quantities over training, one line per setting.
+"""Families 1, 5 and 6: quantities over training, one line per setting.
 
 A setting run with several seeds is drawn as the mean over its replicates per epoch, with a
 min–max band (``conventions.REPLICATE_KEYS``).
@@ -15,7 +15,17 @@ from matplotlib.lines import Line2D
 
 from ..store.records import as_results
 from .select import counted_layers, rank_label, replicate_table, select
-from .style import colors, figure_legend, legend, line_name, line_style, mean_band, new_figure, panel_title, styled
+from .style import (
+    colors,
+    figure_legend,
+    legend,
+    line_name,
+    mark_left_out,
+    mean_band,
+    new_figure,
+    panel_title,
+    styled,
+)
 
 
 def _has(values) -> bool:
@@ -37,15 +47,18 @@ def rank_vs_epoch(results, vary=None, panel=None, where=None, runs=None, eps=Non
     lower = "acc" if classify else "loss"
     groups = sel.groups("panel")
     fig = new_figure(len(groups), 2, (3.2, 2.0))
-    axes = fig.subplots(2, len(groups), squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 2]})
-    values = sel.values("vary")
+    # panels side by side share their y-axis: a panel of noise must not look like the effect beside it
+    axes = fig.subplots(
+        2, len(groups), squeeze=False, sharex="col", sharey="row", gridspec_kw={"height_ratios": [3, 2]}
+    )
     for j, (pval, members) in enumerate(groups):
         top, bottom = axes[0, j], axes[1, j]
-        for i, vval, run_ids in sel.replicates(members):
+        for _, vval, run_ids in sel.replicates(members):
             ranks = replicate_table(scalars, run_ids, "avg_rank")
-            style = line_style(i, len(values), len(ranks))
+            style = sel.style("vary", vval, len(ranks))
             name = line_name(sel, vval, run_ids)
             mean_band(top, ranks, label=name, **style)
+            mark_left_out(top, sel, ranks)
             for part, dashes in (("train", "-"), ("test", "--")):
                 table = replicate_table(scalars, run_ids, f"{part}_{lower}")
                 mean_band(bottom, table, label=f"{name}, {part}", linestyle=dashes, **style)
@@ -78,15 +91,13 @@ def convergence(results, vary=None, panel=None, where=None, runs=None) -> Figure
         rows.append(("train_acc", "train accuracy", False))
     groups = sel.groups("panel")
     fig = new_figure(len(groups), len(rows), (3.2, 1.8))
-    axes = fig.subplots(len(rows), len(groups), squeeze=False, sharex="col")
-    values = sel.values("vary")
+    axes = fig.subplots(len(rows), len(groups), squeeze=False, sharex="col", sharey="row")
     for j, (pval, members) in enumerate(groups):
-        for i, vval, run_ids in sel.replicates(members):
+        for _, vval, run_ids in sel.replicates(members):
             for r, (column, _, _) in enumerate(rows):
                 table = replicate_table(scalars, run_ids, column)
-                mean_band(
-                    axes[r, j], table, label=line_name(sel, vval, run_ids), **line_style(i, len(values), len(table))
-                )
+                mean_band(axes[r, j], table, label=line_name(sel, vval, run_ids), **sel.style("vary", vval, len(table)))
+                mark_left_out(axes[r, j], sel, table)
         panel_title(axes[0, j], sel, pval)
         for r, (_, name, log) in enumerate(rows):
             if log:
@@ -100,7 +111,7 @@ def convergence(results, vary=None, panel=None, where=None, runs=None) -> Figure
 
 @styled
 def norm_ratio(results, panel=None, where=None, runs=None, layers="counted") -> Figure:
-    """Family 5: per-layer ‖W_{t−1}‖_F / ‖W_t‖_F between consecutive records, over training.
+    """Family 6: per-layer ‖W_{t−1}‖_F / ‖W_t‖_F between consecutive records, over training.
 
     GSGP Thm. 3.3 assumes this ratio tends to 1 (GSGP Figs. 14–15). One panel per run (per value
     of ``panel``), one line per weight matrix (the mean over seed replicates); the dotted line is 1.

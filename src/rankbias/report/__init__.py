@@ -11,6 +11,8 @@ docs/report.md.
 
 from __future__ import annotations
 
+import html
+import itertools
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,14 +20,18 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..plots import rank_vs_epoch
+from ..plots.select import left_out
 from ..plots.style import save
 from ..store.catalog import run_dirs
 from ..store.io import replace_from, writing
 from ..store.records import Results, load, subset
-from .choose import Chosen, choose_figures
+from .choose import ABOUT, Chosen, choose_figures, group_runs, with_records
 from .compression_section import compression_section
-from .page import configuration, figure_html, intro, page, png_base64, problems, provenance, run_table
+from .page import configuration, figure_html, grouping, intro, page, png_base64, problems, provenance, run_table
 from .theory_section import theory_section
+
+MAX_FALLBACK = 8  # runs drawn one by one when no chosen figure could be drawn
 
 
 def write_report(
@@ -46,10 +52,34 @@ def write_report(
     else:
         target, figures_dir = Path(out) / "report.html", Path(out) / "figures"
     drawable, skipped = _drawable(records)
-    render = partial(_render, figures_dir=figures_dir)
-    blocks = [
-        render(c.name, c.title, c.caption, partial(c.draw, drawable, eps, norm)) for c in choose_figures(drawable)
-    ]
+    numbers, drawn = itertools.count(1), []
+
+    def render(name: str, title: str, caption: str, draw: Callable[[], Figure]) -> str:
+        """Every figure of the page numbered in page order: Figure 1, 2, ..."""
+        text, ok = _render(name, f"Figure {next(numbers)}. {title}", caption, draw, figures_dir)
+        drawn.append(ok)
+        return text
+
+    chosen = choose_figures(drawable)
+    groups = group_runs(with_records(drawable))
+    blocks, group = [grouping(groups, len(with_records(drawable)))] if len(chosen) else [], None
+    for c in chosen:
+        if c.group is not None and c.group is not group:
+            group = c.group
+            blocks.append(f'<h3 class="group" id="group-{group.number}">{html.escape(group.title.capitalize())}</h3>')
+        blocks.append(render(c.name, c.title, c.caption, partial(c.draw, drawable, eps, norm)))
+    if chosen and not any(drawn):  # never a page without a figure when runs have records: one per run
+        blocks.append('<p class="note">No chosen figure could be drawn; each run on its own:</p>')
+        for run_id in with_records(drawable)["run_id"][:MAX_FALLBACK]:
+            draw = partial(rank_vs_epoch, drawable, runs=[run_id], eps=eps, norm=norm)
+            title = f"rank-vs-epoch (run {run_id})"
+            blocks.append(render(f"rank-vs-epoch_{run_id}", title, ABOUT["rank-vs-epoch"], draw))
+    marked = left_out(drawable)
+    if marked and chosen:
+        named = ", ".join(f"{r} ({why})" for r, why in sorted(marked.items()))
+        blocks.insert(0, f'<p class="note">Marked × at their last record in the figures (a diverged run\'s last record '
+                      "before it diverged; <em>did not learn</em>: its last train accuracy is not above twice its "
+                      f"first, about chance; the reproduce checks leave such runs out): {html.escape(named)}.</p>")
     if skipped:
         blocks.insert(0, f'<p class="note">Not drawn (fewer than two records; see above): {", ".join(skipped)}.</p>')
     sections = [
@@ -57,7 +87,11 @@ def write_report(
         ("runs", "Final records per run", '<p class="note">Click a column to sort.</p>' + run_table(records)),
         ("problems", "Diverged, failed and damaged runs", problems(records)),
         ("figures", "Figures", "\n".join(blocks) or "<p>No run has records yet.</p>"),
-        ("theory", "Theory checks", theory_section(drawable, render) if len(skipped) < len(records.runs) else None),
+        (
+            "theory",
+            "Theory checks",
+            theory_section(drawable, render, groups) if len(skipped) < len(records.runs) else None,
+        ),
         ("compression", "Compression", compression_section(results, records.runs, render)),
         ("provenance", "Provenance", provenance(run_dirs(results))),
     ]
@@ -77,17 +111,19 @@ def _drawable(records: Results) -> tuple[Results, list[str]]:
     return (subset(records, keep) if keep else records), skipped
 
 
-def _render(name: str, title: str, caption: str, draw: Callable[[], Figure], figures_dir: Path | None) -> str:
-    """One figure's HTML (and ``figures_dir/NAME.png``, ``.pdf``); a figure that cannot be drawn
-    says why and the report goes on."""
+def _render(
+    name: str, title: str, caption: str, draw: Callable[[], Figure], figures_dir: Path | None
+) -> tuple[str, bool]:
+    """One figure's HTML (and ``figures_dir/NAME.png``, ``.pdf``) and whether it was drawn; a figure
+    that cannot be drawn says why and the report goes on."""
     try:
         figure = draw()
     except Exception as exc:  # noqa: BLE001  one bad figure must not cost the whole report
-        return figure_html(name, title, caption, None, f"{type(exc).__name__}: {exc}")
+        return figure_html(name, title, caption, None, f"{type(exc).__name__}: {exc}"), False
     if figures_dir is not None:
         for suffix in (".png", ".pdf"):
             save(figure, figures_dir / f"{name}{suffix}")
-    return figure_html(name, title, caption, png_base64(figure))
+    return figure_html(name, title, caption, png_base64(figure)), True
 
 
 __all__ = ["Chosen", "choose_figures", "write_report"]

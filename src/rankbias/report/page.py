@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,7 +31,7 @@ h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 h3 { font-size: 1.05em; margin: 1.5em 0 0.3em; }
 nav a { margin-right: 1em; } .note { color: #555; font-size: 0.92em; }
 table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.85em; }
-th, td { border: 1px solid #d5d5d5; padding: 0.25em 0.6em; text-align: right; }
+th, td { border: 1px solid #d5d5d5; padding: 0.25em 0.45em; text-align: right; }
 th { background: #f2f2f2; } td.text { text-align: left; } \
 td:first-child, th:first-child { text-align: left; font-family: ui-monospace, monospace; }
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hover { background: #e4e4e4; }
@@ -40,6 +41,7 @@ tr.diverged td { background: #fff3e0; } tr.failed td { background: #fde8e8; }
 tr.v-holds td { background: #e6f4ea; } tr.v-fails td { background: #fde8e8; } \
 tr.v-inconclusive td { background: #fff8e1; }
 tr.v-without td { background: #ffe6cc; } tr.v-uninformative td, tr.v-na td, tr.v-notenough td { background: #eceff1; }
+h3.group { font-size: 1.2em; margin-top: 2em; }
 figure { margin: 0.5em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
 .wrap { overflow-x: auto; }
@@ -77,13 +79,19 @@ def png_base64(figure: Figure, dpi: int = 110) -> str:
 
 def table_html(frame: pd.DataFrame, sortable: bool = False, row_classes: list[str] | None = None) -> str:
     """A DataFrame as an HTML table, numbers to 4 significant digits, everything escaped."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(f"<th>{_breakable(c)}</th>" for c in frame.columns)
     rows = []
     for i, row in enumerate(frame.itertuples(index=False)):
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         rows.append(f"<tr{cls}>" + "".join(_cell(v) for v in row) + "</tr>")
     kind = ' class="sortable"' if sortable else ""
     return f'<div class="wrap"><table{kind}><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _breakable(text) -> str:
+    """``text`` escaped, with a line break allowed after ``_`` and after a ``.`` before a letter
+    (``control_ci_low``, ``train.batch_size``), so a wide table wraps its long names and fits the page."""
+    return re.sub(r"(_|\.(?=[A-Za-z]))", r"\1<wbr>", html.escape(str(text)))
 
 
 def _cell(value) -> str:
@@ -94,7 +102,7 @@ def _cell(value) -> str:
         return f"<td>{value:.4g}</td>"
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return f"<td>{value}</td>"
-    return f'<td class="text">{html.escape(str(value))}</td>'
+    return f'<td class="text">{_breakable(value)}</td>'
 
 
 def _header(key: str) -> str:
@@ -185,6 +193,27 @@ def _when(key: str, value):
     if key.endswith("time") and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1e8:
         return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return value
+
+
+def grouping(groups: list, n_runs: int) -> str:
+    """How the runs were grouped for the figures (``report.choose.group_runs``): a sentence, and
+    with several groups a table (group, model and data, runs, what varies inside, what sets it apart)."""
+    if len(groups) == 1:
+        varied = ", ".join(symbol(k) for k in groups[0].varied) or "nothing"
+        return (f'<p class="note">All {n_runs} run(s) with records are drawn together: they share every setting '
+                f"but {html.escape(varied)} (and the seeds).</p>")
+    rule = (f"<p>The {n_runs} runs with records differ in more than the papers' knobs, so they are drawn in "
+            f"{len(groups)} groups and no figure mixes two: a group is the runs that share every setting but B, μ, "
+            "λ, momentum and the seeds (sets of runs that differ in one other setting only are joined: a sweep over "
+            "it). Runs of different models, data sets, schedules or lengths are not compared in one figure.</p>")
+    table = pd.DataFrame({
+        "group": [g.number for g in groups],
+        "model on data": [g.name for g in groups],
+        "runs": [len(g.run_ids) for g in groups],
+        "varies inside": [", ".join(symbol(k) for k in g.varied) or "one setting" for g in groups],
+        "set apart by": [", ".join(f"{symbol(k)} = {fmt(v)}" for k, v in g.apart.items()) for g in groups],
+    })  # fmt: skip
+    return rule + table_html(table)
 
 
 def figure_html(anchor: str, title: str, caption: str, data: str | None, error: str | None = None) -> str:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,8 @@ from matplotlib.figure import Figure
 
 from .. import theory
 from ..conventions import symbol
-from ..plots.select import label, ordered_keys
+from ..plots.select import label, order_values, ordered_keys, same_value
+from ..plots.style import line_style
 from ..store.records import Results, varied_keys
 from ..theory import figures
 from ..theory.prediction import ALPHA, FAILS, HOLDS, MIN_EFFECT
@@ -85,9 +88,12 @@ WHY_PARTS = 3  # distinct reasons shown per run
 RESTATED = ("norm ratio",)  # note parts that restate a column shown on its own
 
 
-def theory_section(records: Results, render: Callable[[str, str, str, Callable[[], Figure]], str]) -> str | None:
+def theory_section(
+    records: Results, render: Callable[[str, str, str, Callable[[], Figure]], str], groups: list | None = None
+) -> str | None:
     """The section's HTML for ``records`` (runs with at least two records), or ``None`` when no
-    run has records to check. ``render(name, title, caption, draw)`` turns a figure into HTML."""
+    run has records to check. ``render(name, title, caption, draw)`` turns a figure into HTML;
+    ``groups`` (``report.choose.group_runs``) name the runs and give them the colours of the figures."""
     if records.scalars.empty or records.layers.empty:
         return None
     checks = theory.record_checks(records)
@@ -95,7 +101,7 @@ def theory_section(records: Results, render: Callable[[str, str, str, Callable[[
     if not has_step_norms:  # its rows only say "not recorded": the intro says it once
         checks = checks[checks["check"] != "gsgp_lemma_3_2"]
     prediction = theory.prediction_4_1(records)
-    labels = _run_labels(records)
+    labels, styles = _run_labels(records, groups)
     parts = [_intro(has_step_norms), _overview(checks, prediction.tests)]
     for check, (heading, claim) in CHECKS.items():
         rows = checks[checks["check"] == check]
@@ -103,7 +109,7 @@ def theory_section(records: Results, render: Callable[[str, str, str, Callable[[
             continue
         parts.append(f'<h3 id="theory-{check}">{html.escape(heading)}</h3><p class="note">{claim}</p>')
         parts.append(_verdict(rows) + _per_run(rows, labels))
-        figure = _figure(check, rows, records, labels, render)
+        figure = _figure(check, rows, labels, styles, render)
         if figure:
             parts.append(figure)
         parts.append(_all_rows(rows))
@@ -125,28 +131,41 @@ def _intro(has_step_norms: bool) -> str:
 
 
 def _counts(rows: pd.DataFrame) -> dict:
-    holds = rows["holds"]
-    return {"checked": len(rows), "holds": int(holds.eq(True).sum()), "fails": int(holds.eq(False).sum()),
-            "no prediction": int(holds.isna().sum()), "trivial": int(rows["trivial"].sum())}
+    """How many rows are trivial (the bound says nothing: they hold by default) and, of the
+    informative rest, how many hold, fail and make no prediction."""
+    trivial = rows["trivial"].astype(bool)
+    holds = rows.loc[~trivial, "holds"]
+    return {"checked": len(rows), "trivial": int(trivial.sum()), "informative": int((~trivial).sum()),
+            "holds": int(holds.eq(True).sum()), "fails": int(holds.eq(False).sum()),
+            "no prediction": int(holds.isna().sum())}
 
 
 def _overview(checks: pd.DataFrame, tests: pd.DataFrame) -> str:
-    """One row per check: how many of its rows hold, fail, make no prediction, are trivial;
-    for Prediction 4.1, how many of its knobs (a verdict other than holds or fails: no prediction)."""
+    """One row per check: how many of its rows are trivial and informative, and of the informative
+    how many hold, fail, make no prediction; for Prediction 4.1, how many of its knobs (each
+    informative; a verdict other than holds or fails: no prediction)."""
     rows = [{"check": check, "claim": CHECKS[check][0], **_counts(checks[checks["check"] == check])}
             for check in CHECKS if (checks["check"] == check).any()]
     if len(tests):
         verdicts = tests["verdict"]
         holds, fails = int(verdicts.eq(HOLDS).sum()), int(verdicts.eq(FAILS).sum())
-        rows.append({"check": "gsgp_prediction_4_1", "claim": PREDICTION[0], "checked": len(tests), "holds": holds,
-                     "fails": fails, "no prediction": len(tests) - holds - fails, "trivial": 0})
+        rows.append({"check": "gsgp_prediction_4_1", "claim": PREDICTION[0], "checked": len(tests), "trivial": 0,
+                     "informative": len(tests), "holds": holds, "fails": fails,
+                     "no prediction": len(tests) - holds - fails})
     return table_html(pd.DataFrame(rows))
 
 
 def _verdict(rows: pd.DataFrame) -> str:
+    """The check in one sentence; trivial rows (which hold whatever the weights) are never counted
+    as support."""
     c = _counts(rows)
-    text = (f"Holds in {c['holds']} of {c['checked']} rows, fails in {c['fails']}, "
-            f"no prediction in {c['no prediction']}; {c['trivial']} trivial.")
+    if not c["informative"]:
+        text = (f"All {c['checked']} rows are trivial: the bound says nothing about these runs, so the check "
+                "neither holds nor fails here.")
+    else:
+        text = (f"{c['informative']} of {c['checked']} rows are informative: holds in {c['holds']}, fails in "
+                f"{c['fails']}, no prediction in {c['no prediction']}; {c['trivial']} trivial (the bound says "
+                "nothing).")
     return f"<p><strong>{html.escape(text)}</strong></p>"
 
 
@@ -198,7 +217,7 @@ def _all_rows(rows: pd.DataFrame) -> str:
     return f"<details><summary>All {len(rows)} rows{cut}</summary>{table}</details>"
 
 
-def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, render) -> str | None:
+def _figure(check: str, rows: pd.DataFrame, labels: dict, styles: dict, render) -> str | None:
     if check == "gsgp_theorem_3_3":
         finite = rows.assign(bound=rows["bound"].astype(float), measured=rows["measured"].astype(float))
         finite = finite[np.isfinite(finite["bound"])]
@@ -208,11 +227,13 @@ def _figure(check: str, rows: pd.DataFrame, records: Results, labels: dict, rend
         tightest = finite.groupby("run_id")["bound"].min().nsmallest(4).index
         shown = finite[finite["run_id"].isin(tightest)]
         which = ", the four with the tightest bounds" if len(tightest) < finite["run_id"].nunique() else ""
-        caption = ("Mean over the counted matrices of the bound (solid) and of the measured ε-rank (dashed) against ε; "
-                   "dotted: the matrices' smaller dimension. GSGP Fig. 18. "
-                   f"Runs with weight decay{which}.")
+        caption = ("Mean over the counted matrices of the bound (solid) and of the measured ε-rank (dashed) against ε, "
+                   "log axes; dotted: the matrices' smaller dimension. GSGP Fig. 18. "
+                   f"Runs with weight decay{which}, in the colours of the figures above. What to see: the theorem "
+                   "says something only where a solid line lies below the dotted one; the dashed line must stay "
+                   "below its solid line.")
         return render("theory_theorem_3_3", "GSGP Theorem 3.3 (Fig. 18)", caption,
-                      lambda: figures.theorem_3_3_figure(shown, labels=labels))
+                      lambda: figures.theorem_3_3_figure(shown, labels=labels, styles=styles))
     if check == "gsgp_lemma_3_2":
         teeth = (~rows["trivial"] & rows["holds"].notna()).groupby(rows["run_id"], sort=False).sum()
         run_id = teeth.idxmax()  # the run where the bound says most (plain SGD, not trivial)
@@ -285,12 +306,31 @@ def _verdicts(tests: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object)
 
 
-def _run_labels(records: Results) -> dict:
-    """run_id → the varied settings in the papers' symbols (``B = 16, λ = 0.005``)."""
+def _run_labels(records: Results, groups: list | None = None) -> tuple[dict, dict]:
+    """run_id → the settings that vary in its group in the papers' symbols (``B = 16, λ = 0.005``;
+    with several groups, then its group), and run_id → its line style: the colour and marker the
+    figures give the value of the group's first varied setting. Both in the figures' order."""
     runs = records.runs
-    keys = ordered_keys(varied_keys(runs))
+    if not groups:
+        groups = [SimpleNamespace(number=0, run_ids=list(runs["run_id"]), varied=ordered_keys(varied_keys(runs)))]
     nbsp = lambda text: text.replace(" = ", "\u00a0=\u00a0")
-    return {row["run_id"]: ", ".join(nbsp(label(k, row[k])) for k in keys) for _, row in runs.iterrows()}
+    labels, styles = {}, {}
+    for group in groups:
+        table = runs[runs["run_id"].isin(set(group.run_ids))]
+        keys = [k for k in group.varied if k in table]
+        if keys:
+            table = table.sort_values(keys, key=lambda col: col.map(partial(_position, order_values(col))))
+        for _, row in table.iterrows():
+            text = ", ".join(nbsp(label(k, row[k])) for k in keys)
+            labels[row["run_id"]] = ", ".join(t for t in (text, f"group {group.number}" if group.number else "") if t)
+            if keys:
+                values = order_values(runs[keys[0]])
+                styles[row["run_id"]] = line_style(_position(values, row[keys[0]]), len(values))
+    return labels, styles
+
+
+def _position(values: list, value) -> int:
+    return next((i for i, v in enumerate(values) if same_value(v, value)), 0)
 
 
 __all__ = ["theory_section"]

@@ -38,19 +38,22 @@ def _rows(table: pd.DataFrame, check: str, run_id: str | None) -> pd.DataFrame:
 
 @styled
 def theorem_3_3_figure(table: pd.DataFrame, run_id: str | None = None, counted_only: bool = True,
-                       labels: dict | None = None) -> Figure:
+                       labels: dict | None = None, styles: dict | None = None) -> Figure:
     """GSGP Fig. 18 from :func:`~rankbias.theory.theorem_3_3`'s table: per run, the mean over the
     (counted) matrices of the bound (solid) and of the measured ε-rank (dashed), against ε (log
-    axes). ``labels``: run_id → legend text (default the run id)."""
+    axes). ``labels``: run_id → legend text (default the run id), also the legend's order;
+    ``styles``: run_id → colour and marker (a report gives each run the colour of its setting in
+    the other figures; default the palette in legend order)."""
     rows = _rows(table, "gsgp_theorem_3_3", run_id)
     if counted_only and rows["counted"].any():
         rows = rows[rows["counted"].astype(bool)]
     fig = new_figure(panel_size=(4.6, 3.2))
     ax = fig.add_subplot()
-    groups = list(rows.groupby("run_id"))
+    order = {r: i for i, r in enumerate(labels or {})}
+    groups = sorted(rows.groupby("run_id"), key=lambda item: (order.get(item[0], len(order)), item[0]))
     for i, (run, group) in enumerate(groups):
         mean = group.groupby("eps")[["measured", "bound", "approx_rank", "smaller_dim"]].mean()
-        style = line_style(i, len(groups))
+        style = (styles or {}).get(run) or line_style(i, len(groups))
         ax.plot(mean.index, mean["bound"], label=(labels or {}).get(run, run), **style)
         ax.plot(mean.index, mean["measured"], ls="--", **style)
         ax.axhline(mean["smaller_dim"].iloc[0], color="grey", lw=0.8, ls=":")
