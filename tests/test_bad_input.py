@@ -86,3 +86,41 @@ def test_a_crop_larger_than_the_image_is_refused(tmp_path):
         rb.train(config, tmp_path / "results")
     assert not (tmp_path / "results").exists()
     assert rb.train(small_config(**{"augment.crop": 2, "train.epochs": 1}), tmp_path / "ok").state == "done"
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    run = rb.train(small_config(**{"train.epochs": 1}), root / "results")
+    (root / "a-file").write_text("not a folder")
+    return root, run
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plot", "{results}", "rank-vs-epoch", "--out", "{root}/f.xyz"], "--out: {root}/f.xyz: give a file ending"),
+        (["plot", "{results}", "rank-vs-epoch", "--out", "{root}/a-file/f.pdf"], "{root}/a-file is a file, not a"),
+        (["plot", "{results}", "rank-vs-epoch", "--out", "{results}"], "give a file ending in .pdf, .png, .svg"),
+        (["compress", "{run}", "--sweep-eps", "1e-3:1e-1:3", "--out", "{root}/x.xyz"], "--out: {root}/x.xyz: give"),
+        (["compress", "{run}", "--sweep-eps", "1e-3:1e-1:3", "--out", "{root}/a-file/x.png"], "is a file, not a"),
+        (["export", "{results}", "{root}/a-file"], "out: {root}/a-file is a file; give a folder"),
+        (["export", "{results}", "{root}/a-file/sub"], "{root}/a-file is a file, not a"),
+        (["report", "{results}", "--out", "{root}/a-file"], "--out: {root}/a-file is a file; give a folder"),
+        (["report", "{results}", "--out", "{root}/a-file/page.html"], "is a file, not a folder"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_one_message_before_any_work(one_run, args, message):
+    root, run = one_run
+    where = {"root": root, "results": root / "results", "run": run.path}
+    fails_cleanly([a.format(**where) for a in args], message.format(**where))
+    assert not (run.path / "compress").exists() and not list(root.glob("**/*.xyz"))
+
+
+def test_theory_of_a_folder_says_which_checks_it_left_out(one_run):
+    root, run = one_run
+    out = CliRunner().invoke(main, ["theory", str(root / "results")])
+    assert out.exit_code == 0, out.output
+    assert "left out: the checks that load each network" in out.output and "run on one run at a time" in out.output
+    alone = CliRunner().invoke(main, ["theory", str(run.path)]).output
+    assert "left out" not in alone and "gsgp_lemma_3_1" in alone

@@ -14,6 +14,7 @@ from .config import NORMS, RunConfig, flatten, load_configs
 from .conventions import SCALES
 from .errors import ConfigError, DamagedError, DamagedRunWarning, PlotError, RankbiasError, SchemaError
 from .options import EXECUTORS
+from .store.io import FIGURE_SUFFIXES, check_output
 from .store.run_store import is_run, starting_runs
 from .store.schema import FORMATS
 
@@ -291,6 +292,9 @@ def report(results, out, eps, norm) -> None:
     """
     from .report import write_report  # matplotlib: imported by the commands that draw
 
+    if out is not None:
+        html = out.suffix.lower() in (".html", ".htm")
+        check_output(out, "--out", (".html", ".htm") if html else (), folder=not html)
     _say_folders(results)
     path = write_report(results, out, eps, norm)
     click.echo(f"report written to {path}")
@@ -304,8 +308,9 @@ def report(results, out, eps, norm) -> None:
 @click.option("--by", metavar="KEY", help="Figure: one curve per value of this setting (e.g. train.batch_size).")
 @click.option("--max-drop", type=click.FloatRange(min=0), default=0.01, show_default=True,
               help="Test accuracy that may be lost when picking each run's smallest network.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Figure file (default PATH/compress/compress.png for a run, PATH/compress.png for many).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Figure file: .pdf, .png or .svg (default PATH/compress/compress.png for a run, "
+                   "PATH/compress.png for many).")
 @click.option("--device", default="cpu", show_default=True, help="Where to evaluate: cpu, cuda, auto ...")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA, ./data).")
 def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data_dir) -> None:
@@ -318,6 +323,8 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
     from .compress.runs import compress_run, figure_path, layer_table, smallest_table, summary_table
     from .plots.style import save
 
+    if out is not None:
+        check_output(out, "--out", FIGURE_SUFFIXES)
     if by is not None and by not in flatten(RunConfig().to_dict()):
         raise ConfigError("--by", f"{by!r} is not a config key (such as train.batch_size or optimizer.weight_decay)")
     _say_folders(path)
@@ -401,6 +408,14 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
         )
     columns = [c for c in th.COLUMNS if c != "run_id" or table["run_id"].nunique() > 1]
     _print(table[columns])
+    if path is not None and (records_only or not is_run(path)):
+        example = path if is_run(path) else f"{path}/<run_id>"
+        click.echo(
+            "\nleft out: the checks that load each network and compute its gradients (per-sample gradient ranks, "
+            "GSGP Lemma 3.1 / GP Lemmas 1-2; GP Theorem 1; CHEN Theorem 2.6), "
+            + ("skipped by --records-only" if records_only else "run on one run at a time")
+            + f": rankbias theory {example}"
+        )
     if path is not None and not is_run(path):
         tests = th.prediction_4_1(load(path)).tests
         if len(tests):
@@ -450,7 +465,7 @@ class _PlotCommand(click.Command):
 @click.option("--epoch", type=int, help="The record to show (default: each run's last).")
 @click.option("--eps", type=EPS, help="Rank threshold (default: each run's record.eps).")
 @click.option("--norm", type=click.Choice(NORMS), help="Normalization for the rank (default: each run's).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default FAMILY.pdf).")
+@click.option("--out", type=click.Path(path_type=Path), help="Figure file: .pdf, .png or .svg (default FAMILY.pdf).")
 def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, norm, out) -> None:
     import inspect
 
@@ -459,6 +474,7 @@ def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, nor
     from .plots import results_figure, save
 
     function = results_figure(family)
+    out = check_output(out or Path(f"{family}.pdf"), "--out", FIGURE_SUFFIXES)
     parameters = inspect.signature(function).parameters
     given = {
         "vary": vary,
@@ -486,7 +502,7 @@ def plot(results, family, vary, panel, x, y, where, runs, layer, epoch, eps, nor
             raise ConfigError("--where", f"takes KEY=VALUE, got {item!r}")
         chosen[key] = yaml.safe_load(value)
     _say_folders(results)
-    path = save(function(results, where=chosen or None, **given), out or Path(f"{family}.pdf"))
+    path = save(function(results, where=chosen or None, **given), out)
     click.echo(f"figure written to {path}")
 
 
@@ -509,7 +525,7 @@ def query_command(results, sql) -> None:
 
 @main.command("export", short_help="The records as CSV or Parquet tables.")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 def export_command(results, out, fmt) -> None:
     """Write the views of the runs under RESULTS (runs, scalars, layers, spectra, final) to OUT/<view>.<format>."""
@@ -525,7 +541,8 @@ def export_command(results, out, fmt) -> None:
     "--list",
     "list_",
     is_flag=True,
-    help="List the presets: id, paper figure, what varies, runs × epochs per scale.",
+    help="List the presets: id, paper figure, the model and data that train at --scale, what varies, "
+    "runs × epochs per scale.",
 )
 @click.option(
     "--scale",
@@ -541,7 +558,9 @@ def export_command(results, out, fmt) -> None:
     type=click.Path(path_type=Path),
     help="Writes RESULTS/PRESET/SCALE/ and RESULTS/reproduce-SCALE.html.",
 )
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core, 1 torch thread each)."
+)
 @click.option("--reading", help="Another reading of an ambiguous text (e.g. code: the authors' released code).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... or auto.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (default $RANKBIAS_DATA or ./data).")
@@ -579,29 +598,33 @@ def reproduce_command(
     import pandas as pd
 
     from .reproduce import PRESETS, configs, page, reproduce_many, select
+    from .reproduce.run import trained_setup
+    from .sweep import default_jobs
 
     patterns, overrides = [a for a in args if "=" not in a], [a for a in args if "=" in a]
     if list_ or not patterns:
         rows = []
         for p in PRESETS.values():
             sizes = {s: configs(p.id, s, seeds=seeds, first_seed=first_seed) for s in SCALES}
+            model, data = trained_setup(sizes[scale])  # what trains at the chosen scale, not the paper's
             rows.append(
                 {
                     "id": p.id,
                     "figure": p.paper,
-                    "model": p.model,
-                    "data": p.data,
+                    "model": model,
+                    "data": data,
                     "varies": p.varies,
                     **{s: f"{len(c)} × {c[0].train.epochs} ep" for s, c in sizes.items()},
                 }
             )
+        click.echo(f"model and data: as trained at the {scale} scale (--scale {' or '.join(SCALES)})")
         _print(pd.DataFrame(rows))
         return
     done = reproduce_many(
         select(patterns),
         scale,
         results,
-        jobs,
+        jobs or default_jobs(),
         dry_run,
         overrides=overrides,
         reading=reading,

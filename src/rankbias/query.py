@@ -54,7 +54,7 @@ import pandas as pd
 
 from .errors import ConfigError, QueryError
 from .store.catalog import run_dirs, runs_table, table_files
-from .store.io import FATAL_ERRNOS, writing
+from .store.io import FATAL_ERRNOS, check_output, writing
 from .store.schema import FORMATS, TABLES, check_files
 
 VIEWS = ("runs", *TABLES, "final")
@@ -132,7 +132,7 @@ def export(path: str | Path, out: str | Path, format: str = "csv") -> list[Path]
     """
     if format not in FORMATS:
         raise ConfigError("format", f"must be one of {FORMATS}, got {format!r}")
-    out = Path(out)
+    out = check_output(out, "out", folder=True)
     created = not out.exists()
     staging: Path | None = None
     con = duckdb.connect()

@@ -16,11 +16,12 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 
 # a disk full or over quota, a folder not writable: no retry helps, the user must act
 FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
 LOW_SPACE = 1 << 20  # bytes: below this, a failed write is taken as a full disk
+FIGURE_SUFFIXES = (".pdf", ".png", ".svg")  # the formats a figure is saved as (.pdf: vector)
 
 
 def free_bytes(where: str | Path) -> int | None:
@@ -65,6 +66,27 @@ def writing(where: str | Path):
         if is_fatal(exc, where):
             raise store_error(exc, where) from exc
         raise
+
+
+def check_output(path: str | Path, option: str, suffixes: tuple[str, ...] = (), folder: bool = False) -> Path:
+    """Where a command will write ``path`` (a file ending in one of ``suffixes``, or a ``folder``),
+    checked before any work: one :class:`ConfigError` naming ``option`` when the suffix is not one
+    of them, the path is a file where a folder is needed (or the reverse), a parent is a file, or
+    the nearest existing folder is not writable."""
+    path = Path(path)
+    if not folder and suffixes and path.suffix.lower() not in suffixes:
+        raise ConfigError(option, f"{path}: give a file ending in {', '.join(suffixes)}")
+    if path.exists() and path.is_dir() != folder:
+        want, found = ("folder", "file") if folder else ("file", "folder")
+        raise ConfigError(option, f"{path} is a {found}; give a {want}")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(option, f"{path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(option, f"{path}: {parent} is not writable")
+    return path
 
 
 def write_text(path: Path, text: str) -> None:
