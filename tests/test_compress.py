@@ -17,6 +17,8 @@ from rankbias.compress.factorize import _factorize
 from rankbias.compress.figure import compression_figure
 from rankbias.data import load_dataset
 
+from .conftest import small_config
+
 
 def low_rank(out: int, fan_in: int, rank: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -309,3 +311,20 @@ def test_bad_run_in_a_results_directory_stops_before_anything_is_stored(trained,
     with pytest.raises(rb.RankbiasError, match="mnist"):
         rb.compress_run(results, eps=0.1, data_root=trained["root"] / "data")
     assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
+
+
+def test_a_long_sweep_shows_progress_on_a_terminal(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    run = rb.train(small_config(**{"train.epochs": 1}), tmp_path)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    rb.compress_run(run.path, sweep_eps="1e-3:1e-1:3", store=False, progress=True)
+    assert "compress" in sys.stderr.getvalue() and "3/3" in sys.stderr.getvalue()
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    rb.compress_run(run.path, sweep_eps="1e-3:1e-1:3", store=False)
+    assert sys.stderr.getvalue() == ""  # off unless asked (the CLI asks)

@@ -328,7 +328,7 @@ def compress_command(path, eps, sweep_eps, norm, by, max_drop, out, device, data
     if by is not None and by not in flatten(RunConfig().to_dict()):
         raise ConfigError("--by", f"{by!r} is not a config key (such as train.batch_size or optimizer.weight_decay)")
     _say_folders(path)
-    table = compress_run(path, eps, norm, sweep_eps=sweep_eps, device=device, data_root=data_dir)
+    table = compress_run(path, eps, norm, sweep_eps=sweep_eps, device=device, data_root=data_dir, progress=True)
     if len(table) == 1:  # one run, one ε: what happened to each layer
         _print(layer_table(path, table.iloc[0]))
         click.echo("")

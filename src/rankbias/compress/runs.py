@@ -65,6 +65,7 @@ def compress_run(
     device: str = "cpu",
     data_root: str | Path | None = None,
     store: bool = True,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Compress a stored run (or every run under a results directory) at one or more ε.
 
@@ -73,6 +74,7 @@ def compress_run(
     Each run's network (its last checkpoint) is compressed with :func:`compress` and evaluated,
     before and after, on the run's own training and test sets in eval mode with the run's loss.
     With ``store``, each run's result is written to ``<run>/compress/`` (see :func:`read_compressed`).
+    ``progress``: a bar over runs × ε on a terminal (stderr).
 
     Returns one row per run and ε (columns :data:`SUMMARY_COLUMNS`, then the run's state and, for
     several runs, the config keys that differ between them); runs without a checkpoint are
@@ -104,11 +106,15 @@ def compress_run(
         runs.append((run, config, datasets[config.data]))
     if not runs:
         raise NotFoundError(f"no run under {path} has a checkpoint")
-    tables = [_compress_one(run, config, data, values, norm, torch_device, store) for run, config, data in runs]
+    from tqdm.auto import tqdm
+
+    total = len(runs) * (len(values) if values is not None else 1)
+    with tqdm(total=total, desc="compress", unit="ε", disable=None if progress and total > 1 else True) as bar:
+        tables = [_compress_one(*run, values, norm, torch_device, store, bar) for run in runs]
     return _with_settings(pd.concat(tables, ignore_index=True), stores)
 
 
-def _compress_one(run: RunStore, config, data, values, norm, device, store) -> pd.DataFrame:
+def _compress_one(run: RunStore, config, data, values, norm, device, store, bar) -> pd.DataFrame:
     norm = norm or config.record.norm
     model = load_model(run.dir).to(device)
     before = evaluate(model, data, config.loss, device)
@@ -127,6 +133,7 @@ def _compress_one(run: RunStore, config, data, values, norm, device, store) -> p
             **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},
         })
         layer_tables.append(layers.assign(run_id=run.run_id, eps=eps, norm=norm))
+        bar.update()
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if store:
         _store(run, summary, layer_tables)
