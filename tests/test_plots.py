@@ -392,3 +392,47 @@ def test_rank_vs_eps_of_runs_with_different_matrices(tmp_path):
     figure = rb.plots.rank_vs_eps(tmp_path / "results", vary="model.name")
     lines = [line for line in figure.axes[0].get_lines() if len(line.get_xdata()) > 2]
     assert len(lines) == 2 and all(np.isfinite(line.get_ydata()).all() and line.get_ydata().max() > 1 for line in lines)
+
+
+# -- honest figures ------------------------------------------------------------------------------
+def test_panels_side_by_side_share_their_y_axis(records):
+    """λ = 0's ranks stay near full: on their own axis that noise would look like the effect beside it."""
+    fig = plots.rank_vs_epoch(records, vary="B", panel="λ")
+    rows = np.array(fig.axes).reshape(2, 2)
+    for row in rows:
+        assert row[0].get_ylim() == row[1].get_ylim()
+    fig = plots.convergence(records, vary="B", panel="λ")
+    grid = np.array(fig.axes).reshape(-1, 2)
+    assert all(row[0].get_ylim() == row[1].get_ylim() for row in grid)
+    fig = plots.layer_spectra(records, vary="B", where={"λ": 5e-3})
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
+    assert len(shown) == 3 and len({ax.get_ylim() for ax in shown}) == 1
+
+
+def test_heatmap_colour_scale_is_the_quantitys_whole_range(records):
+    """Accuracy on 0–1 and the average rank on 0 to the full rank: a difference of 0.01 does not
+    span the whole colour bar."""
+    for value, high in (("test_acc", 1.0), ("avg_rank", 16.0)):  # mlp-bn-3-16: three counted 16-wide matrices
+        fig = plots.rank_heatmap(records, x="B", y="λ", value=value)
+        (image,) = [a for a in fig.axes[0].get_children() if isinstance(a, AxesImage)]
+        assert (image.norm.vmin, image.norm.vmax) == (0.0, high)
+        assert fig.axes[1].get_ylim() == (0.0, high)  # the colour bar shows that range
+        cells = image.get_array().compressed()
+        assert 0 < cells.min() and cells.max() <= high
+
+
+def test_figure_family_numbers_are_unique_and_in_order():
+    numbers = [f.number for f in plots.FIGURES.values() if f.table is None]
+    assert numbers == list(range(1, len(numbers) + 1))
+    helptext = CliRunner().invoke(main, ["plot", "--help"]).output
+    assert [int(n) for n in re.findall(r"^\s+[a-z-]+\s+(\d+):", helptext, re.MULTILINE)] == numbers
+
+
+def test_a_value_has_one_colour_in_every_figure(records):
+    """B = 32 is drawn in its colour whether or not B = 16 is in the figure too."""
+    both = plots.rank_vs_epoch(records, vary="B", where={"λ": 5e-3})
+    alone = plots.rank_vs_epoch(records, vary="B", where={"λ": 5e-3, "B": 32})
+    colour = {line.get_label(): line.get_color() for line in both.axes[0].get_lines()}
+    assert colour["B = 16"] != colour["B = 32"] == alone.axes[0].get_lines()[0].get_color()
+    spectra = plots.layer_spectra(records, vary="B", where={"B": 32, "λ": 5e-3})
+    assert spectra.axes[0].get_lines()[0].get_color() == colour["B = 32"]

@@ -25,6 +25,7 @@ from rankbias.compress.figure import compression_figure
 from rankbias.conventions import LAMBDA_NOTE
 from rankbias.plots.style import OKABE_ITO, STYLE
 from rankbias.report import choose_figures, write_report
+from rankbias.report.page import table_html
 from rankbias.report.theory_section import _overview, _verdicts
 from rankbias.store.run_store import RunStore
 
@@ -415,3 +416,127 @@ def test_theory_and_compression_figures_use_the_package_style(sweep, tmp_path):
         ]
         drawn += [to_hex(patch.get_facecolor()) for patch in ax.patches]
         assert drawn and set(drawn) <= {c.lower() for c in OKABE_ITO} | {"#999999"}
+
+
+# -- a folder of different models and schedules; honest figures ------------------------------------
+def build_mixed(root):
+    """The README's mixed folder in small: mlp-bn-2-16 over B, convnet-2-8 over λ, and one mlp-bn-2-16
+    run with another length and schedule."""
+    base = {"data": {"name": "digits", "train_size": 128, "test_size": 64}, "train": {"epochs": 2, "batch_size": 16},
+            "optimizer": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-3}}  # fmt: skip
+    configs = [rb.RunConfig.from_dict({**base, "model": "mlp-bn-2-16"}).replace(**{"train.batch_size": b})
+               for b in (16, 32)]  # fmt: skip
+    configs += [rb.RunConfig.from_dict({**base, "model": "convnet-2-8"}).replace(**{"optimizer.weight_decay": w})
+                for w in (0.0, 5e-3)]  # fmt: skip
+    other = {**base, "model": "mlp-bn-2-16", "train": {"epochs": 3, "batch_size": 8},
+             "schedule": {"kind": "multistep", "milestones": [2], "factor": 0.5}}  # fmt: skip
+    rb.train([*configs, rb.RunConfig.from_dict(other)], root)
+    return root
+
+
+def test_a_mixed_folder_is_drawn_group_by_group(tmp_path):
+    import warnings
+
+    root = build_mixed(tmp_path / "mixed")
+    records = rb.load(root)
+    groups = report.group_runs(records.runs)
+    models = lambda g: set(records.runs.set_index("run_id").loc[g.run_ids, "model.name"])
+    assert [len(g.run_ids) for g in groups] == [2, 2, 1] and all(len(models(g)) == 1 for g in groups)
+    assert [g.varied for g in groups] == [["optimizer.weight_decay"], ["train.batch_size"], []]  # largest, then by name
+    assert groups[2].apart == {"train.epochs": 3, "schedule.factor": 0.5, "schedule.kind": "multistep",
+                               "schedule.milestones": (2,)}
+    chosen = choose_figures(records)
+    assert {c.group.number for c in chosen} == {1, 2, 3}
+    assert sum(c.family == "rank-vs-epoch" for c in chosen) == 3  # one per group, none mixing two
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = read(write_report(root))
+    assert not [w for w in caught if "matplotlib" in w.filename or "layout" in str(w.message)], caught
+    figures = section(text, "figures")
+    assert "could not be drawn" not in figures and len(parse(figures).images) == len(chosen)
+    assert "drawn in 3 groups" in figures and figures.count('<h3 class="group"') == 3
+    for c in chosen:  # each figure draws its group's runs only
+        drawn = c.draw(records)
+        legend = " ".join(t.get_text() for legend in drawn.legends for t in legend.get_texts())
+        assert ("B = 8" in legend) == (c.group.number == 3 and c.kwargs.get("vary") == "train.batch_size")
+
+
+def test_never_a_page_without_figures_when_runs_have_records(sweep, tmp_path, monkeypatch):
+    root, _, _ = sweep
+    broken = choose_figures(rb.load(root))[:2]
+    for c in broken:
+        monkeypatch.setattr(c, "kwargs", {"vary": "no-such-key"})
+    monkeypatch.setattr(report, "choose_figures", lambda records: broken)
+    monkeypatch.setattr(report, "theory_section", lambda *args: None)
+    figures = section(read(write_report(root, tmp_path / "r.html")), "figures")
+    assert figures.count("could not be drawn") == 2
+    drawable = report._drawable(rb.load(root))[0]
+    assert "each run on its own" in figures and len(parse(figures).images) == len(drawable.runs)
+
+
+def test_theory_counts_no_trivial_row_as_support(sweep, written):
+    _, text = written
+    theory = section(text, "theory")
+    rows = rb.theory.record_checks(report._drawable(rb.load(sweep[0]))[0])
+    theorem = rows[rows["check"] == "gsgp_theorem_3_3"]
+    assert theorem["trivial"].all() and theorem["holds"].eq(True).all()  # every row "holds" trivially
+    assert f"All {len(theorem)} rows are trivial" in theory and "Holds in" not in theory
+
+
+def test_a_diverged_run_is_marked_in_the_figures_and_named(sweep, tmp_path):
+    root, diverged, _ = sweep
+    records = rb.load(root)
+    assert rb.plots.select.left_out(records) == {diverged: "diverged"}
+    fig = rb.plots.rank_vs_epoch(records, vary="B", panel="μ", where={"λ": 5e-3})
+    crosses = [line for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "x"]
+    last = records.scalars[records.scalars["run_id"] == diverged].sort_values("epoch").iloc[-1]
+    assert [(c.get_xdata()[0], c.get_ydata()[0]) for c in crosses] == [(last["epoch"], last["avg_rank"])]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "diverged: its last record" in labels
+    assert "Marked ×" not in read(write_report(root, tmp_path / "r.html"))  # drawn runs only: it has one record
+
+
+def test_theorem_figure_takes_the_pages_colours_and_order():
+    rows = pd.DataFrame({"check": "gsgp_theorem_3_3", "run_id": ["a", "a", "b", "b"], "counted": True,
+                         "eps": [1e-3, 0.1] * 2, "measured": [5.0, 2.0, 9.0, 4.0], "bound": [8.0, 3.0, 20.0, 10.0],
+                         "approx_rank": 1.0, "smaller_dim": 16})  # fmt: skip
+    labels = {"b": "B = 8", "a": "B = 32"}  # page order: B = 8 first
+    styles = {"b": {"color": OKABE_ITO[0], "marker": "o"}, "a": {"color": OKABE_ITO[2], "marker": "^"}}
+    fig = rb.theory.figures.theorem_3_3_figure(rows, labels=labels, styles=styles)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["B = 8", "B = 32"]
+    drawn = [line for line in ax.get_lines() if line.get_linestyle() == "-" and line.get_marker() != "None"]
+    assert [to_hex(line.get_color()) for line in drawn] == [OKABE_ITO[0].lower(), OKABE_ITO[2].lower()]
+
+
+def test_compression_points_are_labelled_with_eps_and_the_axis_spans_them():
+    table = pd.DataFrame({"run_id": "a", "eps": [1e-3, 1e-2, 0.3], "norm": "fro", "params_before": 1000,
+                          "params_after": [1000, 900, 400], "test_acc_before": 0.9,
+                          "test_acc_after": [0.9, 0.9, 0.5]})  # fmt: skip
+    ax = compression_figure(table).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["1e-2", "1e-3", "3e-1"]
+    low, high = ax.get_xlim()
+    assert ax.get_xscale() == "linear" and low < 400 and high > 1000  # 400–1000 is no decade: not log
+    wide = table.assign(params_after=[1000, 90, 4])
+    ax = compression_figure(wide).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlim()[0] < 4 and ax.get_xlim()[1] > 1000
+
+
+def test_reproduce_page_tables_fit_and_captions_say_what_to_see(tmp_path):
+    from rankbias.reproduce import page as reproduce_page
+
+    out = tmp_path / "gsgp-fig7" / "quick"
+    out.mkdir(parents=True)
+    test = {"test": "trend", "knob": "train.batch_size", **{f"field_number_{i}": float(i) for i in range(16)}}
+    summary = {"claim": "the average rank decreases as B decreases", "verdict": "inconclusive", "why": "few seeds",
+               "runs": 6, "seeds": [0, 1], "tests": [test, test], "not_learned": ["abc123"], "model": "mlp-bn-4-128",
+               "data": "digits"}  # fmt: skip
+    (out / "claim.json").write_text(json.dumps(summary))
+    Image.new("RGB", (300, 200), "white").save(out / "figure.png")
+    text = reproduce_page.write(tmp_path, "quick").read_text(encoding="utf-8").replace("<wbr>", "")
+    tests = text[text.index("<h3>Tests</h3>") : text.index("</table>", text.index("<h3>Tests</h3>"))]
+    assert tests.count("<tr>") == 1 + 18 and "<th>trend 1</th><th>trend 2</th>" in tests  # 3 columns, not 18
+    assert "Left out of the check" in text and "abc123" in text
+    (caption,) = re.findall(r"<figcaption>(.*?)</figcaption>", text)
+    assert "What to see: the average rank decreases as B decreases" in caption and "lines: B" in caption
+    assert "control_<wbr>ci_<wbr>high" in table_html(pd.DataFrame({"control_ci_high": [1.0]}))

@@ -126,4 +126,4 @@ def _render(
     return figure_html(name, title, caption, png_base64(figure)), True
 
 
-__all__ = ["Chosen", "choose_figures", "write_report"]
+__all__ = ["Chosen", "choose_figures", "group_runs", "write_report"]

@@ -2,8 +2,9 @@
 
 First the runs are *grouped* (:func:`group_runs`): a group is the runs that share every setting
 but the knobs the papers vary (B, μ, λ, momentum: :data:`KNOBS`) and the seeds; two such sets that
-differ in one setting only (a sweep over it: ``model.width``, ``train.epochs`` ...) are one group.
-Runs of different models, data sets or schedules are never drawn in one figure. Within a group the
+differ in one setting only (a sweep over it: ``model.width``, ``train.epochs`` ...) are one group,
+unless that setting is the model or the data set. Runs of different models, data sets or
+schedules are never drawn in one figure. Within a group the
 varied keys are ordered B, μ, λ, momentum, model, data, then the rest (``plots.select``);
 call them k0, k1, k2 ... Each family binds them to its roles and draws one figure per value of
 the keys left over (at most :data:`MAX_SLICES`; past that, only the slice of the run with the
@@ -42,6 +43,7 @@ from ..store.records import Results, subset, varied_keys
 
 MAX_SLICES = 4
 KNOBS = ("train.batch_size", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum")
+SEPARATE = ("model.name", "data.name")  # never in one figure, even as the one setting a sweep varies
 NAMED_APART = 2  # settings named in a group's title (all of them in the page's table of groups)
 
 # What each figure shows (trusted HTML, written here; the dynamic parts of a caption are escaped).
@@ -169,7 +171,8 @@ class Chosen:
 
 def group_runs(runs: pd.DataFrame) -> list[Group]:
     """The runs in groups that may share a figure: equal in every setting but :data:`KNOBS` and
-    the seeds; sets of runs that differ in one setting only are joined (a sweep over it)."""
+    the seeds; sets of runs that differ in one setting only are joined (a sweep over it), unless
+    that setting is the model or the data set."""
     keys = [k for k in ordered_keys(varied_keys(runs)) if k not in KNOBS and k not in REPLICATE_KEYS]
     settings = runs[keys].astype(str).agg(" | ".join, axis=1) if keys else pd.Series("", index=runs.index)
     distinct = list(dict.fromkeys(settings))
@@ -181,9 +184,11 @@ def group_runs(runs: pd.DataFrame) -> list[Group]:
             s = parent[s]
         return s
 
+    apart = lambda a, b: [k for k, x, y in zip(keys, values[a], values[b]) if x != y]
     for i, a in enumerate(distinct):
         for b in distinct[i + 1 :]:
-            if sum(x != y for x, y in zip(values[a], values[b])) == 1:
+            differ = apart(a, b)
+            if len(differ) == 1 and differ[0] not in SEPARATE:
                 parent[root(b)] = root(a)
     members = {}
     for index, s in settings.items():

@@ -58,16 +58,17 @@ def compression_section(
     for norm, rows in summary.groupby("norm", sort=True):
         curves = f"one curve per value of {symbol(by)}, the mean over its runs" if by else "one curve per run"
         caption = (
-            "Test accuracy after compression against the number of parameters (log scale), one point per ε "
-            f"({html.escape(str(norm))} norm), {html.escape(curves)}; the hollow marker is the uncompressed network. "
-            "The papers' prediction: small B with weight decay keeps its accuracy down to the smallest size."
+            "Test accuracy after compression against the number of parameters, one point per ε (labelled with it; "
+            f"{html.escape(str(norm))} norm), {html.escape(curves)}, in the colours of the figures above; the hollow "
+            "marker is the uncompressed network. What to see: the papers predict that small B with weight decay keeps "
+            "its accuracy down to the smallest size (its curve stays flat further to the left)."
         )
         parts.append(
             render(
                 f"compression_{norm}",
                 f"Compression: accuracy against size ({norm} norm)",
                 caption,
-                lambda rows=rows: compression_figure(rows, by),
+                lambda rows=rows: compression_figure(rows, by, runs=runs),
             )
         )
     parts.append(

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..conventions import symbol
+from ..plots import FIGURES
 from ..report.page import figure_html, page, table_html
 from . import catalog
 
@@ -95,6 +97,19 @@ def _classes(table: pd.DataFrame) -> list[str]:
     return [VERDICT_CLASSES.get(v, "") for v in table["verdict"]]
 
 
+def _caption(preset, figures: int) -> str:
+    """What a preset's figure draws and what the reader should see (HTML)."""
+    roles = {"vary": "lines", "panel": "panels", "x": "x", "y": "y"}
+    bound = ", ".join(f"{roles.get(r, r)}: {symbol(k)}" for r, k in preset.roles.items() if k)
+    apart = (" One figure per value of the settings no role covers (its title says which); each figure has its "
+             "own y-axis, so compare their numbers, not their heights." if figures > 1 else "")
+    return html.escape(
+        f"{FIGURES[preset.family].help[:1].upper()}{FIGURES[preset.family].help[1:]} ({preset.family}"
+        f"{'; ' + bound if bound else ''}). What to see: {preset.claim.statement}.{apart} × marks the last record of "
+        "a run that diverged or did not learn."
+    )
+
+
 def _section(out: Path, row) -> str:
     preset = catalog.get(row.preset)
     about = f"{preset.claim.check}; {row.runs} runs; seeds {row.seeds}; varies: {preset.varies}"
@@ -102,14 +117,20 @@ def _section(out: Path, row) -> str:
     why = f'<p class="note">{html.escape(str(row.why))}</p>'
     parts = [f"<p>{verdict}: {html.escape(row.claim)} ({html.escape(about)})</p>{why}"]
     summary = json.loads((out / "claim.json").read_text())
+    left_out = summary.get("not_learned") or []
+    if left_out:
+        parts.append(f'<p class="note">Left out of the check (did not learn: the last train accuracy is not above '
+                     f"twice the first), marked × in the figures: {html.escape(', '.join(left_out))}.</p>")
     if summary.get("tests"):
         tests = pd.DataFrame(summary["tests"]).drop(columns=["seeds"], errors="ignore")
-        parts.append("<h3>Tests</h3>" + table_html(tests))
-    for png in sorted(out.glob("figure*.png")):
+        # one column per test, one row per number: any number of fields fits the page's width
+        names = [f"{t.get('test', 'test')} {i + 1}" for i, t in enumerate(summary["tests"])]
+        parts.append("<h3>Tests</h3>" + table_html(tests.T.set_axis(names, axis=1).rename_axis("field").reset_index()))
+    pngs = sorted(out.glob("figure*.png"))
+    for k, png in enumerate(pngs):
         data = base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(
-            figure_html(f"{row.preset}-{png.stem}", f"{row.figure}, {png.stem}", html.escape(preset.varies), data)
-        )
+        title = f"{row.figure}" + (f", figure {k + 1} of {len(pngs)}" if len(pngs) > 1 else "")
+        parts.append(figure_html(f"{row.preset}-{png.stem}", title, _caption(preset, len(pngs)), data))
     claim = out / "claim.csv"
     if claim.exists() and claim.stat().st_size > 1:  # a table without columns is written as one newline
         frame = pd.read_csv(claim)
