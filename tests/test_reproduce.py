@@ -2,6 +2,7 @@
 
 import inspect
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,7 +17,7 @@ from rankbias.plots import FIGURES
 from rankbias.reproduce import PRESETS, configs, reproduce, reproduce_many, select
 from rankbias.reproduce.claims import CHECKS
 
-# the figure ids of EXPERIMENTS.md's tables (GSGP seed-003 numbering, GP), GSGP seed 000's extra
+# the figure ids of docs/reproduce.md's catalog (GSGP seed-003 numbering, GP), GSGP seed 000's extra
 # experiments (its App. B figures), and CHEN's two data sets
 SEED000 = ["gsgp000-fig11", "gsgp000-fig12", "gsgp000-fig15", "gsgp000-fig16", "gsgp000-fig17"]
 EXPECTED_IDS = (
@@ -25,7 +26,7 @@ EXPECTED_IDS = (
     + [f"gp-fig{i}" for i in range(1, 8)]
     + ["chen-california", "chen-mnist"]
 )
-# a few settings EXPERIMENTS.md states, as the paper-scale configs must carry them
+# a few settings the papers state for these figures, as the paper-scale configs must carry them
 STATED = {
     "gsgp-fig5": {"optimizer.momentum": 0.9, "optimizer.lr": 0.1, "model.name": "mlp-bn-10-100"},
     "gsgp-fig18": {
@@ -102,6 +103,55 @@ def test_list_names_every_preset_with_its_sizes():
     assert "GSGP Fig. 18" in result.output and "108 × 500 ep" in result.output
 
 
+def test_list_shows_the_model_and_data_that_train_at_the_chosen_scale():
+    rows = {}
+    for scale in ("quick", "paper"):
+        result = CliRunner().invoke(main, ["reproduce", "--list", "--scale", scale])
+        assert result.exit_code == 0, result.output
+        assert f"as trained at the {scale} scale" in result.output
+        rows[scale] = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    quick, paper = rows["quick"], rows["paper"]
+    assert "mlp-bn-4-128" in quick["gsgp-fig7"] and "digits 512/256" in quick["gsgp-fig7"]
+    assert "mlp-bn-10-100" not in quick["gsgp-fig7"] and "cifar10" not in quick["gsgp-fig7"]
+    assert "resnet18 (width 8)" in quick["gsgp-fig1"] and "vgg16 (width 4)" in quick["gsgp-fig12"]
+    assert "(resize 32)" in quick["gsgp-fig12"] and "synthetic 512/256" in quick["chen-california"]
+    assert "mlp-bn-10-100" in paper["gsgp-fig7"] and "cifar10" in paper["gsgp-fig7"]
+    assert "twolayer-8192" in paper["chen-california"] and "california 1800/600" in paper["chen-california"]
+
+
+def test_reproduce_defaults_to_one_worker_per_core(tmp_path, monkeypatch):
+    import rankbias.reproduce
+    import rankbias.sweep
+
+    seen = {}
+
+    def fake(presets, scale, results, jobs, dry_run, **options):
+        seen["jobs"] = jobs
+        return []
+
+    monkeypatch.setattr(rankbias.sweep, "default_jobs", lambda: 7)
+    monkeypatch.setattr(rankbias.reproduce, "reproduce_many", fake)
+    for extra, jobs in (([], 7), (["-j", "3"], 3)):
+        result = CliRunner().invoke(main, ["reproduce", "gsgp-fig7", "--dry-run", "--results", str(tmp_path), *extra])
+        assert result.exit_code == 0, result.output
+        assert seen["jobs"] == jobs
+    assert "one per core" in CliRunner().invoke(main, ["reproduce", "--help"]).output
+
+
+def test_the_unshipped_figure_list_is_cited_only_where_it_is_said_to_be_unshipped():
+    """EXPERIMENTS.md, the planning file the presets were written from, is not in the repository:
+    docs/, README.md and src/ may name it only where they say so (docs/reproduce.md)."""
+    root = Path(__file__).resolve().parents[1]
+    assert not (root / "EXPERIMENTS.md").exists() and not (root / "docs" / "EXPERIMENTS.md").exists()
+    citing = []
+    for path in [root / "README.md", *root.glob("docs/*.md"), *root.glob("src/**/*.py")]:
+        text = path.read_text()
+        if "EXPERIMENTS.md" in text:
+            assert "not part of the repository" in text, f"{path} cites EXPERIMENTS.md as if it were shipped"
+            citing.append(path.name)
+    assert citing == ["reproduce.md"]
+
+
 def test_dry_run_prints_the_runs_and_trains_nothing(tmp_path):
     result = CliRunner().invoke(
         main, ["reproduce", "gp-fig2", "--dry-run", "--seeds", "1", "--results", str(tmp_path / "r"), "train.epochs=2"]
@@ -153,6 +203,22 @@ def test_quick_preset_end_to_end(quick_run):
     # 3 epochs: no run with weight decay has reached the norm equilibrium the theorems assume
     assert quick_run.verdict == "inconclusive" and quick_run.why.startswith("not converged")
     assert all(not v["converged"] for r, v in summary["convergence"].items() if v["converged"] is not None)
+
+
+def test_page_model_column_is_the_model_and_data_trained_at_its_scale(quick_run):
+    from rankbias.reproduce import page
+
+    results = quick_run.out.parents[1]
+    summary = json.loads((quick_run.out / "claim.json").read_text())
+    assert (summary["model"], summary["data"]) == ("mlp-bn-4-128", "digits 256/64")  # TINY's sizes
+    row = page.collect(results, "quick").set_index("preset").loc["gp-fig2"]
+    assert row["model"] == "mlp-bn-4-128 on digits 256/64"  # not the paper's MLP-BN-10-100 on CIFAR-10
+    older = results / "older"  # a claim.json written before it named the model: the preset's configs
+    (older / "gp-fig2" / "quick").mkdir(parents=True)
+    (older / "gp-fig2" / "quick" / "claim.json").write_text(
+        json.dumps({k: v for k, v in summary.items() if k not in ("model", "data")})
+    )
+    assert page.collect(older, "quick").loc[0, "model"] == "mlp-bn-4-128 on digits 512/256"
 
 
 def test_quick_preset_rerun_reuses_its_runs(quick_run):
@@ -270,13 +336,14 @@ def test_no_holds_with_weight_decay_pinned_to_zero_or_after_one_epoch(tmp_path):
     Thm 3.3 after one epoch are not `holds` (the bottleneck and balance of the initialization, an
     infinite bound)."""
     small = ["data.train_size=128", "data.test_size=64", "--seeds", "2", "--results", str(tmp_path),
-             "--device", "cpu", "--no-progress"]  # fmt: skip
+             "--device", "cpu", "--no-progress", "-j", "1"]  # fmt: skip
     pinned = CliRunner().invoke(main, ["reproduce", "gsgp-fig7", "gp-fig2", "gp-fig4", "gp-fig5",
                                        "optimizer.weight_decay=0", "train.epochs=2", *small])  # fmt: skip
     assert pinned.exit_code == 0, pinned.output
     assert pinned.output.count("verdict: not applicable") == 4 and "verdict: holds" not in pinned.output
     early = CliRunner().invoke(main, ["reproduce", "gp-fig6", "gp-fig7", "gsgp-fig18", "train.epochs=1",
-                                      "--results", str(tmp_path), "--device", "cpu", "--no-progress"])  # fmt: skip
+                                      "--results", str(tmp_path), "--device", "cpu", "--no-progress",
+                                      "-j", "1"])  # fmt: skip
     assert early.exit_code == 0, early.output
     assert early.output.count("verdict: ") == 3 and "verdict: holds" not in early.output
     # Thm 3.3 after one epoch: its bound is informative (416 < 512 at ε = 0.5), but no run has reached

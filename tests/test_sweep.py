@@ -1,6 +1,8 @@
 """Sweeps: zip/seeds expansion and validation, cohort sizing, worker processes, dry run, progress."""
 
 import io
+import re
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -10,9 +12,11 @@ from rankbias.cli import main
 from rankbias.data import load_dataset
 from rankbias.models import build_model
 from rankbias.options import SweepOptions
+from rankbias.store.run_store import RunStore
 from rankbias.sweep import plan_sweep
-from rankbias.sweep.plan import estimate_bytes, split_evenly
-from rankbias.sweep.progress import SweepProgress
+from rankbias.sweep import progress as progress_module
+from rankbias.sweep.plan import estimate_bytes, forward_cost, split_evenly
+from rankbias.sweep.progress import SweepProgress, Work
 
 from .conftest import small_config
 from .test_engine import assert_same_records
@@ -166,19 +170,92 @@ def test_dry_run_prints_cohorts_and_trains_nothing(tmp_path, four_runs):
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == before
 
 
-def test_progress_is_log_lines_when_not_a_terminal(monkeypatch):
+def _work(tmp_path, name: str, epoch_flops: float, epochs: int = 10, start: int = 0) -> tuple[str, Work]:
+    return name, Work(tmp_path / name, epoch_flops, start, epochs)
+
+
+def _lines(stream: io.StringIO) -> list[str]:
+    return stream.getvalue().splitlines()
+
+
+def test_progress_in_a_log_comes_while_cohorts_train_weighted_by_cost(tmp_path):
+    """A log gets a first line at once, then lines on a timer without any cohort finishing; the
+    share done is read from the runs' recorded epochs and weighted by each run's estimated cost."""
     stream = io.StringIO()
-    progress = SweepProgress(10, stream=stream, interval=0.0)
-    progress.update(4)
-    progress.update(3, failed=1)
-    progress.update(3)
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("sweep: 4/10 runs done, 0:00:00 elapsed, ~0:00:00 remaining")
-    assert lines[1].startswith("sweep: 7/10 runs done (1 failed)") and lines[2].startswith(
-        "sweep: 10/10 runs done (1 failed)"
-    )
-    quiet = io.StringIO()
-    slow = SweepProgress(10, stream=quiet, interval=3600.0)
-    slow.update(1)
-    slow.update(9)
-    assert quiet.getvalue().count("\n") == 1 and "10/10" in quiet.getvalue()  # only the final line
+    work = dict([_work(tmp_path, "cheap", 1e9), _work(tmp_path, "dear", 3e9)])  # FLOPs per epoch, 10 epochs each
+    progress = SweepProgress(3, stream=stream, interval=0.05)
+    progress.update(["reused"])  # finished before the sweep: counted, no work
+    progress.begin(work, "training 2 cohort(s) on 2 worker process(es) at once, 1 torch thread(s) each")
+    first = _lines(stream)[0]
+    assert re.match(r"\d\d:\d\d:\d\d training 2 cohort\(s\) on 2 worker", first)  # time of day, then what trains
+    assert "2 run(s) to train, 1 of 3 already done, estimated work 40 GFLOP" in first
+    RunStore(tmp_path, "dear").set_status("running", 5)  # the expensive run recorded epoch 5 of 10
+    time.sleep(0.4)
+    lines = _lines(stream)[1:]
+    assert len(lines) >= 2, lines  # no cohort finished, yet lines came
+    assert "sweep: 1/3 runs done, 38 % of the estimated work" in lines[-1]  # 15 of 40 GFLOP; by runs it would be 0
+    assert "remaining" in lines[-1]
+    progress.update(["cheap", "dear"], failed=1)
+    progress.close()
+    assert re.search(r"sweep: 3/3 runs done \(1 failed\), \d:\d\d:\d\d elapsed$", _lines(stream)[-1])
+    count = len(_lines(stream))
+    time.sleep(0.15)
+    assert len(_lines(stream)) == count  # closed: no more lines
+
+
+def test_time_left_comes_from_the_work_left_not_from_run_counts(tmp_path):
+    progress = SweepProgress(2, stream=io.StringIO(), enabled=False)
+    progress.begin(dict([_work(tmp_path, "small", 1e6), _work(tmp_path, "large", 9e6)]), "training")
+    progress.start -= 100  # 100 s ago
+    progress.update(["small"])  # 1 of 10 units of work in 100 s; half the runs
+    done, total, left = progress.estimate()
+    assert (done, total) == (1e7, 1e8) and left == pytest.approx(900, rel=0.01)  # by runs: 100 s
+    RunStore(tmp_path, "large").set_status("running", 5)
+    assert progress.estimate()[0] == 1e7 + 4.5e7
+
+
+def test_progress_ignores_statuses_older_than_the_sweep(tmp_path):
+    RunStore(tmp_path, "old").set_status("done", 10)  # e.g. a run about to be retrained with force
+    progress = SweepProgress(1, stream=io.StringIO(), enabled=False)
+    progress.begin(dict([_work(tmp_path, "old", 1e6)]), "training")
+    assert progress.estimate()[0] == 0 and progress.estimate()[2] is None
+    assert "time left known after the first record" in progress.line()
+
+
+def test_progress_on_a_terminal_is_a_bar_with_the_estimate(tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    progress = SweepProgress(2, stream=stream, interval=0.05)
+    progress.begin(dict([_work(tmp_path, "a", 1e6), _work(tmp_path, "b", 3e6)]), "training 2 cohort(s)")
+    assert progress.bar is not None
+    progress.update(["a"])
+    assert "1/2 runs" in stream.getvalue() and "25 % of the work" in stream.getvalue()
+    progress.close()
+    assert not re.search(r"^\d\d:\d\d:\d\d sweep:", stream.getvalue(), re.MULTILINE)  # no log lines on a terminal
+
+
+def test_a_sweep_logs_progress_before_its_first_cohort_ends(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL", 0.05)
+    configs = swept({"train.batch_size": [16, 32], "seeds": 2}, ["train.epochs=30", "record.every=1"])
+    rb.train(configs, tmp_path / "results", jobs=1, device="cpu", progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert "training 2 cohort(s) in this process, 1 torch thread(s) each: 4 run(s) to train" in lines[0]
+    shares = [int(m.group(1)) for line in lines if (m := re.search(r"0/4 runs done, (\d+) % of", line))]
+    assert any(0 < share < 100 for share in shares), lines  # epochs recorded inside the first cohort, seen
+    assert "sweep: 4/4 runs done" in lines[-1]
+
+
+def test_cohorts_carry_their_estimated_work_and_the_largest_goes_first(tmp_path):
+    configs = swept({"train.batch_size": [16, 64], "model": ["mlp-bn-2-16", "mlp-bn-2-64"]})
+    data = load_dataset(configs[0].data)
+    plan = plan_sweep(configs, tmp_path, {configs[0].data: data})
+    works = [c.flops for c in plan.cohorts]
+    assert works == sorted(works, reverse=True) and len(set(works)) == 4
+    small = [c for c in plan.cohorts if c.configs[0].model.name == "mlp-bn-2-16"]
+    per_sample, layers = forward_cost(small[0].configs[0], data)
+    assert per_sample == 2 * (64 * 16 + 16 * 16 + 16 * 10) and layers > 0  # multiply-adds of the 3 linear maps
+    b16, b64 = sorted(small, key=lambda c: c.configs[0].train.batch_size)
+    assert b16.epoch_flops > b64.epoch_flops  # the same arithmetic in 4 times the steps

@@ -1,4 +1,4 @@
-"""The papers' figures as data: one :class:`Preset` per figure id of EXPERIMENTS.md.
+"""The papers' figures as data: one :class:`Preset` per figure (ids: docs/reproduce.md, "The catalog").
 
 Each preset holds the paper-scale config (rankbias config keys with a ``sweep`` block, the
 hyperparameters the papers give), a ``quick`` config (minutes on a CPU: bundled ``digits`` or
@@ -215,17 +215,17 @@ PRESETS_LIST = [
           trend(None, "the final rank is lower at smaller B, larger μ, larger λ"),
           lr=0.5, wd=6e-3, batch=8, sweep={B: [8, 16], MU: [0.05, 0.1, 0.5, 1.0], WD: [5e-4, 1e-3, 3e-3, 6e-3]},
           quick_sweep={B: [8, 32], MU: [0.1, 0.4], WD: [5e-3, 2e-2]}, quick=DEEP_QUICK,
-          readings={"grid values": "not given in EXPERIMENTS.md: μ ∈ {0.05, 0.1, 0.5, 1}, λ ∈ {5e-4 … 6e-3} "
+          readings={"grid values": "not given with the figure; chosen: μ ∈ {0.05, 0.1, 0.5, 1}, λ ∈ {5e-4 … 6e-3} "
                                    "chosen to include (c) μ=0.5, (d) λ=6e-3",
                     **DEEP_READING}),
     _gsgp("gsgp-fig2", 2, "resnet18", "μ", RANK_EPOCH, LINES_MU, HIGHER_MU, lr=0.1, wd=5e-4, batch=8,
           sweep={B: [4, 8, 16], MU: [0.01, 0.05, 0.1, 0.5, 1.0]}, quick_sweep={B: [8, 32], MU: [0.1, 0.2, 0.4]},
           quick={**DEEP_QUICK, "optimizer__weight_decay": 2e-2},
-          readings={"μ values": "not given in EXPERIMENTS.md: {0.01, 0.05, 0.1, 0.5, 1}", **DEEP_READING}),
+          readings={"μ values": "not given with the figure; chosen: {0.01, 0.05, 0.1, 0.5, 1}", **DEEP_READING}),
     _gsgp("gsgp-fig3", 3, "resnet18", "λ (including 0)", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=1.5, wd=5e-4, batch=8,
           sweep={B: [8, 16, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
           quick={**DEEP_QUICK, "optimizer__lr": 0.1},
-          readings={"λ values": "not given in EXPERIMENTS.md: {0, 1e-4, 5e-4, 1e-3, 5e-3}", **DEEP_READING}),
+          readings={"λ values": "not given with the figure; chosen: {0, 1e-4, 5e-4, 1e-3, 5e-3}", **DEEP_READING}),
     _gsgp("gsgp-fig4", 4, "resnet18", "B, panels (μ, λ) zipped", RANK_EPOCH, LINES_B, LOWER_B,
           lr=1e-3, wd=6e-3, batch=8,
           sweep={B: [8, 16, 32, 64, 128], "zip": {MU: [1e-3, 5e-3, 1e-2], WD: [6e-3, 6e-3, 4e-4]}},
@@ -271,7 +271,7 @@ PRESETS_LIST = [
           quick_sweep={"data.name": ["digits"], MU: [0.1, 0.2, 0.4]},
           quick={**DEEP_QUICK, "data": QUICK_DATA, "optimizer__weight_decay": 2e-2},
           readings={"padding": "every data set padded by 2 (MNIST 28→32 as the authors' code; SVHN 32→36)",
-                    "μ values": "not given in EXPERIMENTS.md: {0.01, 0.05, 0.1, 0.5}",
+                    "μ values": "not given with the figure; chosen: {0.01, 0.05, 0.1, 0.5}",
                     "quick data": "digits only (MNIST-like); Fashion-MNIST and SVHN are not bundled", **DEEP_READING}),
     _gsgp("gsgp-fig14", 14, "resnet18", "‖W_{T−1}‖/‖W_T‖ per layer over training", "norm-ratio", {"panel": MU},
           Claim("the per-layer norm ratio ‖W_{T−1}‖/‖W_T‖ tends to 1 (GSGP Thm 3.3's assumption)", "norm_ratio"),
@@ -305,29 +305,30 @@ PRESETS_LIST = [
           quick={**MLP_QUICK, "optimizer__lr": 0.4, "optimizer__weight_decay": 5e-2},
           readings={"quick scale": "μ = 0.4, λ = 5e-2, 100 epochs at a constant lr: the bound m_l·B·log(2/ε)/(2μλ) is "
                                    "below the width 512 only when μλ' > 6·log(2/ε)/512 (0.016 at ε = 0.5)"}),
-    # GSGP's earlier version (seed 000), App. B: the experiments seed 003 dropped (EXPERIMENTS.md)
+    # GSGP's earlier version (seed 000), App. B: the experiments seed 003 dropped
     _gsgp("gsgp000-fig11", 11, "mlp-5-500", "B", RANK_EPOCH, LINES_B, LOWER_B, lr=0.1, wd=5e-4, batch=32, seed000=True,
           sweep={MU: [0.025, 0.1], B: [4, 8, 16, 32, 64, 128]}, quick_sweep={MU: [0.1, 0.3], B: MLP_QB},
           quick={**MLP_QUICK, "optimizer__weight_decay": 2e-2},
-          readings={"μ values": "not given in EXPERIMENTS.md: {0.025, 0.1}", **MLP_READING}),
+          readings={"μ values": "not given with the figure; chosen: {0.025, 0.1}", **MLP_READING}),
     _gsgp("gsgp000-fig12", 12, "mlp-5-500", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.025, wd=5e-4, batch=32,
           seed000=True,
           sweep={B: [8, 32, 128], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: MLP_QWD},
           quick={**MLP_QUICK, "optimizer__lr": 0.1},
-          readings={"B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32, 128}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
+          readings={"B and λ values": "not given with the figure; chosen: B ∈ {8, 32, 128}, "
+                                      "λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
                     **MLP_READING}),
     _gsgp("gsgp000-fig15", 15, "vgg16", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.1, wd=5e-4, batch=8, eps=1e-2,
           seed000=True,
           sweep={B: [8, 32], WD: [0.0, 1e-4, 5e-4, 1e-3, 5e-3]}, quick_sweep={B: [8, 32], WD: [0.0, 2e-2, 5e-2]},
           quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__lr": 0.1},
           readings={"eps": "1e-2 (stated)",
-                    "B and λ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
+                    "B and λ values": "not given with the figure; chosen: B ∈ {8, 32}, λ ∈ {0, 1e-4, 5e-4, 1e-3, 5e-3}",
                     **DEEP_READING}),
     _gsgp("gsgp000-fig16", 16, "vgg16", "μ", RANK_EPOCH, LINES_MU, HIGHER_MU, lr=0.1, wd=5e-4, batch=8, seed000=True,
           sweep={B: [8, 32], MU: [0.01, 0.05, 0.1, 0.5]}, quick_sweep={B: [8, 32], MU: [0.025, 0.05, 0.1]},
           quick={**DEEP_QUICK, "epochs": 100, "data": {**QUICK_DATA, "resize": 32}, "optimizer__weight_decay": 5e-2},
           readings={"λ": "5e-4: the caption's 'µ = 5e−4' read as λ (μ is what varies)",
-                    "B and μ values": "not given in EXPERIMENTS.md: B ∈ {8, 32}, μ ∈ {0.01, 0.05, 0.1, 0.5}",
+                    "B and μ values": "not given with the figure; chosen: B ∈ {8, 32}, μ ∈ {0.01, 0.05, 0.1, 0.5}",
                     **DEEP_READING}),
     _gsgp("gsgp000-fig17", 17, "vit", "λ", RANK_EPOCH, LINES_WD, HIGHER_WD, lr=0.04, wd=5e-4, batch=32, epochs=200,
           eps=1e-2,
@@ -379,8 +380,8 @@ CHEN_SCHEDULE = {"kind": "step", "every": 200, "factor": 0.95}
 CHEN_READINGS = {
     "lost columns": "CHEN Table 2's two unlabelled columns are read as the learning rate and the batch size's "
     "companion coefficient; the preset takes the first as lr (1e-4 California, 1e-6 MNIST)",
-    "batch size": "not given in EXPERIMENTS.md: 32",
-    "λ values": "not given in EXPERIMENTS.md: {1e-4, 1e-3, 1e-2, 1e-1}",
+    "batch size": "not given with the figure; chosen: 32",
+    "λ values": "not given with the figure; chosen: {1e-4, 1e-3, 1e-2, 1e-1}",
     "momentum": "0 (plain mini-batch SGD)",
 }
 STABLE = Claim("the stable rank of V falls towards 1 as λ grows", "stable_rank", WD)

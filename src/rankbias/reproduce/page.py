@@ -20,6 +20,7 @@ from ..conventions import symbol
 from ..plots import FIGURES
 from ..report.page import figure_html, page, table_html
 from . import catalog
+from .run import configs, trained_setup
 
 
 def collect(results: str | Path, scale: str) -> pd.DataFrame:
@@ -34,7 +35,7 @@ def collect(results: str | Path, scale: str) -> pd.DataFrame:
                 {
                     "preset": preset.id,
                     "figure": preset.paper,
-                    "model": preset.model,
+                    "model": _trained(preset, scale, summary),
                     "claim": summary["claim"],
                     "verdict": summary["verdict"],
                     "effect": _interval(summary, "effect", "ci_low", "ci_high"),
@@ -47,6 +48,15 @@ def collect(results: str | Path, scale: str) -> pd.DataFrame:
             )
     columns = ["preset", "figure", "model", "claim", "verdict", "effect", "p", "control", "seeds", "runs", "why"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _trained(preset: catalog.Preset, scale: str, summary: dict) -> str:
+    """The model and data that trained at ``scale``: as ``claim.json`` records them, else (files
+    written before it did) the preset's configs at that scale."""
+    if summary.get("model"):
+        return f"{summary['model']} on {summary['data']}"
+    model, data = trained_setup(configs(preset.id, scale, seeds=1))
+    return f"{model} on {data}"
 
 
 def _interval(summary: dict, value: str, low: str, high: str) -> str:

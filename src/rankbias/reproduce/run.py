@@ -10,6 +10,7 @@ share, its run ids).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -83,6 +84,19 @@ def configs(preset_id: str, scale: str = "quick", overrides=(), reading: str | N
         expanded = [_with(c, dict.fromkeys(claims.REPLICATE_KEYS, seed)) for c in expanded
                     for seed in range(first_seed, first_seed + seeds)]  # fmt: skip
     return list({c.run_id(): c for c in expanded}.values())
+
+
+def trained_setup(runs: list[RunConfig]) -> tuple[str, str]:
+    """The models and data sets that ``runs`` train, in words (each distinct one once, in order):
+    ``("resnet18 (width 8)", "digits 512/256")`` for gsgp-fig1's quick scale."""
+    models, data = {}, {}
+    for c in runs:
+        options = [f"{k} {v}" for k, v in dataclasses.asdict(c.model).items() if k != "name" and v not in (None, False)]
+        models[c.model.name + (f" ({', '.join(options)})" if options else "")] = None
+        sizes = "" if c.data.train_size is None else f" {c.data.train_size}/{c.data.test_size or 'all'}"
+        extra = [f"{k} {getattr(c.data, k)}" for k in ("pad", "resize") if getattr(c.data, k)]
+        data[c.data.name + sizes + (f" ({', '.join(extra)})" if extra else "")] = None
+    return ", ".join(models), ", ".join(data)
 
 
 def _with(config: RunConfig, changes: dict) -> RunConfig:
@@ -170,6 +184,7 @@ def _conclude(result: Reproduction, records) -> None:
         "preset": preset.id,
         "paper": preset.paper,
         "scale": result.scale,
+        **dict(zip(("model", "data"), trained_setup(result.configs))),
         "claim": preset.claim.statement,
         "check": preset.claim.check,
         "knob": preset.claim.knob,

@@ -20,7 +20,7 @@ from ..store.lock import LOCK_NAME, RunLock, lock_owner
 from ..store.run_store import RunStore
 from .executors import run_inline, run_local, run_ray
 from .plan import Cohort, Plan, estimate_bytes, plan_sweep
-from .progress import SweepProgress
+from .progress import SweepProgress, plan_work
 from .worker import Task
 
 __all__ = [
@@ -79,56 +79,55 @@ def execute(
     trained: set[str] = set()
     display = None
     todo, first = configs, True
-    while todo:
-        plan = plan_sweep(todo, results, datasets, sweep, device=engine.torch_device, force=force and first)
-        for config in plan.finished:  # a sweep killed between finishing a run and releasing it
-            _finish_merge(RunStore(results, config.run_id()))
-        if display is None:
-            display = SweepProgress(len(configs), enabled=progress and len(plan.cohorts) > 1)
-        display.update(len(plan.finished))  # in later rounds: runs another sweep finished
-        if not plan.cohorts:
-            break
-        workers = max(1, min(sweep.jobs, len(plan.cohorts)))
-        inline = sweep.executor == "local" and workers == 1
-        # a bar per cohort only when it is the sweep's one cohort, trained here
-        cohort_engine = dataclasses.replace(engine, progress=progress and inline and len(plan.cohorts) == 1)
-        root = None if data_root is None else str(data_root)
-        tasks = [
-            Task([c.to_dict() for c in cohort.configs], str(results.resolve()), cohort_engine, root, force and first)
-            for cohort in plan.cohorts
-        ]
-        if progress:
+    try:
+        while todo:
+            plan = plan_sweep(todo, results, datasets, sweep, device=engine.torch_device, force=force and first)
+            for config in plan.finished:  # a sweep killed between finishing a run and releasing it
+                _finish_merge(RunStore(results, config.run_id()))
+            workers = max(1, min(sweep.jobs, len(plan.cohorts)))
+            inline = sweep.executor == "local" and workers == 1
+            # a bar per cohort only when it is the sweep's one cohort, trained here
+            cohort_bar = progress and inline and len(plan.cohorts) == 1
+            if display is None:
+                display = SweepProgress(len(configs), enabled=progress, terminal_bar=not cohort_bar)
+            display.update(c.run_id() for c in plan.finished)  # in later rounds: runs another sweep finished
+            if not plan.cohorts:
+                break
+            cohort_engine = dataclasses.replace(engine, progress=cohort_bar)
+            root, out = None if data_root is None else str(data_root), str(results.resolve())
+            tasks = [
+                Task([c.to_dict() for c in cohort.configs], out, cohort_engine, root, force and first)
+                for cohort in plan.cohorts
+            ]
             kind = "Ray task" if sweep.executor == "ray" else "worker process"
             where = "in this process" if inline else f"on {workers} {kind}(es) at once"
-            print(
-                f"training {len(plan.cohorts)} cohort(s) {where}, {per_job} torch thread(s) each",
-                file=sys.stderr,
-                flush=True,
-            )
-        if inline:
-            stream = _with_threads(run_inline(tasks, datasets), per_job)
-        elif sweep.executor == "local":
-            stream = run_local(tasks, workers, per_job)
-        else:
-            stream = run_ray(tasks, sweep.address, per_job)
-        busy, stop = [], False
-        try:
-            for _, outcomes in stream:
-                busy += [o.run_id for o in outcomes if o.state == "busy"]
-                trained |= {o.run_id for o in outcomes if o.state not in ("busy", "reused")}
-                failed = sum(o.state == "failed" for o in outcomes)
-                display.update(sum(o.state != "busy" for o in outcomes), failed)
-                if failed and sweep.fail_fast:
-                    stop = True
-                    break
-        finally:
-            stream.close()
-        if stop or not busy:
-            break
-        _wait_for_locks(results, busy)
-        todo, first = [c for c in configs if c.run_id() in set(busy)], False
-    if display is not None:
-        display.close()
+            headline = f"training {len(plan.cohorts)} cohort(s) {where}, {per_job} torch thread(s) each"
+            display.begin(plan_work(plan, results), headline)
+            if inline:
+                stream = _with_threads(run_inline(tasks, datasets), per_job)
+            elif sweep.executor == "local":
+                stream = run_local(tasks, workers, per_job)
+            else:
+                stream = run_ray(tasks, sweep.address, per_job)
+            busy, stop = [], False
+            try:
+                for _, outcomes in stream:
+                    busy += [o.run_id for o in outcomes if o.state == "busy"]
+                    trained |= {o.run_id for o in outcomes if o.state not in ("busy", "reused")}
+                    failed = sum(o.state == "failed" for o in outcomes)
+                    display.update((o.run_id for o in outcomes if o.state != "busy"), failed)
+                    if failed and sweep.fail_fast:
+                        stop = True
+                        break
+            finally:
+                stream.close()
+            if stop or not busy:
+                break
+            _wait_for_locks(results, busy)
+            todo, first = [c for c in configs if c.run_id() in set(busy)], False
+    finally:
+        if display is not None:
+            display.close()
     return trained
 
 
