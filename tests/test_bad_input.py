@@ -124,3 +124,28 @@ def test_theory_of_a_folder_says_which_checks_it_left_out(one_run):
     assert "left out: the checks that load each network" in out.output and "run on one run at a time" in out.output
     alone = CliRunner().invoke(main, ["theory", str(run.path)]).output
     assert "left out" not in alone and "gsgp_lemma_3_1" in alone
+
+
+def test_saving_a_figure_where_it_cannot_be_written(tmp_path):
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(rb.ConfigError, match="cannot write .xyz files"):
+        rb.plots.save(figure, tmp_path / "f.xyz")
+    with pytest.raises(rb.ConfigError, match="a-file is a file, not a folder"):
+        rb.plots.save(figure, tmp_path / "a-file" / "f.png")
+    assert rb.plots.save(figure, tmp_path / "f").suffix == ".png"  # no suffix: matplotlib's default format
+    plt.close(figure)
+
+
+def test_a_sweep_too_large_to_plan_is_refused_before_expanding(tmp_path):
+    from rankbias.config import MAX_RUNS
+
+    path = tmp_path / "huge.yaml"
+    values = list(range(40))
+    path.write_text(f"sweep:\n  train.seed: {values}\n  optimizer.lr: {[0.01 * (i + 1) for i in range(40)]}\n"
+                    f"  train.batch_size: {[i + 1 for i in range(40)]}\n")  # fmt: skip
+    assert 40**3 > MAX_RUNS
+    message = "sweep: expands to 64,000 runs (40 × 40 × 40)"
+    fails_cleanly(["run", path, "--dry-run", "--results", tmp_path / "r"], message)

@@ -24,6 +24,7 @@ SOURCES = {
     "list_models": "models",
     "export": "query", "query": "query",
     "Results": "store.records", "load": "store.records", "rerank": "store.records",
+    "Tracker": "track",
 }  # fmt: skip
 LAZY = ("plots", "theory")
 
@@ -60,6 +61,7 @@ __all__ = [
     "Results",
     "RunConfig",
     "RunResult",
+    "Tracker",
     "compress",
     "compress_run",
     "expand",

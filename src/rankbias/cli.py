@@ -15,7 +15,7 @@ from .conventions import SCALES
 from .errors import ConfigError, DamagedError, DamagedRunWarning, PlotError, RankbiasError, SchemaError
 from .options import EXECUTORS
 from .store.io import FIGURE_SUFFIXES, check_output
-from .store.run_store import is_run, starting_runs
+from .store.run_store import RunStore, is_run, starting_runs
 from .store.schema import FORMATS
 
 if TYPE_CHECKING:  # pandas, torch and matplotlib are imported by the commands that use them: help is instant
@@ -408,13 +408,16 @@ def theory(path, gradient_source, samples, eps, steps, batches, records_only, de
         )
     columns = [c for c in th.COLUMNS if c != "run_id" or table["run_id"].nunique() > 1]
     _print(table[columns])
-    if path is not None and (records_only or not is_run(path)):
-        example = path if is_run(path) else f"{path}/<run_id>"
+    tracked = path is not None and is_run(path) and RunStore.at(path).is_tracked()
+    if path is not None and (records_only or tracked or not is_run(path)):
+        why = (
+            "skipped by --records-only" if records_only
+            else "a run recorded by rb.Tracker stores no network: call them on your model, rb.theory.gradient_rank"
+            if tracked else f"run on one run at a time: rankbias theory {path}/<run_id>"
+        )  # fmt: skip
         click.echo(
             "\nleft out: the checks that load each network and compute its gradients (per-sample gradient ranks, "
-            "GSGP Lemma 3.1 / GP Lemmas 1-2; GP Theorem 1; CHEN Theorem 2.6), "
-            + ("skipped by --records-only" if records_only else "run on one run at a time")
-            + f": rankbias theory {example}"
+            f"GSGP Lemma 3.1 / GP Lemmas 1-2; GP Theorem 1; CHEN Theorem 2.6), {why}"
         )
     if path is not None and not is_run(path):
         tests = th.prediction_4_1(load(path)).tests

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -402,6 +403,76 @@ class RunConfig(Section):
         return json.dumps(raw, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class TrackedConfig:
+    """The config of a run that rankbias recorded but did not train (:class:`rankbias.Tracker`).
+
+    ``name``: the user's name for the run; ``module``: the model's class
+    (``torchvision.models.resnet.ResNet``) and ``parameters`` its size; ``settings``: the user's
+    own config, as dotted keys (``optimizer.lr``: using rankbias's key names for the same things
+    lets the figures and checks read them as B, μ, λ); ``record``: ε, norm and which matrices
+    count in ``avg_rank`` (``all`` or glob patterns). Stored as the run's ``config.json`` with a
+    top-level ``tracked`` section (a :class:`RunConfig` has none), and read back in its place by
+    every reader: the flattened keys are the run's columns in ``runs``, ``model.name`` defaults to
+    the class's name and ``data.name`` to ``tracked``.
+    """
+
+    name: str
+    module: str
+    parameters: int
+    settings: dict = field(default_factory=dict)
+    record: RecordConfig = field(default_factory=lambda: RecordConfig(layers="all"))
+
+    RESERVED = ("tracked", "record")  # sections of the stored dict that the user's settings may not use
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("name", f"must be a non-empty string, got {self.name!r}")
+        settings = flatten(self.settings)
+        for key, value in settings.items():
+            if key.split(".")[0] in self.RESERVED:
+                raise ConfigError(key, f"the sections {', '.join(self.RESERVED)} are rankbias's; rename the key")
+            if value is not None and not isinstance(value, (bool, int, float, str, tuple)):
+                raise ConfigError(key, f"a setting must be a number, string, bool or list, got {type(value).__name__}")
+        object.__setattr__(self, "settings", settings)
+        self.record.validate("record")
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrackedConfig:
+        """The config stored by :meth:`to_dict` (a :class:`ConfigError` when it is not one)."""
+        raw = flatten(raw)
+        tracked = {k.split(".", 1)[1]: raw.pop(k) for k in list(raw) if k.startswith("tracked.")}
+        record = {k.split(".", 1)[1]: raw.pop(k) for k in list(raw) if k.startswith("record.")}
+        if set(tracked) != {"name", "module", "parameters"}:
+            raise ConfigError("tracked", f"expected name, module and parameters, got {sorted(tracked)}")
+        record = _build(RecordConfig, {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}, "record")
+        return cls(tracked["name"], tracked["module"], int(tracked["parameters"]), raw, record)
+
+    def to_dict(self) -> dict:
+        nested: dict = {}
+        defaults = {"model.name": self.module.rpartition(".")[2], "data.name": "tracked"}
+        for key, value in (defaults | self.settings).items():
+            _set_dotted(nested, key, list(value) if isinstance(value, tuple) else value)
+        nested["tracked"] = {"name": self.name, "module": self.module, "parameters": self.parameters}
+        nested["record"] = _plain(dataclasses.asdict(self.record))
+        return nested
+
+    def run_id(self) -> str:
+        """A 12-hex-digit hash of name, model and settings (not of ``record``, whose ε only sets
+        how ranks are read): the same script run again is the same run, and resumes it."""
+        identity = {k: v for k, v in self.to_dict().items() if k != "record"}
+        text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def stored_config(raw: dict, registries: bool = True) -> RunConfig | TrackedConfig:
+    """A run's ``config.json`` as its config: a :class:`TrackedConfig` when it has a ``tracked``
+    section, else a :class:`RunConfig` (``registries``: see :meth:`Section.validate`)."""
+    if isinstance(raw, dict) and "tracked" in raw:
+        return TrackedConfig.from_dict(raw)
+    return RunConfig.from_dict(raw if isinstance(raw, dict) else {"": raw}, registries=registries)
+
+
 # -- loading files with overrides and sweeps ----------------------------------------------------
 def load_configs(path: str | Path, overrides: list[str] = ()) -> list[RunConfig]:
     """Read a YAML file, apply ``dotted.key=value`` overrides, expand its ``sweep`` block.
@@ -438,6 +509,7 @@ def load_configs(path: str | Path, overrides: list[str] = ()) -> list[RunConfig]
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config of a thousand sweep values is a few kB
+MAX_RUNS = 20_000  # runs one config may expand to (`reproduce all` is 453; 20,000 plan in ~20 s, 0.6 GB)
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -474,6 +546,10 @@ def expand(raw: dict, overrides: list[str] = ()) -> list[RunConfig]:
         overridden.append(key)
         _set_dotted(raw, key, yaml.safe_load(text) if text else "")
     axes = _sweep_axes(sweep, overridden, raw)
+    runs = math.prod(len(axis) for axis in axes)
+    if runs > MAX_RUNS:
+        sizes = " × ".join(str(len(axis)) for axis in axes)
+        raise ConfigError("sweep", f"expands to {runs:,} runs ({sizes}); at most {MAX_RUNS:,} in one config: split it")
     configs = []
     for combo in itertools.product(*axes):
         run = json.loads(json.dumps(raw))

@@ -95,6 +95,12 @@ def compress_run(
     # everything that can fail on bad input (configs, data files) is checked before any run is compressed
     runs, datasets = [], {}
     for run in stores:
+        if run.is_tracked():  # a user's loop recorded by rb.Tracker: its network is the user's
+            message = f"{run.run_id} was recorded by rb.Tracker and stores no network: rb.compress(your_model, eps)"
+            if Path(path) == run.dir:
+                raise NotFoundError(message)
+            warnings.warn(f"{message}; not compressed", stacklevel=2)
+            continue
         if not run.has_checkpoint():
             if Path(path) == run.dir:
                 raise NotFoundError(f"{run.dir} has no checkpoint (the run never reached its first record)")

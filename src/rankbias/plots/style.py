@@ -20,7 +20,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..store.io import replace_from, writing
+from ..errors import ConfigError
+from ..store.io import check_output, replace_from, writing
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -110,6 +111,9 @@ def save(figure: Figure, path: str | Path) -> Path:
     if not suffix:  # as matplotlib does: the default format, appended to the name
         suffix = "." + matplotlib.rcParams["savefig.format"]
         path = path.with_name(path.name + suffix)
+    if suffix[1:] not in figure.canvas.get_supported_filetypes():
+        raise ConfigError("path", f"{path}: matplotlib cannot write {suffix} files (use .pdf, .png or .svg)")
+    check_output(path, "path")
     metadata = {"Software": None} if suffix == ".png" else {"Creator": None} if suffix in (".pdf", ".svg") else None
     with writing(path.absolute().parent), matplotlib.rc_context(STYLE):
         path.parent.mkdir(parents=True, exist_ok=True)

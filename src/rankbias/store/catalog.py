@@ -138,7 +138,7 @@ def _read_table(con: duckdb.DuckDBPyConnection, dirs: list[Path], name: str, att
 def runs_table(dirs: list[Path]) -> pd.DataFrame:
     """One row per run: ``run_id``, ``state``, ``state_epoch``, ``message``, ``locked_by``
     (``pid@host`` of a live writer, else None) and every config key (``optimizer.lr`` ...)."""
-    from ..config import flatten
+    from ..config import RunConfig, flatten
 
     rows = []
     for run_dir in dirs:
@@ -153,4 +153,7 @@ def runs_table(dirs: list[Path]) -> pd.DataFrame:
             "message": status.get("message"),
         }
         rows.append(row | flatten(config.to_dict()) | {"locked_by": locked})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # runs recorded by rb.Tracker set only the keys their user gave: the others are missing (NaN)
+    missing = [k for k in flatten(RunConfig().to_dict()) if k not in table.columns]
+    return table.reindex(columns=[*table.columns, *missing]) if len(rows) else table

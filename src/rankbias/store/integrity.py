@@ -24,9 +24,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from ..config import TrackedConfig
 from ..errors import DamagedError, SchemaError
 from .run_store import CHECKPOINT, RunStore, is_run
-from .schema import SCHEMA_KEY, TABLES, check_files, check_schema
+from .schema import RECORD_TABLES, SCHEMA_KEY, TABLES, check_files, check_schema
 
 
 def recorded_epochs(every: int, epochs: int, upto: int) -> set[int]:
@@ -78,15 +79,18 @@ def _scan(dirs: list[Path], statuses: dict[Path, dict]) -> Scan:
     return out
 
 
-def _expected(store: RunStore, status: dict | None = None) -> tuple[set[int], list[str]]:
+def _expected(store: RunStore, status: dict | None = None) -> tuple[set[int] | None, list[str]]:
     """The epochs the run's records must hold (from its config and ``status``, default its
-    stored one) and its tables; a :class:`DamagedError` when the config, status or checkpoint
+    stored one; None for a tracked run: whichever its scalars hold) and its tables; a
+    :class:`DamagedError` when the config, status or checkpoint
     is unreadable."""
     config, status = store.read_config(), status or store.status()
     checkpoint = store.dir / CHECKPOINT
     if checkpoint.exists() and not zipfile.is_zipfile(checkpoint):
         raise DamagedError(f"{checkpoint}: unreadable checkpoint (not a complete file)")
-    tables = [t for t in TABLES if t != "step_norms" or config.record.step_norms]
+    if isinstance(config, TrackedConfig):  # epochs of the user's choosing: the ones its scalars hold
+        return None, list(RECORD_TABLES)
+    tables = [*RECORD_TABLES, "step_norms"] if config.record.step_norms else list(RECORD_TABLES)
     if status is None or status.get("epoch") is None:
         return set(), tables
     upto = int(status["epoch"]) - (status["state"] == "diverged")
@@ -138,11 +142,13 @@ def _file_problem(path: Path) -> DamagedError | SchemaError | None:
 BY_EPOCH = ("scalars", "step_norms")  # merged tables whose epochs are read; the others' rows are counted
 
 
-def _incomplete(run_dir: Path, wanted: set[int], tables: list[str], held: dict) -> str | None:
-    """What is missing from a run's records, or None. Part files and merged :data:`BY_EPOCH`
+def _incomplete(run_dir: Path, wanted: set[int] | None, tables: list[str], held: dict) -> str | None:
+    """What is missing from a run's records (``wanted``: its epochs; None: those of its scalars),
+    or None. Part files and merged :data:`BY_EPOCH`
     tables give their epochs; merged layers and spectra their row counts, which must be one count
     of matrices per scalars epoch, the same in both (a merge writes every table from the same parts)."""
     epochs = held.get((run_dir, "scalars"), set())
+    wanted = epochs if wanted is None else wanted
     for name in tables:
         value = held.get((run_dir, name), set())
         if isinstance(value, set):

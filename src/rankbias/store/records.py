@@ -30,7 +30,8 @@ class Results:
     ``scalars``: one row per run and recorded epoch. ``layers``: per run, epoch and weight matrix.
     ``spectra``: the singular values (``sv``, a float32 array) per run, epoch and matrix.
     ``step_norms``: with ``record.step_norms``, ‖W‖_F after each of the last steps of each
-    recorded epoch (run_id, epoch, step, layer, fro_norm); empty otherwise.
+    recorded epoch (run_id, epoch, step, layer, fro_norm); empty otherwise. ``metrics``: for
+    runs recorded by ``rb.Tracker``, any other scalar the user logged (run_id, epoch, name, value).
     """
 
     runs: pd.DataFrame
@@ -38,6 +39,7 @@ class Results:
     layers: pd.DataFrame
     spectra: pd.DataFrame
     step_norms: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    metrics: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     damaged: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["run_id", "problem"]))
 
 
@@ -67,7 +69,7 @@ def load(
     frames = {name: table.to_pandas() if table is not None else pd.DataFrame() for name, table in tables.items()}
     problems = found.damaged.items()
     damaged = pd.DataFrame({"run_id": [d.name for d, _ in problems], "problem": [str(e) for _, e in problems]})
-    tables = [frames[name] for name in ("scalars", "layers", "spectra", "step_norms")]
+    tables = [frames[name] for name in ("scalars", "layers", "spectra", "step_norms", "metrics")]
     results = Results(runs_table(dirs), *tables, damaged=damaged)
     if eps is not None or norm is not None:
         results = rerank(results, eps, norm)

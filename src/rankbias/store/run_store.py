@@ -85,7 +85,8 @@ class RunStore:
         write_text(self.dir / CONFIG, json.dumps(config, indent=2, sort_keys=True))
 
     def read_config(self):
-        """The run's :class:`~rankbias.config.RunConfig`; ``FileNotFoundError`` when this is not a run."""
+        """The run's :class:`~rankbias.config.RunConfig` (a :class:`~rankbias.config.TrackedConfig`
+        for a run recorded by ``rb.Tracker``); ``NotFoundError`` when this is not a run."""
 
         path = self.dir / CONFIG
         try:
@@ -93,6 +94,12 @@ class RunStore:
         except FileNotFoundError:
             raise NotFoundError(f"{self.dir} is not a rankbias run directory (no {CONFIG})") from None
         return _config_at(str(path), stat.st_mtime_ns, stat.st_size)
+
+    def is_tracked(self) -> bool:
+        """Whether ``rb.Tracker`` recorded this run (a user's loop: no network is stored)."""
+        from ..config import TrackedConfig
+
+        return isinstance(self.read_config(), TrackedConfig)
 
     def remove(self) -> None:
         """Delete the run's files, except its lock (held by whoever removes it)."""
@@ -131,6 +138,31 @@ class RunStore:
             if parts:
                 _write_parquet(pa.concat_tables(pq.read_table(p) for p in parts), self.dir / f"{name}.parquet")
             shutil.rmtree(folder, ignore_errors=True)
+
+    def split(self) -> None:
+        """Undo :meth:`compact`: each merged table back into per-epoch files, for a run that goes
+        on (``rb.Tracker`` reopening a finished run). Every part is written before the merged file
+        is removed, so a reader sees the merged file or all the parts."""
+        for name in TABLES:
+            merged = self.dir / f"{name}.parquet"
+            if not merged.exists():
+                continue
+            table = pq.read_table(merged)
+            epochs = table.column("epoch").to_pylist()
+            for epoch in sorted(set(epochs)):
+                rows = [i for i, e in enumerate(epochs) if e == epoch]
+                self.append(epoch, {name: table.take(rows)})
+            merged.unlink()
+
+    def part_epochs(self, name: str) -> set[int]:
+        """The epochs of table ``name``'s per-epoch files."""
+        return {int(p.stem[1:]) for p in (self.dir / name).glob("e*.parquet")}
+
+    def drop_epochs(self, epochs: set[int]) -> None:
+        """Remove the per-epoch files of ``epochs`` from every table."""
+        for name in TABLES:
+            for epoch in epochs:
+                (self.dir / name / f"e{epoch:06d}.parquet").unlink(missing_ok=True)
 
     def has_parts(self) -> bool:
         """Whether per-epoch files remain (a run still training, or a merge that was interrupted)."""
@@ -191,10 +223,10 @@ def _config_at(path: str, mtime_ns: int, size: int):
     per process (a reader and the integrity check both need it; ~0.7 ms each for 1,000 runs).
     Every value is checked but names against the model and data-set registries (they were checked
     when the run was written; a reader that loads no network does not import torch)."""
-    from ..config import RunConfig
+    from ..config import stored_config
 
     raw = _read_json(Path(path))
     try:
-        return RunConfig.from_dict(raw if isinstance(raw, dict) else {"": raw}, registries=False)
+        return stored_config(raw, registries=False)
     except ConfigError as exc:
         raise DamagedError(f"{path}: not a valid config ({exc})") from None

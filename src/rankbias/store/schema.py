@@ -36,8 +36,11 @@ SCHEMAS = {
     "spectra": pa.schema(_RUN + [("layer", pa.string()), ("sv", pa.list_(pa.float32()))]),
     # with record.step_norms: one row per run, record, step and weight matrix
     "step_norms": pa.schema(_RUN + [("step", pa.int64()), ("layer", pa.string()), ("fro_norm", pa.float64())]),
+    # runs recorded by rb.Tracker: any other scalar the user logged, one row per run, record and name
+    "metrics": pa.schema(_RUN + [("name", pa.string()), ("value", pa.float64())]),
 }  # fmt: skip
 TABLES = tuple(SCHEMAS)
+RECORD_TABLES = ("scalars", "layers", "spectra")  # every run has these at every record; the others are optional
 FORMATS = ("csv", "parquet")  # the file formats `rankbias export` writes a table as
 
 

@@ -75,7 +75,10 @@ def run_row(results, run_id: str) -> pd.Series:
 
 
 def schedule(run: pd.Series) -> ScheduleConfig:
-    """The run's learning-rate schedule, rebuilt from its flattened config."""
+    """The run's learning-rate schedule, rebuilt from its flattened config (constant for a run
+    recorded by ``rb.Tracker`` that did not give ``schedule.kind``)."""
+    if not isinstance(run["schedule.kind"], str):
+        return ScheduleConfig()
     milestones = run["schedule.milestones"]
     return ScheduleConfig(
         kind=run["schedule.kind"],

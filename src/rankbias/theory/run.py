@@ -10,7 +10,7 @@ from ..config import RunConfig, load_configs
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..models import plain_model
-from ..store.run_store import is_run
+from ..store.run_store import RunStore, is_run
 from ..training.losses import output_size
 from ._common import table
 from .chen import chen_theorem_2_6
@@ -64,7 +64,7 @@ def check_run(path: str | Path, *, eps=THEOREM_3_3_EPS, n=None, samples: int = 3
 
     path = Path(path)
     parts = [record_checks(load(path), eps=eps, n=n)]
-    single = is_run(path)
+    single = is_run(path) and not RunStore.at(path).is_tracked()  # a tracked run stores no network
     if single and models:
         parts += [gradient_rank_at(path, samples, data_root=data_root, device=device),
                   gp_theorem_1(path, batches=batches, data_root=data_root, device=device),
@@ -76,7 +76,11 @@ def record_checks(results, *, eps=THEOREM_3_3_EPS, n=None) -> pd.DataFrame:
     """The checks that read the stored records only (no network, no gradient): GSGP Theorem 3.3
     over ``eps``, Lemma 3.2 (when ``results.step_norms`` has rows; otherwise one row per run
     saying how to record them) and GP's SGD noise, as one table (used by :func:`check_run` and
-    the HTML report)."""
+    the HTML report). Runs without the settings the checks need (recorded by ``rb.Tracker``
+    without them: :data:`SETTINGS`) get one row saying what to give instead."""
+    results, not_checkable = checkable(results)
+    if results.runs.empty:
+        return table(not_checkable)
     parts = [theorem_3_3(results, eps)]
     step_norms = getattr(results, "step_norms", None)
     if step_norms is not None and len(step_norms):
@@ -87,5 +91,30 @@ def record_checks(results, *, eps=THEOREM_3_3_EPS, n=None) -> pd.DataFrame:
             for r in results.runs["run_id"]
         ]
         parts.append(table(not_recorded))
-    parts.append(sgd_noise(results))
+    parts += [sgd_noise(results), table(not_checkable)]
     return pd.concat([p for p in parts if len(p)], ignore_index=True)
+
+
+# what the record checks read of a run besides its records (a run of `rankbias run` has them all)
+SETTINGS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "train.batch_size")
+
+
+def checkable(results) -> tuple[object, list[dict]]:
+    """``results`` without the runs that lack :data:`SETTINGS` or a recorded ``step``, and a
+    row for each of those saying what its ``rb.Tracker`` should be given."""
+    from ..store.records import subset
+
+    rows, keep = [], []
+    scalars = results.scalars
+    steps = scalars.groupby("run_id")["step"].apply(lambda s: s.notna().all()) if "step" in scalars else {}
+    for run in results.runs.itertuples(index=False):
+        settings = dict(zip(results.runs.columns, run))
+        missing = [k for k in SETTINGS if pd.isna(settings.get(k))]
+        if not steps.get(settings["run_id"], True):
+            missing.append("step (tracker.record(step=...))")
+        if missing:
+            note = f"not checked: the run's config lacks {', '.join(missing)} (give them to rb.Tracker; docs/track.md)"
+            rows.append({"check": "record_checks", "run_id": settings["run_id"], "note": note})
+        else:
+            keep.append(settings["run_id"])
+    return (subset(results, keep) if rows else results), rows
