@@ -526,16 +526,31 @@ def query_command(results, sql) -> None:
     _print(query(results, sql))
 
 
-@main.command("export", short_help="The records as CSV or Parquet tables.")
+@main.command("export", short_help="The records as CSV or Parquet tables, or TensorBoard / W&B / MLflow runs.")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
-def export_command(results, out, fmt) -> None:
-    """Write the views of the runs under RESULTS (runs, scalars, layers, spectra, final) to OUT/<view>.<format>."""
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="The tables' file format  [default: csv]")
+@click.option(
+    "--to",
+    type=click.Choice(("tensorboard", "wandb", "mlflow")),  # rankbias.sinks.SINKS (tests/test_sinks.py)
+    help="Instead of tables: one run of this tool per run, OUT being its log dir / offline dir / MLflow store.",
+)
+def export_command(results, out, fmt, to) -> None:
+    """Write the views of the runs under RESULTS (runs, scalars, layers, spectra, final) to OUT/<view>.<format>,
+    or, with --to, every run into TensorBoard, W&B or MLflow (docs/track.md), replacing each run's earlier copy."""
+    if to is not None and fmt is not None:
+        raise ConfigError("--to", "writes runs of TensorBoard / W&B / MLflow, not tables: give --to or --format")
+    _say_folders(results)
+    if to is not None:
+        from .sinks import HINTS, export_to
+
+        for where in export_to(results, out, to):
+            click.echo(where)
+        click.echo(HINTS[to].format(out=out), err=True)
+        return
     from .query import export
 
-    _say_folders(results)
-    for path in export(results, out, fmt):
+    for path in export(results, out, fmt or "csv"):
         click.echo(str(path))
 
 

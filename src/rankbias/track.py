@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,14 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import DEFAULT_EPS, RecordConfig, TrackedConfig
+from .config import DEFAULT_EPS, RecordConfig, TrackedConfig, flatten
 from .errors import ConfigError, StoreError
 from .options import EngineOptions
+from .sinks import make_sinks, payload, replay_run, run_config
 from .spectra.measures import rank_measures
 from .spectra.modules import patch_counts, weight_matrices
 from .store import provenance
 from .store.io import writing
 from .store.lock import RunLock, lock_owner
+from .store.records import load
 from .store.run_store import RunStore
 from .store.schema import table
 
@@ -56,7 +59,10 @@ class Tracker:
     threshold (any other can be read later, from the stored singular values);
     ``input_shape``: one sample's shape, to count each layer's input patches m_l (GSGP) with one
     forward pass on zeros at the start; without it m_l is 1 for linear layers and unknown for
-    convolutions. Use it as a context manager, or call :meth:`close` at the end.
+    convolutions. ``log_to``: sinks that get each record once it is stored (docs/track.md,
+    ``rankbias.sinks``): ``("tensorboard", "tb/")``, ``("wandb", "wandb/")``,
+    ``("mlflow", "mlruns/")`` or objects with ``open``/``log``/``close``, one or a list.
+    Use it as a context manager, or call :meth:`close` at the end.
 
     >>> with rb.Tracker(model, "results", name="my-resnet", config={"optimizer.lr": 0.1}) as tracker:
     ...     for epoch in range(epochs):
@@ -76,6 +82,7 @@ class Tracker:
         eps: float = DEFAULT_EPS,
         norm: str = "fro",
         input_shape: tuple[int, ...] | None = None,
+        log_to=None,
     ):
         if not isinstance(model, nn.Module):
             raise ConfigError("model", f"must be a torch.nn.Module, got {type(model).__name__}")
@@ -95,7 +102,12 @@ class Tracker:
         self.store = RunStore(self.results, self.config.run_id())
         self.m_l = patch_counts(model, input_shape) if input_shape is not None else {}
         self.previous: dict[str, torch.Tensor] = {}
+        group = self.results.absolute().name or "rankbias"  # the W&B project, MLflow experiment
+        self.sinks = make_sinks(log_to, group=group)  # a missing package fails here, before any record
+        self.logged: dict[int, int] = {}  # sink index: the last epoch it got
+        self.failed: set[int] = set()
         self.last = self._open()
+        self.opened_at = self.last
 
     @property
     def run_id(self) -> str:
@@ -160,6 +172,50 @@ class Tracker:
             self.store.append(epoch, {"scalars": table("scalars", [row])})  # last: the record is complete
             self.store.set_status("running", epoch)
         self.last = epoch
+        if self.sinks:
+            self._log(epoch, row, values, layers, spectra)
+
+    def _log(self, epoch: int, row: dict, metrics: dict, layers: list[dict], spectra: list[dict]) -> None:
+        """The stored record to every sink. A sink's copy of the run is rewritten from the store
+        (opened afresh, the stored records before ``epoch`` replayed) at its first record and
+        whenever a record replaces earlier ones, so it holds what the store holds. A sink that
+        fails is warned about once and not used again: the record is stored, and ``rankbias
+        export`` writes it there later; a logging backend never stops the training loop."""
+        scalars, histograms = payload(row, layers, spectra, metrics)
+        for i, sink in enumerate(self.sinks):
+            if i in self.failed:
+                continue
+            try:
+                logged = self.logged.get(i)
+                if logged is None or epoch <= logged:
+                    if logged is not None:
+                        sink.close()
+                    sink.open(self.run_id, run_config(flatten(self.config.to_dict())))
+                    if epoch > 0 and (self.opened_at >= 0 or logged is not None):
+                        stored = load(self.path)
+                        replay_run(sink, stored.scalars, stored.layers, stored.spectra, stored.metrics, before=epoch)
+                sink.log(epoch, scalars, histograms)
+                self.logged[i] = epoch
+            except Exception as exc:  # noqa: BLE001 - any backend's failure: the record is already stored
+                self.failed.add(i)
+                warnings.warn(
+                    f"log_to: {type(sink).__name__} failed at epoch {epoch} ({type(exc).__name__}: {exc}); this "
+                    f"tracker stops logging to it. The record is stored: rankbias export {self.path} OUT --to ... "
+                    "writes every record there later",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+
+    def _close_sinks(self) -> None:
+        for i in list(self.logged):
+            self.logged.pop(i)
+            if i in self.failed:
+                continue
+            try:
+                self.sinks[i].close()
+            except Exception as exc:  # noqa: BLE001 - as in _log
+                self.failed.add(i)
+                warnings.warn(f"log_to: {type(self.sinks[i]).__name__} failed to close ({exc})", RuntimeWarning, 2)
 
     def _measure(self, epoch: int) -> tuple[list[dict], list[dict]]:
         """Rows of ``layers`` and ``spectra``: singular values batched over matrices of one shape,
@@ -198,7 +254,8 @@ class Tracker:
 
     def close(self, state: str = "done", message: str | None = None) -> None:
         """End the run: its records merged into one file per table, its status ``state`` (done,
-        or failed with ``message``), its lock released. A closed run opened again goes on."""
+        or failed with ``message``), its lock released, its sinks closed. A closed run opened again goes on."""
+        self._close_sinks()
         if self.lock is None:
             return
         try:
