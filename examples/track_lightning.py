@@ -77,9 +77,10 @@ def main() -> None:
     model = SmallNet(lr=args.lr, weight_decay=args.weight_decay)
     checkpoints = args.checkpoints or os.path.join(os.path.dirname(os.path.abspath(args.results)), "checkpoints")
     recorder = RankbiasCallback(args.results, name="track-lightning", config={"data.name": "digits"})
+    saver = ModelCheckpoint(dirpath=checkpoints, filename="track-lightning", save_last=True)
     trainer = lightning.Trainer(
         max_epochs=args.epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[recorder, ModelCheckpoint(dirpath=checkpoints, filename="track-lightning", save_last=True)],
+        enable_model_summary=False, callbacks=[recorder, saver],
     )  # fmt: skip
     trainer.fit(model, train, test, ckpt_path="last")  # "last": go on from the last checkpoint, if there is one
     print(f"recorded {recorder.path}: rankbias show {recorder.path}")
