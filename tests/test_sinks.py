@@ -379,3 +379,10 @@ def test_a_failing_sink_warns_once_and_loses_no_record(tmp_path):
     assert broken.logged == [0]
     assert sorted(rb.load(tracker.path).scalars.epoch) == [0, 1, 2, 3]
     assert rb.load(tracker.path).runs.state.iloc[0] == "done"
+
+
+def test_an_mlflow_tracking_uri_reaches_mlflow_whole(results, monkeypatch):
+    seen = []
+    monkeypatch.setattr(sinks, "export_to", lambda path, out, to: seen.append(out) or [])
+    result = CliRunner().invoke(main, ["export", str(results), "sqlite:///mlflow.db", "--to", "mlflow"])
+    assert result.exit_code == 0 and seen == ["sqlite:///mlflow.db"]  # not a path with its slashes folded

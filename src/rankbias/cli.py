@@ -526,9 +526,9 @@ def query_command(results, sql) -> None:
     _print(query(results, sql))
 
 
-@main.command("export", short_help="The records as CSV or Parquet tables, or TensorBoard / W&B / MLflow runs.")
+@main.command("export", short_help="Records as CSV/Parquet, or to TensorBoard, W&B, MLflow.")
 @click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path())  # a str: an MLflow tracking URI (sqlite:///...) stays whole
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="The tables' file format  [default: csv]")
 @click.option(
     "--to",
