@@ -25,6 +25,7 @@ SOURCES = {
     "export": "query", "query": "query",
     "Results": "store.records", "load": "store.records", "rerank": "store.records",
     "Tracker": "track",
+    "export_to": "sinks",
 }  # fmt: skip
 LAZY = ("plots", "theory")
 
@@ -66,6 +67,7 @@ __all__ = [
     "compress_run",
     "expand",
     "export",
+    "export_to",
     "list_models",
     "load",
     "load_configs",
