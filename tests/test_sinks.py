@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from torch import nn
 
@@ -386,3 +387,30 @@ def test_an_mlflow_tracking_uri_reaches_mlflow_whole(results, monkeypatch):
     monkeypatch.setattr(sinks, "export_to", lambda path, out, to: seen.append(out) or [])
     result = CliRunner().invoke(main, ["export", str(results), "sqlite:///mlflow.db", "--to", "mlflow"])
     assert result.exit_code == 0 and seen == ["sqlite:///mlflow.db"]  # not a path with its slashes folded
+
+
+def test_a_sweep_logs_each_run_when_its_cohort_ends(tmp_path):
+    results, tb = tmp_path / "results", tmp_path / "tb"
+    configs = [small_config(**{"train.epochs": 2, "train.batch_size": b}) for b in (16, 32)]  # two cohorts
+    out = CliRunner().invoke(main, ["run", str(write_sweep(tmp_path)), "--results", str(results), "--jobs", "1",
+                                    "--no-progress", "--log-to", f"tensorboard:{tb}"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    records = rb.load(results)
+    assert sorted(records.runs.run_id) == sorted(c.run_id() for c in configs) == sorted(p.name for p in tb.iterdir())
+    for run_id in records.runs.run_id:
+        want, counts = expected(records, run_id)
+        scalars, histograms = read_tensorboard(tb / run_id)
+        check_scalars(scalars, want, rel=1e-6)
+        assert {t: {e: n for e, (n, _) in h.items()} for t, h in histograms.items()} == counts
+    bad = CliRunner().invoke(main, ["run", str(write_sweep(tmp_path)), "--results", str(tmp_path / "r2"),
+                                    "--log-to", "tensorboard"])  # fmt: skip
+    assert bad.exit_code == 2 and "--log-to: takes TOOL:DEST" in bad.output and not (tmp_path / "r2").exists()
+
+
+def write_sweep(tmp_path: Path) -> Path:
+    """The two configs of the test above as a sweep file (small_config's settings)."""
+    path = tmp_path / "sweep.yaml"
+    base = small_config(**{"train.epochs": 2}).to_dict()
+    base["sweep"] = {"train.batch_size": [16, 32]}
+    path.write_text(yaml.safe_dump(base))
+    return path

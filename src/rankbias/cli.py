@@ -144,6 +144,14 @@ def main() -> None:
     is_flag=True,
     help="On a GPU, let float32 matrix products use TensorFloat-32 (faster; small singular values become noise).",
 )
+@click.option(
+    "--log-to",
+    "log_to",
+    multiple=True,
+    metavar="TOOL:DEST",
+    help="Also send each run's records, when its cohort ends, to tensorboard:DIR, wandb:DIR or mlflow:DIR|URI "
+    "(repeatable; docs/track.md).",
+)
 def run(
     config,
     overrides,
@@ -161,6 +169,7 @@ def run(
     dry_run,
     fail_fast,
     tf32,
+    log_to,
 ) -> None:
     """Train the run(s) of CONFIG (a YAML file, optionally with a sweep block).
 
@@ -173,7 +182,13 @@ def run(
 
     cap = None if memory_cap is None else int(memory_cap * 2**20)
     engine = EngineOptions(device=device, tf32=tf32, progress=progress, threads=threads)
-    sweep = SweepOptions(jobs or default_jobs(), executor, address, max_cohort, cap, fail_fast)
+    sinks = []
+    for item in log_to:
+        tool, sep, destination = item.partition(":")
+        if not sep or not destination:
+            raise ConfigError("--log-to", f"takes TOOL:DEST, e.g. tensorboard:tb/, got {item!r}")
+        sinks.append((tool, destination))
+    sweep = SweepOptions(jobs or default_jobs(), executor, address, max_cohort, cap, fail_fast, tuple(sinks))
     configs = load_configs(config, list(overrides))
     if dry_run:
         plan = api.plan(configs, results, force=force, data_root=data_dir, engine=engine, sweep=sweep)

@@ -89,6 +89,8 @@ class SweepOptions:
     else a local one). ``max_cohort``: most runs trained together as one model; ``memory_cap``:
     bytes one cohort may use (``None``: free GPU memory, or a share of RAM per worker).
     ``fail_fast``: stop at the first failed cohort (otherwise it is recorded and the others go on).
+    ``log_to``: sinks (``("tensorboard", "tb/")``, ``("wandb", "wandb/")``, ``("mlflow", "mlruns/")``:
+    ``rankbias.sinks``) that get each run's records when its cohort ends, from this process.
     """
 
     jobs: int = 1
@@ -97,6 +99,7 @@ class SweepOptions:
     max_cohort: int = 64
     memory_cap: int | None = None
     fail_fast: bool = False
+    log_to: tuple = ()
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:

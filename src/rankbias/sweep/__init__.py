@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from ..config import RunConfig, flatten
+from ..errors import DamagedRunWarning
 from ..options import EXECUTORS, EngineOptions, SweepOptions, cores
 from ..store.io import writing
 from ..store.lock import LOCK_NAME, RunLock, lock_owner
@@ -78,6 +80,7 @@ def execute(
     progress = engine.progress
     trained: set[str] = set()
     display = None
+    logger = RunLogger(sweep.log_to, results)  # a missing package fails here, before any training
     todo, first = configs, True
     try:
         while todo:
@@ -91,6 +94,7 @@ def execute(
             if display is None:
                 display = SweepProgress(len(configs), enabled=progress, terminal_bar=not cohort_bar)
             display.update(c.run_id() for c in plan.finished)  # in later rounds: runs another sweep finished
+            logger.log([c.run_id() for c in plan.finished])
             if not plan.cohorts:
                 break
             cohort_engine = dataclasses.replace(engine, progress=cohort_bar)
@@ -116,6 +120,7 @@ def execute(
                     trained |= {o.run_id for o in outcomes if o.state not in ("busy", "reused")}
                     failed = sum(o.state == "failed" for o in outcomes)
                     display.update((o.run_id for o in outcomes if o.state != "busy"), failed)
+                    logger.log([o.run_id for o in outcomes if o.state != "busy"])
                     if failed and sweep.fail_fast:
                         stop = True
                         break
@@ -129,6 +134,40 @@ def execute(
         if display is not None:
             display.close()
     return trained
+
+
+class RunLogger:
+    """The sweep's ``log_to`` sinks (``rankbias.sinks``): each run's stored records, replayed into
+    every sink once its cohort ends (or when the sweep finds it finished), in this process. A sink
+    that fails is warned about once and not used again: the records are stored, and ``rankbias
+    export --to`` writes them later."""
+
+    def __init__(self, log_to: tuple, results: Path):
+        from ..sinks import make_sinks
+
+        self.results = results
+        self.sinks = make_sinks(list(log_to), group=results.absolute().name) if log_to else []
+        self.logged: set[str] = set()
+
+    def log(self, run_ids: list[str]) -> None:
+        run_ids = [r for r in run_ids if r not in self.logged]
+        if not self.sinks or not run_ids:
+            return
+        from ..sinks import replay
+        from ..store.records import load
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DamagedRunWarning)  # named by the sweep's own summary
+            records = load(self.results, runs=run_ids)
+        for sink in list(self.sinks):
+            try:
+                replay(records, sink, run_ids)
+            except Exception as exc:  # noqa: BLE001 - any backend's failure: the records are stored
+                self.sinks.remove(sink)
+                warnings.warn(f"log_to: {type(sink).__name__} failed ({type(exc).__name__}: {exc}); the sweep stops "
+                              f"logging to it. Its records are stored: rankbias export {self.results} OUT --to ...",
+                              RuntimeWarning, stacklevel=2)  # fmt: skip
+        self.logged |= set(run_ids)
 
 
 def _finish_merge(store: RunStore) -> None:
