@@ -409,6 +409,21 @@ def test_panels_side_by_side_share_their_y_axis(records):
     assert len(shown) == 3 and len({ax.get_ylim() for ax in shown}) == 1
 
 
+def test_a_rank_that_barely_moves_does_not_fill_the_axis(records):
+    """A change of a fraction of one rank (21 → 20.86 in a user's run) spans at least 10 % of the
+    full rank (16 here), not the whole panel; a real effect keeps its own, tighter range."""
+    import dataclasses
+
+    one = records.runs["run_id"].iloc[0]
+    flat = records.scalars[records.scalars["run_id"] == one].copy()
+    flat["avg_rank"] = 15.0 - 0.14 * (flat["epoch"] % 2)
+    quiet = dataclasses.replace(records, scalars=flat, runs=records.runs[records.runs["run_id"] == one])
+    low, high = plots.rank_vs_epoch(quiet).axes[0].get_ylim()
+    assert high - low == pytest.approx(1.6) and low <= 14.86 and high >= 15.0 and high <= 16 * 1.02
+    low, high = plots.rank_vs_epoch(records, vary="B", panel="λ").axes[0].get_ylim()
+    assert high - low > 1.6  # the grid's ranks move more: matplotlib's own limits
+
+
 def test_heatmap_colour_scale_is_the_quantitys_whole_range(records):
     """Accuracy on 0–1 and the average rank on 0 to the full rank: a difference of 0.01 does not
     span the whole colour bar."""

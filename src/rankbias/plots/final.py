@@ -25,7 +25,7 @@ from .select import (
     same_value,
     select,
 )
-from .style import CMAP, legend, line_name, mean_band, new_figure, panel_title, styled
+from .style import CMAP, full_rank, legend, line_name, mean_band, new_figure, panel_title, styled
 
 SCALARS = {
     "test_acc": "test accuracy",
@@ -92,12 +92,8 @@ def _scale(value: str, finite: np.ndarray, selection) -> Normalize:
     the counted matrices); any other column its data's range."""
     if value.endswith("_acc"):
         return Normalize(0.0, 1.0)
-    if value == "avg_rank":
-        layers = selection.results.layers
-        counted = layers[layers["counted"]].drop_duplicates(["run_id", "layer"])
-        full = np.minimum(counted["rows"], counted["cols"]).groupby(counted["run_id"]).mean()
-        if len(full):
-            return Normalize(0.0, float(full.max()))
+    if value == "avg_rank" and (full := full_rank(selection)) is not None:
+        return Normalize(0.0, full)
     low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     return Normalize(low, high if high > low else low + 1.0)
 

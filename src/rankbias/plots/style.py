@@ -94,6 +94,31 @@ def new_figure(ncols: int = 1, nrows: int = 1, panel_size: tuple[float, float] =
     return Figure(figsize=(width, panel_size[1] * nrows + 0.4), layout="constrained")
 
 
+def full_rank(selection) -> float | None:
+    """The full rank of a selection's average rank: the largest, over its runs, of the mean smaller
+    dimension of the counted matrices (None without layer records)."""
+    layers = selection.results.layers
+    counted = layers[layers["counted"]].drop_duplicates(["run_id", "layer"])
+    full = (counted["rows"].clip(upper=counted["cols"])).groupby(counted["run_id"]).mean()
+    return float(full.max()) if len(full) else None
+
+
+MIN_RANK_SPAN = 0.1  # a rank axis spans at least this share of the full rank
+
+
+def rank_axis(ax, selection) -> None:
+    """Widen ``ax``'s rank axis to at least :data:`MIN_RANK_SPAN` of the full rank, around the data
+    and within [0, full rank]: a change of a fraction of one rank must not fill the panel and read
+    as an effect (a run whose average rank moves from 21 to 20.86)."""
+    full = full_rank(selection)
+    low, high = ax.get_ylim()
+    if full is None or high - low >= MIN_RANK_SPAN * full:
+        return
+    span = MIN_RANK_SPAN * full
+    low = min(max(0.0, (low + high - span) / 2), max(0.0, full * 1.02 - span))
+    ax.set_ylim(low, low + span)
+
+
 def grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
     """(rows, cols) for ``n`` panels."""
     cols = min(n, max_cols)

@@ -24,6 +24,7 @@ from .style import (
     mean_band,
     new_figure,
     panel_title,
+    rank_axis,
     styled,
 )
 
@@ -38,7 +39,8 @@ def rank_vs_epoch(results, vary=None, panel=None, where=None, runs=None, eps=Non
 
     One line per value of ``vary``, one column of panels per value of ``panel``; accuracy is
     solid for train, dashed for test (GSGP Figs. 2–13, GP Figs. 2–5). Regression runs (no
-    accuracy) show train/test loss instead, log scale.
+    accuracy) show train/test loss instead, log scale. The rank axis spans at least 10 % of the
+    full rank (:func:`~rankbias.plots.style.rank_axis`).
     """
     res = as_results(results, eps, norm)
     sel = select(res, where, runs, vary=vary, panel=panel)
@@ -66,6 +68,7 @@ def rank_vs_epoch(results, vary=None, panel=None, where=None, runs=None, eps=Non
         bottom.set_xlabel("epoch")
         if not classify:
             bottom.set_yscale("log")
+    rank_axis(axes[0, 0], sel)  # shared by the row: every panel
     axes[0, 0].set_ylabel(f"average rank\n({rank_label(sel, eps, norm)})")
     axes[1, 0].set_ylabel(
         "accuracy" if classify else ("MSE" if str(sel.runs["loss"].iloc[0]).startswith("mse") else "loss")
