@@ -1,0 +1,493 @@
+// rankbias native training step for fully connected cohorts (see __init__.py).
+//
+// One call = one SGD step of every member of a cohort of R fully connected networks: forward,
+// loss, backward and the update, member by member, the members spread over threads. A member is
+// processed whole by one thread, in a fixed order of operations that depends only on its own
+// shapes, so its arithmetic (to the bit) does not depend on the cohort's size, its position in
+// the cohort or the thread count.
+//
+// A network is a chain of layers; layer l maps its input A[l] (in_l features) to A[l+1]:
+//
+//     Z = W A[l] (+ b)      Y = BN(Z) or Z      A[l+1] = act(Y) (+ A[skip] for a residual block)
+//
+// Activations are stored feature by feature, a row of B values per feature (the batch is the
+// vector lanes); each layer's input is also kept sample by sample for the weight gradient, which
+// runs along the input features. Every parameter has the member as its first dimension
+// (contiguous (R, ...) arrays, member r at offset r·size).
+//
+// Update (PyTorch's SGD, per member): g = grad + wd·W; buf = μ·buf + g; d = nesterov ? g + μ·buf
+// : buf (d = g without buffers); W -= lr·d.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+enum { ACT_NONE = 0, ACT_RELU = 1, ACT_LEAKY = 2 };
+enum { BN_NONE = 0, BN_PLAIN = 1, BN_DETACHED = 2 };
+enum { LOSS_CE = 0, LOSS_MSE_ONEHOT = 1, LOSS_MSE_SCALAR = 2 };
+enum { P_W, P_B, P_GAMMA, P_BETA, P_RMEAN, P_RVAR, P_BUF_W, P_BUF_B, P_BUF_GAMMA, P_BUF_BETA, N_PTRS };
+constexpr int N_INTS = 6;  // in, out, bias, bn, act, skip (-1: none)
+
+struct Layer {
+  int64_t in, out;
+  bool bias;
+  int bn, act, skip;
+  void* const* ptrs;
+};
+
+template <typename T>
+struct Hyper {
+  T lr, mom, wd;
+  bool nesterov, decay;
+};
+
+// -- per-thread scratch ------------------------------------------------------------------------
+template <typename T>
+struct Scratch {
+  std::vector<std::vector<T>> act;       // A[l] feature-major (in_l, B); A[L] = outputs (C, B)
+  std::vector<std::vector<T>> act_s;     // A[l] sample-major (B, in_l)
+  std::vector<std::vector<T>> pre;       // Y[l] before the activation (out, B), if act
+  std::vector<std::vector<T>> xhat;      // BN normalized (out, B)
+  std::vector<std::vector<T>> inv_std;   // BN 1/sqrt(var + eps) (out)
+  std::vector<std::vector<T>> grad;      // dA[l] (in_l, B); grad[L] = d outputs
+  std::vector<T> dz, dgamma, dbeta, db;  // one layer's at a time
+
+  void resize(const std::vector<Layer>& layers, int B) {
+    size_t L = layers.size();
+    act.resize(L + 1), act_s.resize(L), pre.resize(L), xhat.resize(L), inv_std.resize(L), grad.resize(L + 1);
+    int64_t widest = 0;
+    for (size_t l = 0; l < L; ++l) {
+      const Layer& y = layers[l];
+      act[l].resize(y.in * B), act_s[l].resize(y.in * B), grad[l].resize(y.in * B);
+      pre[l].resize(y.act != ACT_NONE ? y.out * B : 0);
+      xhat[l].resize(y.bn != BN_NONE ? y.out * B : 0);
+      inv_std[l].resize(y.bn != BN_NONE ? y.out : 0);
+      if (y.out > widest) widest = y.out;
+    }
+    act[L].resize(layers[L - 1].out * B), grad[L].resize(layers[L - 1].out * B);
+    dz.resize(widest * B), dgamma.resize(widest), dbeta.resize(widest), db.resize(widest);
+  }
+};
+
+// -- kernels -----------------------------------------------------------------------------------
+// NB > 0: the batch size known at compile time (the accumulators stay in registers); NB = 0: any
+// batch size. Either way every output element is the same chain of multiply-adds in the same order.
+
+// Y[o][b] = sum_i W[o][i] X[i][b] (i in order from 0), for rows o0 .. o0 + RB - 1.
+template <typename T, int NB, int RB>
+inline void forward_rows(const T* __restrict W, int64_t in, const T* __restrict X, T* __restrict Y, int B) {
+  constexpr int NBC = NB > 0 ? NB : 1;
+  if constexpr (NB > 0) {
+    T acc[RB][NBC];
+    for (int k = 0; k < RB; ++k)
+      for (int b = 0; b < NB; ++b) acc[k][b] = 0;
+    for (int64_t i = 0; i < in; ++i) {
+      const T* x = X + i * NB;
+      if (i + 8 < in) __builtin_prefetch(X + (i + 8) * NB);
+      for (int k = 0; k < RB; ++k) {
+        const T w = W[k * in + i];
+#pragma GCC unroll 16
+        for (int b = 0; b < NB; ++b) acc[k][b] += w * x[b];
+      }
+    }
+    for (int k = 0; k < RB; ++k)
+      for (int b = 0; b < NB; ++b) Y[k * NB + b] = acc[k][b];
+  } else {
+    for (int k = 0; k < RB; ++k) {
+      T* y = Y + k * B;
+      for (int b = 0; b < B; ++b) y[b] = 0;
+      for (int64_t i = 0; i < in; ++i) {
+        const T w = W[k * in + i];
+        const T* x = X + i * B;
+        for (int b = 0; b < B; ++b) y[b] += w * x[b];
+      }
+    }
+  }
+}
+
+template <typename T, int NB>
+void linear_forward(const T* W, const T* bias, int64_t in, int64_t out, const T* X, T* Y, int B) {
+  constexpr int RB = sizeof(T) == 4 ? 8 : 4;
+  int64_t o = 0;
+  for (; o + RB <= out; o += RB) forward_rows<T, NB, RB>(W + o * in, in, X, Y + o * B, B);
+  for (; o < out; ++o) forward_rows<T, NB, 1>(W + o * in, in, X, Y + o * B, B);
+  if (bias)
+    for (int64_t o2 = 0; o2 < out; ++o2)
+      for (int b = 0; b < B; ++b) Y[o2 * B + b] += bias[o2];
+}
+
+// dX[i][b] += sum_o W[o][i] dZ[o][b] (o in order from 0), for columns i0 .. i0 + RB - 1.
+template <typename T, int NB, int RB>
+inline void backward_cols(const T* __restrict W, int64_t in, int64_t out, const T* __restrict dZ, T* __restrict dX,
+                          int B) {
+  if constexpr (NB > 0) {
+    T acc[RB][NB];
+    for (int k = 0; k < RB; ++k)
+      for (int b = 0; b < NB; ++b) acc[k][b] = dX[k * NB + b];
+    for (int64_t o = 0; o < out; ++o) {
+      const T* d = dZ + o * NB;
+      for (int k = 0; k < RB; ++k) {
+        const T w = W[o * in + k];
+#pragma GCC unroll 16
+        for (int b = 0; b < NB; ++b) acc[k][b] += w * d[b];
+      }
+    }
+    for (int k = 0; k < RB; ++k)
+      for (int b = 0; b < NB; ++b) dX[k * NB + b] = acc[k][b];
+  } else {
+    for (int k = 0; k < RB; ++k) {
+      T* x = dX + k * B;
+      for (int64_t o = 0; o < out; ++o) {
+        const T w = W[o * in + k];
+        const T* d = dZ + o * B;
+        for (int b = 0; b < B; ++b) x[b] += w * d[b];
+      }
+    }
+  }
+}
+
+template <typename T, int NB>
+void linear_backward_input(const T* W, int64_t in, int64_t out, const T* dZ, T* dX, int B) {
+  constexpr int RB = sizeof(T) == 4 ? 8 : 4;
+  int64_t i = 0;
+  for (; i + RB <= in; i += RB) backward_cols<T, NB, RB>(W + i, in, out, dZ, dX + i * B, B);
+  for (; i < in; ++i) backward_cols<T, NB, 1>(W + i, in, out, dZ, dX + i * B, B);
+}
+
+template <typename T, bool DECAY, bool BUF, bool NEST>
+inline void sgd(T& w, T* buf, T g, const Hyper<T>& h) {
+  if constexpr (DECAY) g = g + h.wd * w;
+  T d = g;
+  if constexpr (BUF) {
+    const T b = h.mom * *buf + g;
+    *buf = b;
+    d = NEST ? g + h.mom * b : b;
+  }
+  w = w - h.lr * d;
+}
+
+// W[o][i] updated with its gradient G[o][i] = sum_b dZ[o][b] Xs[b][i] (b in order from 0), rows
+// o0 .. o0 + RO - 1; the gradient is never stored.
+template <typename T, int RO, bool DECAY, bool BUF, bool NEST>
+inline void weight_update_rows(T* __restrict W, T* __restrict buf, int64_t in, const T* __restrict dZ,
+                               const T* __restrict Xs, int B, const Hyper<T>& h) {
+  constexpr int VI = 64 / sizeof(T) * 2;  // two vectors of 512 bits along the input features
+  int64_t i0 = 0;
+  for (; i0 + VI <= in; i0 += VI) {
+    T g[RO][VI];
+    for (int k = 0; k < RO; ++k)
+      for (int j = 0; j < VI; ++j) g[k][j] = 0;
+    for (int b = 0; b < B; ++b) {
+      const T* x = Xs + b * in + i0;
+      for (int k = 0; k < RO; ++k) {
+        const T d = dZ[k * B + b];
+#pragma GCC unroll 32
+        for (int j = 0; j < VI; ++j) g[k][j] += d * x[j];
+      }
+    }
+    for (int k = 0; k < RO; ++k)
+#pragma GCC unroll 32
+      for (int j = 0; j < VI; ++j)
+        sgd<T, DECAY, BUF, NEST>(W[k * in + i0 + j], BUF ? buf + k * in + i0 + j : nullptr, g[k][j], h);
+  }
+  for (int64_t i = i0; i < in; ++i)
+    for (int k = 0; k < RO; ++k) {
+      T g = 0;
+      for (int b = 0; b < B; ++b) g += dZ[k * B + b] * Xs[b * in + i];
+      sgd<T, DECAY, BUF, NEST>(W[k * in + i], BUF ? buf + k * in + i : nullptr, g, h);
+    }
+}
+
+template <typename T, bool DECAY, bool BUF, bool NEST>
+void weight_update(T* W, T* buf, int64_t in, int64_t out, const T* dZ, const T* Xs, int B, const Hyper<T>& h) {
+  constexpr int RO = 4;
+  int64_t o = 0;
+  for (; o + RO <= out; o += RO)
+    weight_update_rows<T, RO, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
+  for (; o < out; ++o)
+    weight_update_rows<T, 1, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
+}
+
+template <typename T>
+void weight_update_any(T* W, T* buf, int64_t in, int64_t out, const T* dZ, const T* Xs, int B, const Hyper<T>& h) {
+  const bool nest = buf && h.nesterov;
+  if (h.decay) {
+    if (!buf) weight_update<T, true, false, false>(W, buf, in, out, dZ, Xs, B, h);
+    else if (nest) weight_update<T, true, true, true>(W, buf, in, out, dZ, Xs, B, h);
+    else weight_update<T, true, true, false>(W, buf, in, out, dZ, Xs, B, h);
+  } else {
+    if (!buf) weight_update<T, false, false, false>(W, buf, in, out, dZ, Xs, B, h);
+    else if (nest) weight_update<T, false, true, true>(W, buf, in, out, dZ, Xs, B, h);
+    else weight_update<T, false, true, false>(W, buf, in, out, dZ, Xs, B, h);
+  }
+}
+
+// a vector parameter (bias, BN weight and bias) with its gradient g
+template <typename T>
+void vector_update(T* p, T* buf, const T* g, int64_t n, const Hyper<T>& h) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (h.decay) {
+      if (buf) h.nesterov ? sgd<T, true, true, true>(p[i], buf + i, g[i], h) : sgd<T, true, true, false>(p[i], buf + i, g[i], h);
+      else sgd<T, true, false, false>(p[i], nullptr, g[i], h);
+    } else {
+      if (buf) h.nesterov ? sgd<T, false, true, true>(p[i], buf + i, g[i], h) : sgd<T, false, true, false>(p[i], buf + i, g[i], h);
+      else sgd<T, false, false, false>(p[i], nullptr, g[i], h);
+    }
+  }
+}
+
+template <typename T>
+inline T* member_ptr(void* p, int64_t r, int64_t size) {
+  return p ? static_cast<T*>(p) + r * size : nullptr;
+}
+
+// -- one member's step -------------------------------------------------------------------------
+template <typename T, int NB>
+T member_step(const std::vector<Layer>& layers, Scratch<T>& s, int64_t r, int B_, const T* x, const void* y,
+              int loss_kind, const Hyper<T>& h, T bn_momentum, T bn_eps, T slope) {
+  const int B = NB > 0 ? NB : B_;
+  const size_t L = layers.size();
+  // input: sample-major as given, and feature-major
+  const int64_t in0 = layers[0].in;
+  std::memcpy(s.act_s[0].data(), x, sizeof(T) * in0 * B);
+  {
+    T* a = s.act[0].data();
+    for (int b = 0; b < B; ++b)
+      for (int64_t i = 0; i < in0; ++i) a[i * B + b] = x[b * in0 + i];
+  }
+  // forward
+  for (size_t l = 0; l < L; ++l) {
+    const Layer& ly = layers[l];
+    const int64_t in = ly.in, out = ly.out;
+    const T* W = member_ptr<T>(ly.ptrs[P_W], r, out * in);
+    const T* bias = ly.bias ? member_ptr<T>(ly.ptrs[P_B], r, out) : nullptr;
+    T* z = ly.act != ACT_NONE ? s.pre[l].data() : s.act[l + 1].data();
+    linear_forward<T, NB>(W, bias, in, out, s.act[l].data(), z, B);
+    if (ly.bn != BN_NONE) {
+      const T* gamma = member_ptr<T>(ly.ptrs[P_GAMMA], r, out);
+      const T* beta = member_ptr<T>(ly.ptrs[P_BETA], r, out);
+      T* rmean = member_ptr<T>(ly.ptrs[P_RMEAN], r, out);
+      T* rvar = member_ptr<T>(ly.ptrs[P_RVAR], r, out);
+      T* xh = s.xhat[l].data();
+      T* inv = s.inv_std[l].data();
+      const T unbias = T(B) / T(B > 1 ? B - 1 : 1);
+      for (int64_t o = 0; o < out; ++o) {
+        T* row = z + o * B;
+        T sum = 0;
+        for (int b = 0; b < B; ++b) sum += row[b];
+        const T mean = sum / T(B);
+        T sq = 0;
+        for (int b = 0; b < B; ++b) {
+          const T d = row[b] - mean;
+          sq += d * d;
+        }
+        const T var = sq / T(B);
+        const T is = T(1) / std::sqrt(var + bn_eps);
+        inv[o] = is;
+        for (int b = 0; b < B; ++b) {
+          const T n = (row[b] - mean) * is;
+          xh[o * B + b] = n;
+          row[b] = n * gamma[o] + beta[o];
+        }
+        rmean[o] = rmean[o] + bn_momentum * (mean - rmean[o]);
+        rvar[o] = rvar[o] + bn_momentum * (var * unbias - rvar[o]);
+      }
+    }
+    if (ly.act != ACT_NONE) {
+      T* a = s.act[l + 1].data();
+      const T k = ly.act == ACT_LEAKY ? slope : T(0);
+      const int64_t n = out * B;
+      if (ly.act == ACT_RELU)
+        for (int64_t j = 0; j < n; ++j) a[j] = z[j] < 0 ? T(0) : z[j];
+      else
+        for (int64_t j = 0; j < n; ++j) a[j] = z[j] < 0 ? k * z[j] : z[j];
+    }
+    if (ly.skip >= 0) {
+      T* a = s.act[l + 1].data();
+      const T* src = s.act[ly.skip].data();
+      for (int64_t j = 0; j < out * B; ++j) a[j] = src[j] + a[j];
+    }
+    if (l + 1 < L) {  // the next layer's input, sample-major
+      const T* a = s.act[l + 1].data();
+      T* as = s.act_s[l + 1].data();
+      for (int64_t o = 0; o < out; ++o)
+        for (int b = 0; b < B; ++b) as[b * out + o] = a[o * B + b];
+    }
+  }
+  // loss and its gradient on the outputs
+  const int64_t C = layers[L - 1].out;
+  const T* logits = s.act[L].data();
+  T* dout = s.grad[L].data();
+  T loss = 0;
+  if (loss_kind == LOSS_CE) {
+    const int64_t* labels = static_cast<const int64_t*>(y) + r * B;
+    T total = 0;
+    for (int b = 0; b < B; ++b) {
+      T m = logits[b];
+      for (int64_t c = 1; c < C; ++c) m = logits[c * B + b] > m ? logits[c * B + b] : m;
+      T se = 0;
+      for (int64_t c = 0; c < C; ++c) se += std::exp(logits[c * B + b] - m);
+      const T lse = m + std::log(se);
+      total += lse - logits[labels[b] * B + b];
+      for (int64_t c = 0; c < C; ++c) dout[c * B + b] = std::exp(logits[c * B + b] - lse) / T(B);
+      dout[labels[b] * B + b] -= T(1) / T(B);
+    }
+    loss = total / T(B);
+  } else if (loss_kind == LOSS_MSE_ONEHOT) {
+    const int64_t* labels = static_cast<const int64_t*>(y) + r * B;
+    T total = 0;
+    const T scale = T(2) / T(B * C);
+    for (int64_t c = 0; c < C; ++c)
+      for (int b = 0; b < B; ++b) {
+        const T e = logits[c * B + b] - (labels[b] == c ? T(1) : T(0));
+        total += e * e;
+        dout[c * B + b] = scale * e;
+      }
+    loss = total / T(B * C);
+  } else {
+    const T* target = static_cast<const T*>(y) + r * B;
+    T total = 0;
+    for (int b = 0; b < B; ++b) {
+      const T e = logits[b] - target[b];
+      total += e * e;
+      dout[b] = T(2) / T(B) * e;
+    }
+    loss = total / T(B);
+  }
+  // backward and update, last layer first
+  for (size_t l = 1; l < L; ++l) std::memset(s.grad[l].data(), 0, sizeof(T) * layers[l].in * B);
+  for (size_t li = L; li-- > 0;) {
+    const Layer& ly = layers[li];
+    const int64_t in = ly.in, out = ly.out;
+    const T* dA = s.grad[li + 1].data();
+    if (ly.skip >= 0) {  // the identity path of a residual block
+      T* ds = s.grad[ly.skip].data();
+      for (int64_t j = 0; j < out * B; ++j) ds[j] += dA[j];
+    }
+    T* dz = s.dz.data();
+    if (ly.act != ACT_NONE) {
+      const T* pre = s.pre[li].data();
+      if (ly.act == ACT_RELU)
+        for (int64_t j = 0; j < out * B; ++j) dz[j] = pre[j] > 0 ? dA[j] : T(0);
+      else
+        for (int64_t j = 0; j < out * B; ++j) dz[j] = pre[j] > 0 ? dA[j] : dA[j] * slope;
+    } else {
+      std::memcpy(dz, dA, sizeof(T) * out * B);
+    }
+    if (ly.bn != BN_NONE) {
+      T* gamma = member_ptr<T>(ly.ptrs[P_GAMMA], r, out);
+      T* beta = member_ptr<T>(ly.ptrs[P_BETA], r, out);
+      const T* xh = s.xhat[li].data();
+      const T* inv = s.inv_std[li].data();
+      for (int64_t o = 0; o < out; ++o) {
+        T* row = dz + o * B;
+        const T* n = xh + o * B;
+        T sum = 0, dot = 0;
+        for (int b = 0; b < B; ++b) sum += row[b];
+        for (int b = 0; b < B; ++b) dot += row[b] * n[b];
+        s.dbeta[o] = sum, s.dgamma[o] = dot;
+        const T mean_dy = sum / T(B), mean_dyn = dot / T(B), k = gamma[o] * inv[o];
+        if (ly.bn == BN_PLAIN)
+          for (int b = 0; b < B; ++b) row[b] = k * (row[b] - mean_dy - n[b] * mean_dyn);
+        else
+          for (int b = 0; b < B; ++b) row[b] = k * (row[b] - mean_dy);
+      }
+      vector_update<T>(gamma, member_ptr<T>(ly.ptrs[P_BUF_GAMMA], r, out), s.dgamma.data(), out, h);
+      vector_update<T>(beta, member_ptr<T>(ly.ptrs[P_BUF_BETA], r, out), s.dbeta.data(), out, h);
+    }
+    T* W = member_ptr<T>(ly.ptrs[P_W], r, out * in);
+    if (li > 0) linear_backward_input<T, NB>(W, in, out, dz, s.grad[li].data(), B);  // with the old W
+    if (ly.bias) {
+      for (int64_t o = 0; o < out; ++o) {
+        T sum = 0;
+        for (int b = 0; b < B; ++b) sum += dz[o * B + b];
+        s.db[o] = sum;
+      }
+      vector_update<T>(member_ptr<T>(ly.ptrs[P_B], r, out), member_ptr<T>(ly.ptrs[P_BUF_B], r, out), s.db.data(),
+                       out, h);
+    }
+    weight_update_any<T>(W, member_ptr<T>(ly.ptrs[P_BUF_W], r, out * in), in, out, dz, s.act_s[li].data(), B, h);
+  }
+  return loss;
+}
+
+template <typename T, int NB>
+void cohort_step(const std::vector<Layer>& layers, int64_t R, int B, const void* x, const void* y, void* losses,
+                 const double* hyper, int loss_kind, double bn_momentum, double bn_eps, double slope, int threads) {
+  const int64_t in0 = layers[0].in;
+  auto one = [&](int64_t r) {
+    static thread_local Scratch<T> scratch;
+    scratch.resize(layers, B);
+    const double* hp = hyper + 4 * r;
+    Hyper<T> h{T(hp[0]), T(hp[1]), T(hp[2]), hp[3] != 0, T(hp[2]) != T(0)};
+    const T* xr = static_cast<const T*>(x) + r * B * in0;
+    static_cast<T*>(losses)[r] =
+        member_step<T, NB>(layers, scratch, r, B, xr, y, loss_kind, h, T(bn_momentum), T(bn_eps), T(slope));
+  };
+#ifdef _OPENMP
+  if (threads > 1 && R > 1) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t r = 0; r < R; ++r) one(r);
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < R; ++r) one(r);
+}
+
+}  // namespace
+
+extern "C" {
+
+int rb_abi_version() { return 1; }
+
+int rb_openmp() {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// dtype: 4 (float32) or 8 (float64). ints: n_layers × (in, out, bias, bn, act, skip).
+// ptrs: n_layers × (W, b, gamma, beta, running_mean, running_var, buf_W, buf_b, buf_gamma,
+// buf_beta), null where absent. x: (R, B, in_0) in dtype; y: (R, B) int64 labels, or dtype
+// targets for LOSS_MSE_SCALAR; losses: (R,) in dtype. hyper: R × (lr, momentum, weight_decay,
+// nesterov). Returns 0, or a negative number for arguments it does not take.
+int rb_cohort_step(int dtype, int n_layers, const int64_t* ints, void* const* ptrs, int64_t R, int B, const void* x,
+                   const void* y, void* losses, const double* hyper, int loss_kind, double bn_momentum, double bn_eps,
+                   double slope, int threads) {
+  if (n_layers < 1 || R < 1 || B < 1) return -1;
+  std::vector<Layer> layers(n_layers);
+  for (int l = 0; l < n_layers; ++l) {
+    const int64_t* v = ints + N_INTS * l;
+    layers[l] = Layer{v[0], v[1], v[2] != 0, int(v[3]), int(v[4]), int(v[5]), ptrs + N_PTRS * l};
+    if (l > 0 && layers[l].in != layers[l - 1].out) return -2;
+    if (layers[l].skip >= 0 && (layers[l].skip > l || layers[l].out != layers[layers[l].skip].in)) return -3;
+  }
+  if (dtype == 4) {
+    switch (B) {
+      case 16: cohort_step<float, 16>(layers, R, B, x, y, losses, hyper, loss_kind, bn_momentum, bn_eps, slope, threads); break;
+      case 32: cohort_step<float, 32>(layers, R, B, x, y, losses, hyper, loss_kind, bn_momentum, bn_eps, slope, threads); break;
+      case 8: cohort_step<float, 8>(layers, R, B, x, y, losses, hyper, loss_kind, bn_momentum, bn_eps, slope, threads); break;
+      default: cohort_step<float, 0>(layers, R, B, x, y, losses, hyper, loss_kind, bn_momentum, bn_eps, slope, threads);
+    }
+  } else if (dtype == 8) {
+    switch (B) {
+      case 16: cohort_step<double, 16>(layers, R, B, x, y, losses, hyper, loss_kind, bn_momentum, bn_eps, slope, threads); break;
+      case 8: cohort_step<double, 8>(layers, R, B, x, y, losses, hyper, loss_kind, bn_momentum, bn_eps, slope, threads); break;
+      default: cohort_step<double, 0>(layers, R, B, x, y, losses, hyper, loss_kind, bn_momentum, bn_eps, slope, threads);
+    }
+  } else {
+    return -4;
+  }
+  return 0;
+}
+
+}  // extern "C"
