@@ -77,28 +77,54 @@ struct Scratch {
 };
 
 // -- kernels -----------------------------------------------------------------------------------
-// NB > 0: the batch size known at compile time (the accumulators stay in registers); NB = 0: any
-// batch size. Either way every output element is the same chain of multiply-adds in the same order.
+// NB > 0: the batch size known at compile time, a multiple of a vector (the accumulators stay in
+// registers); NB = 0: any batch size, plain loops. Every output element is the same chain of
+// multiply-adds in the same order either way (vector lanes are independent elements).
+
+template <typename T, int BYTES>
+struct VecOf {
+  typedef T type __attribute__((vector_size(BYTES)));
+};
+
+template <typename V, typename T>
+inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename T>
+inline void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// bytes of the vectors along the batch for a batch of NB: 64 or 32 where NB fills them, else 0
+template <typename T, int NB>
+constexpr int lane_bytes() {
+  return NB > 0 && (NB * sizeof(T)) % 64 == 0 ? 64 : NB > 0 && (NB * sizeof(T)) % 32 == 0 ? 32 : 0;
+}
 
 // Y[o][b] = sum_i W[o][i] X[i][b] (i in order from 0), for rows o0 .. o0 + RB - 1.
 template <typename T, int NB, int RB>
 inline void forward_rows(const T* __restrict W, int64_t in, const T* __restrict X, T* __restrict Y, int B) {
-  constexpr int NBC = NB > 0 ? NB : 1;
-  if constexpr (NB > 0) {
-    T acc[RB][NBC];
+  constexpr int VB = lane_bytes<T, NB>();
+  if constexpr (VB > 0) {
+    using V = typename VecOf<T, VB>::type;
+    constexpr int NV = NB * sizeof(T) / VB;
+    V acc[RB][NV];
     for (int k = 0; k < RB; ++k)
-      for (int b = 0; b < NB; ++b) acc[k][b] = 0;
+      for (int v = 0; v < NV; ++v) acc[k][v] = V{} ;
     for (int64_t i = 0; i < in; ++i) {
       const T* x = X + i * NB;
-      if (i + 8 < in) __builtin_prefetch(X + (i + 8) * NB);
+      V xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = load<V>(x + v * (VB / sizeof(T)));
       for (int k = 0; k < RB; ++k) {
         const T w = W[k * in + i];
-#pragma GCC unroll 16
-        for (int b = 0; b < NB; ++b) acc[k][b] += w * x[b];
+        for (int v = 0; v < NV; ++v) acc[k][v] += w * xv[v];
       }
     }
     for (int k = 0; k < RB; ++k)
-      for (int b = 0; b < NB; ++b) Y[k * NB + b] = acc[k][b];
+      for (int v = 0; v < NV; ++v) store(Y + k * NB + v * (VB / sizeof(T)), acc[k][v]);
   } else {
     for (int k = 0; k < RB; ++k) {
       T* y = Y + k * B;
@@ -114,7 +140,7 @@ inline void forward_rows(const T* __restrict W, int64_t in, const T* __restrict 
 
 template <typename T, int NB>
 void linear_forward(const T* W, const T* bias, int64_t in, int64_t out, const T* X, T* Y, int B) {
-  constexpr int RB = sizeof(T) == 4 ? 8 : 4;
+  constexpr int RB = 8;
   int64_t o = 0;
   for (; o + RB <= out; o += RB) forward_rows<T, NB, RB>(W + o * in, in, X, Y + o * B, B);
   for (; o < out; ++o) forward_rows<T, NB, 1>(W + o * in, in, X, Y + o * B, B);
@@ -127,20 +153,24 @@ void linear_forward(const T* W, const T* bias, int64_t in, int64_t out, const T*
 template <typename T, int NB, int RB>
 inline void backward_cols(const T* __restrict W, int64_t in, int64_t out, const T* __restrict dZ, T* __restrict dX,
                           int B) {
-  if constexpr (NB > 0) {
-    T acc[RB][NB];
+  constexpr int VB = lane_bytes<T, NB>();
+  if constexpr (VB > 0) {
+    using V = typename VecOf<T, VB>::type;
+    constexpr int NV = NB * sizeof(T) / VB;
+    V acc[RB][NV];
     for (int k = 0; k < RB; ++k)
-      for (int b = 0; b < NB; ++b) acc[k][b] = dX[k * NB + b];
+      for (int v = 0; v < NV; ++v) acc[k][v] = load<V>(dX + k * NB + v * (VB / sizeof(T)));
     for (int64_t o = 0; o < out; ++o) {
       const T* d = dZ + o * NB;
+      V dv[NV];
+      for (int v = 0; v < NV; ++v) dv[v] = load<V>(d + v * (VB / sizeof(T)));
       for (int k = 0; k < RB; ++k) {
         const T w = W[o * in + k];
-#pragma GCC unroll 16
-        for (int b = 0; b < NB; ++b) acc[k][b] += w * d[b];
+        for (int v = 0; v < NV; ++v) acc[k][v] += w * dv[v];
       }
     }
     for (int k = 0; k < RB; ++k)
-      for (int b = 0; b < NB; ++b) dX[k * NB + b] = acc[k][b];
+      for (int v = 0; v < NV; ++v) store(dX + k * NB + v * (VB / sizeof(T)), acc[k][v]);
   } else {
     for (int k = 0; k < RB; ++k) {
       T* x = dX + k * B;
@@ -155,20 +185,22 @@ inline void backward_cols(const T* __restrict W, int64_t in, int64_t out, const 
 
 template <typename T, int NB>
 void linear_backward_input(const T* W, int64_t in, int64_t out, const T* dZ, T* dX, int B) {
-  constexpr int RB = sizeof(T) == 4 ? 8 : 4;
+  constexpr int RB = 8;
   int64_t i = 0;
   for (; i + RB <= in; i += RB) backward_cols<T, NB, RB>(W + i, in, out, dZ, dX + i * B, B);
   for (; i < in; ++i) backward_cols<T, NB, 1>(W + i, in, out, dZ, dX + i * B, B);
 }
 
-template <typename T, bool DECAY, bool BUF, bool NEST>
-inline void sgd(T& w, T* buf, T g, const Hyper<T>& h) {
+// one SGD update of w (a scalar or a vector of elements) with its gradient g
+template <typename T, bool DECAY, bool BUF, bool NEST, typename V>
+inline void sgd(V& w, V* buf, V g, const Hyper<T>& h) {
   if constexpr (DECAY) g = g + h.wd * w;
-  T d = g;
+  V d = g;
   if constexpr (BUF) {
-    const T b = h.mom * *buf + g;
+    const V b = h.mom * *buf + g;
     *buf = b;
-    d = NEST ? g + h.mom * b : b;
+    if constexpr (NEST) d = g + h.mom * b;
+    else d = b;
   }
   w = w - h.lr * d;
 }
@@ -178,30 +210,42 @@ inline void sgd(T& w, T* buf, T g, const Hyper<T>& h) {
 template <typename T, int RO, bool DECAY, bool BUF, bool NEST>
 inline void weight_update_rows(T* __restrict W, T* __restrict buf, int64_t in, const T* __restrict dZ,
                                const T* __restrict Xs, int B, const Hyper<T>& h) {
-  constexpr int VI = 64 / sizeof(T) * 2;  // two vectors of 512 bits along the input features
+  using V = typename VecOf<T, 64>::type;
+  constexpr int L = 64 / sizeof(T), NV = 2, VI = NV * L;
   int64_t i0 = 0;
   for (; i0 + VI <= in; i0 += VI) {
-    T g[RO][VI];
+    V g[RO][NV];
     for (int k = 0; k < RO; ++k)
-      for (int j = 0; j < VI; ++j) g[k][j] = 0;
+      for (int v = 0; v < NV; ++v) g[k][v] = V{};
     for (int b = 0; b < B; ++b) {
       const T* x = Xs + b * in + i0;
+      V xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = load<V>(x + v * L);
       for (int k = 0; k < RO; ++k) {
         const T d = dZ[k * B + b];
-#pragma GCC unroll 32
-        for (int j = 0; j < VI; ++j) g[k][j] += d * x[j];
+        for (int v = 0; v < NV; ++v) g[k][v] += d * xv[v];
       }
     }
     for (int k = 0; k < RO; ++k)
-#pragma GCC unroll 32
-      for (int j = 0; j < VI; ++j)
-        sgd<T, DECAY, BUF, NEST>(W[k * in + i0 + j], BUF ? buf + k * in + i0 + j : nullptr, g[k][j], h);
+      for (int v = 0; v < NV; ++v) {
+        T* wp = W + k * in + i0 + v * L;
+        V w = load<V>(wp);
+        if constexpr (BUF) {
+          T* bp = buf + k * in + i0 + v * L;
+          V bv = load<V>(bp);
+          sgd<T, DECAY, BUF, NEST>(w, &bv, g[k][v], h);
+          store(bp, bv);
+        } else {
+          sgd<T, DECAY, BUF, NEST, V>(w, nullptr, g[k][v], h);
+        }
+        store(wp, w);
+      }
   }
   for (int64_t i = i0; i < in; ++i)
     for (int k = 0; k < RO; ++k) {
       T g = 0;
       for (int b = 0; b < B; ++b) g += dZ[k * B + b] * Xs[b * in + i];
-      sgd<T, DECAY, BUF, NEST>(W[k * in + i], BUF ? buf + k * in + i : nullptr, g, h);
+      sgd<T, DECAY, BUF, NEST, T>(W[k * in + i], BUF ? buf + k * in + i : nullptr, g, h);
     }
 }
 
@@ -234,11 +278,11 @@ template <typename T>
 void vector_update(T* p, T* buf, const T* g, int64_t n, const Hyper<T>& h) {
   for (int64_t i = 0; i < n; ++i) {
     if (h.decay) {
-      if (buf) h.nesterov ? sgd<T, true, true, true>(p[i], buf + i, g[i], h) : sgd<T, true, true, false>(p[i], buf + i, g[i], h);
-      else sgd<T, true, false, false>(p[i], nullptr, g[i], h);
+      if (buf) h.nesterov ? sgd<T, true, true, true, T>(p[i], buf + i, g[i], h) : sgd<T, true, true, false, T>(p[i], buf + i, g[i], h);
+      else sgd<T, true, false, false, T>(p[i], nullptr, g[i], h);
     } else {
-      if (buf) h.nesterov ? sgd<T, false, true, true>(p[i], buf + i, g[i], h) : sgd<T, false, true, false>(p[i], buf + i, g[i], h);
-      else sgd<T, false, false, false>(p[i], nullptr, g[i], h);
+      if (buf) h.nesterov ? sgd<T, false, true, true, T>(p[i], buf + i, g[i], h) : sgd<T, false, true, false, T>(p[i], buf + i, g[i], h);
+      else sgd<T, false, false, false, T>(p[i], nullptr, g[i], h);
     }
   }
 }
