@@ -12,6 +12,8 @@ import torch
 import rankbias as rb
 from rankbias import native
 from rankbias.models import build_model
+from rankbias.store import RunStore
+from rankbias.training.engine import CohortTrainer
 from rankbias.training.losses import member_losses
 from rankbias.training.optimizer import CohortSGD
 
@@ -224,3 +226,109 @@ def _env():
     import os
 
     return {k: v for k, v in os.environ.items() if k not in ("RANKBIAS_NATIVE", "CXX")}
+
+
+# -- the engine's native path ----------------------------------------------------------------------
+def _provenance(results, config) -> dict:
+    import json
+
+    return json.loads((results / config.run_id() / "provenance.json").read_text())
+
+
+def _grid():
+    from .conftest import small_config
+
+    return [
+        small_config(),
+        small_config(**{"train.seed": 7, "optimizer.lr": 0.1, "optimizer.nesterov": True}),
+        small_config(**{"train.seed": 3, "optimizer.momentum": 0.0, "optimizer.weight_decay": 0.0}),
+    ]
+
+
+@needs_native
+def test_the_native_engine_trains_a_member_alone_as_in_its_cohort(tmp_path):
+    """Records bit for bit: a cohort of 3 at 2 threads against each run alone at 1 thread."""
+    from .test_engine import assert_same_records
+
+    configs = _grid()
+    runs = rb.train(configs, tmp_path / "cohort", native=True, jobs=1, threads=2)
+    assert [r.state for r in runs] == ["done"] * 3
+    for config in configs:
+        rb.train(config, tmp_path / "solo", native=True, jobs=1, threads=1)
+        assert_same_records(tmp_path / "cohort", tmp_path / "solo", config.run_id())
+        assert _provenance(tmp_path / "cohort", config)["training_path"] == "native"
+
+
+@needs_native
+def test_a_killed_native_run_resumes_on_the_native_path_exactly(tmp_path, monkeypatch):
+    """Killed in epoch 3 of 4, resumed without asking for native: it goes on natively (its
+    checkpoints say so) and its records equal the uninterrupted run's, bit for bit."""
+    from .test_engine import Killed, assert_same_records, kill_in_epoch
+
+    configs = [c.replace(**{"train.epochs": 4}) for c in _grid()[:2]]
+    rb.train(configs, tmp_path / "straight", native=True, jobs=1, threads=1)
+    original = kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(Killed):
+        rb.train(configs, tmp_path / "killed", native=True, jobs=1, threads=1)
+    monkeypatch.setattr(CohortTrainer, "_train_epoch", original)
+    runs = rb.train(configs, tmp_path / "killed", native=False, jobs=1, threads=1)
+    assert [r.state for r in runs] == ["done", "done"]
+    for config in configs:
+        assert_same_records(tmp_path / "straight", tmp_path / "killed", config.run_id())
+        record = _provenance(tmp_path / "killed", config)
+        assert record["training_path"] == "native" and record["sessions"] == 2
+
+
+@needs_native
+def test_sigkill_and_rerun_on_the_native_path_gives_the_uninterrupted_records(tmp_path):
+    from .test_engine import assert_same_records
+    from .test_faults import command, environment, kill_when, records_on_disk
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        "model: mlp-bn-2-16\ndata: {name: digits, train_size: 256, test_size: 64}\n"
+        "optimizer: {lr: 0.05, momentum: 0.9, weight_decay: 5.0e-3}\ntrain: {epochs: 12, batch_size: 16}\n"
+        "sweep:\n  seeds: 2\n"
+    )
+    configs = rb.load_configs(config)
+    rb.train(configs, tmp_path / "straight", native=True, jobs=1, threads=1)
+    results = tmp_path / "results"
+    cmd = command(config, results, "--native")
+    assert kill_when(cmd, environment(tmp_path), results, lambda: records_on_disk(results) >= 6)
+    states = [(RunStore(results, c.run_id()).status() or {}).get("state") for c in configs]
+    assert states.count("done") < len(configs)  # the kill interrupted the sweep
+    runs = rb.train(configs, results, native=True, jobs=1, threads=1)
+    assert [r.state for r in runs] == ["done", "done"]
+    for c in configs:
+        assert_same_records(tmp_path / "straight", results, c.run_id())
+        assert _provenance(results, c)["training_path"] == "native"
+
+
+@pytest.fixture
+def no_native(monkeypatch):
+    monkeypatch.setenv("RANKBIAS_NATIVE", "0")
+    native.reset()
+    yield
+    native.reset()
+
+
+def test_native_asked_for_where_it_cannot_run_trains_eagerly(tmp_path, no_native, capsys):
+    """The forced fallback (RANKBIAS_NATIVE=0) and an unsupported activation: the eager path, the
+    same records as without native, recorded as eager in the provenance, one notice."""
+    from .conftest import small_config
+    from .test_engine import assert_same_records
+
+    config = small_config(**{"train.epochs": 1})
+    rb.train(config, tmp_path / "eager", jobs=1, threads=1)
+    rb.train(config, tmp_path / "asked", native=True, jobs=1, threads=1)
+    assert_same_records(tmp_path / "eager", tmp_path / "asked", config.run_id())
+    assert _provenance(tmp_path / "asked", config)["training_path"] == "eager"
+    assert "RANKBIAS_NATIVE=0" in capsys.readouterr().err
+    gelu = small_config(**{"train.epochs": 1, "model.activation": "gelu"})
+    native.reset()
+    from unittest import mock
+
+    with mock.patch.dict("os.environ", {"RANKBIAS_NATIVE": "1"}):
+        rb.train(gelu, tmp_path / "gelu", native=True, jobs=1, threads=1)
+    assert _provenance(tmp_path / "gelu", gelu)["training_path"] == "eager"
+    assert "activation gelu" in capsys.readouterr().err

@@ -145,6 +145,12 @@ def main() -> None:
     help="On a GPU, let float32 matrix products use TensorFloat-32 (faster; small singular values become noise).",
 )
 @click.option(
+    "--native",
+    is_flag=True,
+    help="Train fully connected families on a CPU with the native step (C++, built at first use; "
+    "docs/speed.md); elsewhere the eager path.",
+)
+@click.option(
     "--log-to",
     "log_to",
     multiple=True,
@@ -169,6 +175,7 @@ def run(
     dry_run,
     fail_fast,
     tf32,
+    native,
     log_to,
 ) -> None:
     """Train the run(s) of CONFIG (a YAML file, optionally with a sweep block).
@@ -181,7 +188,7 @@ def run(
     from .sweep import default_jobs, plan_table
 
     cap = None if memory_cap is None else int(memory_cap * 2**20)
-    engine = EngineOptions(device=device, tf32=tf32, progress=progress, threads=threads)
+    engine = EngineOptions(device=device, tf32=tf32, progress=progress, threads=threads, native=native)
     sinks = []
     for item in log_to:
         tool, sep, destination = item.partition(":")

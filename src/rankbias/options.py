@@ -54,7 +54,9 @@ class EngineOptions:
     ``fused_update``: apply the linear layers' SGD update inside their backward (``None``: on a
     CPU, see ``engine.FUSED_UPDATE_DEVICES``). ``progress``: a progress bar per cohort.
     ``threads``: torch threads of every training process (``None``: one, see
-    :func:`rankbias.sweep.default_threads`).
+    :func:`rankbias.sweep.default_threads`). ``native``: train the fully connected families on a
+    CPU with the native step (``rankbias.native``: one C++ call per step, built at first use),
+    where it can; elsewhere, or without a compiler, the eager path (with a notice).
     """
 
     device: str = "auto"
@@ -63,6 +65,7 @@ class EngineOptions:
     fused_update: bool | None = None
     progress: bool = False
     threads: int | None = None
+    native: bool = False
 
     def __post_init__(self):
         threads = self.threads

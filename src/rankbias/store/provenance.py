@@ -94,6 +94,13 @@ def start(run_dir: Path, engine: EngineOptions) -> None:
     _write(run_dir, record)
 
 
+def note(run_dir: Path, **fields) -> None:
+    """Add ``fields`` to the run's record, if it has one (the engine: ``training_path``)."""
+    record = read(run_dir)
+    if record is not None:
+        _write(run_dir, record | fields)
+
+
 def finish(run_dir: Path, state: str | None) -> None:
     record = read(run_dir)
     if record is not None:

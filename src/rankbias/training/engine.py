@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from ..errors import ConfigError, StoreError
 from ..models import CohortModel, build_model
 from ..options import EngineOptions
 from ..spectra.measures import rank_measures, singular_values
+from ..store import provenance
 from ..store.integrity import scan
 from ..store.io import writing
 from ..store.run_store import RunStore
@@ -57,6 +59,14 @@ def counted_matrices(model: CohortModel, layers) -> list[str]:
 
 # where CohortTrainer(fused_update=None) fuses: faster on CPUs, not on an H200 (docs/speed.md)
 FUSED_UPDATE_DEVICES = ("cpu",)
+PATHS = ("eager", "native")  # how a cohort's training steps run (CohortTrainer.path)
+_NOTICES: set[str] = set()
+
+
+def _notice_once(message: str) -> None:
+    if message not in _NOTICES:
+        _NOTICES.add(message)
+        print(f"rankbias: {message}", file=sys.stderr, flush=True)
 
 
 class CohortTrainer:
@@ -70,7 +80,12 @@ class CohortTrainer:
     ``options.cuda_graph``: on a GPU, replay the training step from a CUDA graph
     (``cuda_graph.py``); ``None``: whenever the step can be captured (a CUDA device, no dropout,
     no augmentation). ``options.tf32``: float32 matrix products and convolutions on a GPU may use
-    TensorFloat-32 (off by default).
+    TensorFloat-32 (off by default). ``options.native``: the training steps run in the native
+    step (``rankbias.native``) where :meth:`native_unsupported` allows, else eagerly (a notice).
+    :attr:`path` (``eager`` or ``native``) is decided when training starts, recorded in each
+    member's checkpoint and ``provenance.json`` (``training_path``); a resumed cohort continues on
+    its checkpoints' path (so that it replays the uninterrupted run's arithmetic), whatever
+    ``options.native`` says, unless that path cannot run here (a notice).
     """
 
     def __init__(self, members: list[Member], data: Dataset, options: EngineOptions | None = None):
@@ -79,6 +94,9 @@ class CohortTrainer:
         self.device = device = options.torch_device
         self.data = data.to(device)
         self.progress = options.progress
+        self.native_requested = options.native
+        self.path = "eager"
+        self._plan = None  # the native step's arguments (rankbias.native.Plan)
         fused_update, cuda_graph = options.fused_update, options.cuda_graph
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = options.tf32
@@ -166,6 +184,11 @@ class CohortTrainer:
         xb = x.index_select(0, index).view(members, -1, *x.shape[1:])  # (R, B, *input_shape)
         if cfg.augment.enabled:
             xb = augment(xb, self.generators, cfg.augment)
+        if self.path == "native":
+            from .. import native
+
+            self._plan = native.plan(self.model, self.optimizer, cfg.loss, self._plan)
+            return self._plan.step(xb, y.index_select(0, index).view(members, -1))
         losses = member_losses(cfg.loss, self.model(xb), y.index_select(0, index).view(members, -1))  # (R,)
         losses.sum().backward()
         self.optimizer.step()
@@ -335,10 +358,46 @@ class CohortTrainer:
             "buffers": {n: take(b) for n, b in self.model.named_buffers()},
             "momentum": {n: take(b) for n, b in zip(self.param_names, self.optimizer.buffers)},
             "generator": self.generators[r].get_state(),
+            "path": self.path,
         }
+
+    def native_unsupported(self) -> str | None:
+        """Why this cohort cannot train with the native step here; None if it can."""
+        from .. import native
+
+        cfg = self.config
+        why = native.unsupported(self.model, cfg.loss, self.device)
+        if why is None and cfg.augment.enabled:
+            why = "augmentation"
+        if why is None and self.model.draws_in_forward():
+            why = "dropout"
+        if why is None and not native.available():
+            why = native.reason()
+        return why
+
+    def _choose_path(self, states: list[dict | None]) -> None:
+        """The path of this session: the checkpoints' (a resumed cohort), else the options'."""
+        recorded = {s.get("path", "eager") for s in states if s is not None and s["epoch"] > 0}
+        if len(recorded) > 1:
+            raise RuntimeError(f"cohort members resume from different training paths {sorted(recorded)}")
+        resumed = bool(recorded)
+        path = recorded.pop() if resumed else ("native" if self.native_requested else "eager")
+        if path == "native":
+            why = self.native_unsupported()
+            if why is not None:
+                path = "eager"
+                also = " (resumed runs leave their native path: not bit for bit)" if resumed else ""
+                _notice_once(f"native step not used for {self.config.model.name}: {why}{also}")
+        elif resumed and self.native_requested:
+            _notice_once("runs that began on the eager path resume on it (--native not applied)")
+        self.path = path
+        for m in self.members:
+            with writing(m.store.dir.parent):
+                provenance.note(m.store.dir, training_path=path)
 
     def _resume_or_start(self) -> None:
         states = [m.store.load_checkpoint() for m in self.members]
+        self._choose_path(states)
         if all(s is None or s["epoch"] == 0 for s in states):
             # New runs, or runs killed just after their epoch-0 checkpoint: that checkpoint is the
             # seeded initialization this trainer has just made again, so they all start afresh.
