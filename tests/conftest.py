@@ -6,11 +6,18 @@ import torch
 import rankbias as rb
 
 
+@pytest.fixture(scope="session")
+def native_cache(tmp_path_factory):
+    """One cache of the native library for the session: built once, in pytest's own folder."""
+    return tmp_path_factory.mktemp("native-cache")
+
+
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Tests never download and never write outside tmp_path."""
+def offline(monkeypatch, tmp_path, native_cache):
+    """Tests never download and never write outside pytest's folders."""
     monkeypatch.setenv("RANKBIAS_OFFLINE", "1")
     monkeypatch.setenv("RANKBIAS_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("RANKBIAS_CACHE", str(native_cache))
     torch.set_num_threads(int(os.environ.get("RANKBIAS_TEST_THREADS", "2")))
 
 

@@ -54,9 +54,9 @@ def train(
 
     How runs train is two objects (:mod:`rankbias.options`): ``engine``
     (:class:`~rankbias.options.EngineOptions`: ``device``, ``tf32``, ``cuda_graph``,
-    ``fused_update``, ``progress``, ``threads``) and ``sweep``
+    ``fused_update``, ``native``, ``progress``, ``threads``) and ``sweep``
     (:class:`~rankbias.options.SweepOptions`: ``jobs``, ``executor``, ``address``,
-    ``max_cohort``, ``memory_cap``, ``fail_fast``); any of their fields may also be given as a
+    ``max_cohort``, ``memory_cap``, ``fail_fast``, ``log_to``); any of their fields may also be given as a
     keyword (``rb.train(configs, jobs=2, device="cpu")``).
 
     Sweeps (``docs/sweeps.md``): cohorts are cut to fit ``memory_cap`` bytes and at most
