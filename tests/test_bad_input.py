@@ -149,3 +149,9 @@ def test_a_sweep_too_large_to_plan_is_refused_before_expanding(tmp_path):
     assert 40**3 > MAX_RUNS
     message = "sweep: expands to 64,000 runs (40 × 40 × 40)"
     fails_cleanly(["run", path, "--dry-run", "--results", tmp_path / "r"], message)
+
+
+def test_an_empty_query_is_one_message(one_run):
+    root, _ = one_run
+    fails_cleanly(["query", root / "results", ""], "no SQL statement")
+    fails_cleanly(["query", root / "results", "   ;  "], "no SQL statement")
