@@ -154,7 +154,7 @@ inline void forward_rows(const T* __restrict W, int64_t in, const T* __restrict 
 
 template <typename T, int NB>
 void linear_forward(const T* W, const T* bias, int64_t in, int64_t out, const T* X, T* Y, int B) {
-  constexpr int RB = 8;
+  constexpr int RB = 8;  // 16 measured slower
   int64_t o = 0;
   for (; o + RB <= out; o += RB) forward_rows<T, NB, RB>(W + o * in, in, X, Y + o * B, B);
   for (; o < out; ++o) forward_rows<T, NB, 1>(W + o * in, in, X, Y + o * B, B);
@@ -265,10 +265,15 @@ inline void weight_update_rows(T* __restrict W, T* __restrict buf, int64_t in, c
 
 template <typename T, bool DECAY, bool BUF, bool NEST>
 void weight_update(T* W, T* buf, int64_t in, int64_t out, const T* dZ, const T* Xs, int B, const Hyper<T>& h) {
-  constexpr int RO = 4;
+  // 8 rows at a time (16 vector accumulators): the inputs Xs are read from L2 half as often as
+  // with 4 (measured 10 % faster at 1 thread)
+  constexpr int RO = 8;
   int64_t o = 0;
   for (; o + RO <= out; o += RO)
     weight_update_rows<T, RO, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
+  if constexpr (RO > 4)
+    for (; o + 4 <= out; o += 4)
+      weight_update_rows<T, 4, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
   for (; o < out; ++o)
     weight_update_rows<T, 1, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
 }
@@ -344,11 +349,20 @@ struct Row {
   static inline T hsum(const V* v) {
     V a = v[0];
     for (int k = 1; k < NV; ++k) a += v[k];
-    T t[N];
-    std::memcpy(t, &a, sizeof(V));
-    for (int w = N / 2; w >= 1; w /= 2)
-      for (int j = 0; j < w; ++j) t[j] += t[j + w];
-    return t[0];
+    return halves<(VB > 0 ? VB : 64)>(a);
+  }
+  // lanes [0, n/2) + lanes [n/2, n), down to one lane
+  template <int BYTES>
+  static inline T halves(const typename VecOf<T, BYTES>::type& a) {
+    if constexpr (BYTES == sizeof(T)) {
+      return a[0];
+    } else {
+      using H = typename VecOf<T, BYTES / 2>::type;
+      H lo, hi;
+      std::memcpy(&lo, &a, sizeof(H));
+      std::memcpy(&hi, reinterpret_cast<const char*>(&a) + sizeof(H), sizeof(H));
+      return halves<BYTES / 2>(lo + hi);
+    }
   }
 };
 
@@ -412,6 +426,17 @@ inline void act_bn_backward_rows(const T* dA, const T* pre, T* dz, const T* xh, 
   }
 }
 
+// dst[j][b] = src[b][j] (src: B rows of n; dst: n rows of B), in tiles of 16 × 16 that stay in L1
+template <typename T>
+inline void transpose(const T* __restrict src, T* __restrict dst, int64_t n, int B) {
+  constexpr int TJ = 16;
+  for (int64_t j0 = 0; j0 < n; j0 += TJ) {
+    const int64_t j1 = j0 + TJ < n ? j0 + TJ : n;
+    for (int b = 0; b < B; ++b)
+      for (int64_t j = j0; j < j1; ++j) dst[j * B + b] = src[b * n + j];
+  }
+}
+
 template <typename T>
 inline T* member_ptr(void* p, int64_t r, int64_t size) {
   return p ? static_cast<T*>(p) + r * size : nullptr;
@@ -426,11 +451,7 @@ T member_step(const std::vector<Layer>& layers, Scratch<T>& s, int64_t r, int B_
   // input: sample-major as given, and feature-major
   const int64_t in0 = layers[0].in;
   std::memcpy(s.act_s[0].data(), x, sizeof(T) * in0 * B);
-  {
-    T* a = s.act[0].data();
-    for (int b = 0; b < B; ++b)
-      for (int64_t i = 0; i < in0; ++i) a[i * B + b] = x[b * in0 + i];
-  }
+  transpose(x, s.act[0].data(), in0, B);
   // forward
   for (size_t l = 0; l < L; ++l) {
     const Layer& ly = layers[l];
@@ -484,10 +505,7 @@ T member_step(const std::vector<Layer>& layers, Scratch<T>& s, int64_t r, int B_
       for (int64_t j = 0; j < out * B; ++j) a[j] = src[j] + a[j];
     }
     if (l + 1 < L) {  // the next layer's input, sample-major
-      const T* a = s.act[l + 1].data();
-      T* as = s.act_s[l + 1].data();
-      for (int64_t o = 0; o < out; ++o)
-        for (int b = 0; b < B; ++b) as[b * out + o] = a[o * B + b];
+      transpose(s.act[l + 1].data(), s.act_s[l + 1].data(), int64_t(B), int(out));
     }
   }
   // loss and its gradient on the outputs
