@@ -219,42 +219,55 @@ inline void sgd(V& w, V* buf, V g, const Hyper<T>& h) {
   w = w - h.lr * d;
 }
 
+// columns i0 .. i0 + NV·(BYTES / sizeof(T)) - 1 of rows 0 .. RO - 1, in vectors of BYTES
+template <typename T, int RO, bool DECAY, bool BUF, bool NEST, int BYTES, int NV>
+inline void weight_update_chunk(T* __restrict W, T* __restrict buf, int64_t in, const T* __restrict dZ,
+                                const T* __restrict Xs, int B, const Hyper<T>& h, int64_t i0) {
+  using V = typename VecOf<T, BYTES>::type;
+  constexpr int L = BYTES / sizeof(T);
+  V g[RO][NV];
+  for (int k = 0; k < RO; ++k)
+    for (int v = 0; v < NV; ++v) g[k][v] = V{};
+  for (int b = 0; b < B; ++b) {
+    const T* x = Xs + b * in + i0;
+    V xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = load<V>(x + v * L);
+    for (int k = 0; k < RO; ++k) {
+      const T d = dZ[k * B + b];
+      for (int v = 0; v < NV; ++v) g[k][v] += d * xv[v];
+    }
+  }
+  for (int k = 0; k < RO; ++k)
+    for (int v = 0; v < NV; ++v) {
+      T* wp = W + k * in + i0 + v * L;
+      V w = load<V>(wp);
+      if constexpr (BUF) {
+        T* bp = buf + k * in + i0 + v * L;
+        V bv = load<V>(bp);
+        sgd<T, DECAY, BUF, NEST>(w, &bv, g[k][v], h);
+        store(bp, bv);
+      } else {
+        sgd<T, DECAY, BUF, NEST, V>(w, nullptr, g[k][v], h);
+      }
+      store(wp, w);
+    }
+}
+
 // W[o][i] updated with its gradient G[o][i] = sum_b dZ[o][b] Xs[b][i] (b in order from 0), rows
-// o0 .. o0 + RO - 1; the gradient is never stored.
+// o0 .. o0 + RO - 1; the gradient is never stored. Columns two 64-byte vectors at a time, then
+// one, then narrower vectors (32, 16 bytes) for the rest, then one by one.
 template <typename T, int RO, bool DECAY, bool BUF, bool NEST>
 inline void weight_update_rows(T* __restrict W, T* __restrict buf, int64_t in, const T* __restrict dZ,
                                const T* __restrict Xs, int B, const Hyper<T>& h) {
-  using V = typename VecOf<T, 64>::type;
-  constexpr int L = 64 / sizeof(T), NV = 2, VI = NV * L;
+  constexpr int L = 64 / sizeof(T);
   int64_t i0 = 0;
-  for (; i0 + VI <= in; i0 += VI) {
-    V g[RO][NV];
-    for (int k = 0; k < RO; ++k)
-      for (int v = 0; v < NV; ++v) g[k][v] = V{};
-    for (int b = 0; b < B; ++b) {
-      const T* x = Xs + b * in + i0;
-      V xv[NV];
-      for (int v = 0; v < NV; ++v) xv[v] = load<V>(x + v * L);
-      for (int k = 0; k < RO; ++k) {
-        const T d = dZ[k * B + b];
-        for (int v = 0; v < NV; ++v) g[k][v] += d * xv[v];
-      }
-    }
-    for (int k = 0; k < RO; ++k)
-      for (int v = 0; v < NV; ++v) {
-        T* wp = W + k * in + i0 + v * L;
-        V w = load<V>(wp);
-        if constexpr (BUF) {
-          T* bp = buf + k * in + i0 + v * L;
-          V bv = load<V>(bp);
-          sgd<T, DECAY, BUF, NEST>(w, &bv, g[k][v], h);
-          store(bp, bv);
-        } else {
-          sgd<T, DECAY, BUF, NEST, V>(w, nullptr, g[k][v], h);
-        }
-        store(wp, w);
-      }
-  }
+  for (; i0 + 2 * L <= in; i0 += 2 * L)
+    weight_update_chunk<T, RO, DECAY, BUF, NEST, 64, 2>(W, buf, in, dZ, Xs, B, h, i0);
+  if (i0 + L <= in) weight_update_chunk<T, RO, DECAY, BUF, NEST, 64, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L;
+  if (i0 + L / 2 <= in) weight_update_chunk<T, RO, DECAY, BUF, NEST, 32, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L / 2;
+  if constexpr (L / 4 >= 2)
+    if (i0 + L / 4 <= in)
+      weight_update_chunk<T, RO, DECAY, BUF, NEST, 16, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L / 4;
   for (int64_t i = i0; i < in; ++i)
     for (int k = 0; k < RO; ++k) {
       T g = 0;
