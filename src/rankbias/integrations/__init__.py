@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from numbers import Number
+from pathlib import Path
 
+from ..config import DEFAULT_EPS
 from ..errors import ConfigError
-from ..track import SCALARS
+from ..track import SCALARS, Tracker
 
 PLAIN = (bool, int, float, str)
 SPLIT = {"train": "train", "training": "train", "val": "test", "valid": "test", "validation": "test",
@@ -188,3 +190,31 @@ def final_index(progress: float, every_n: int) -> int:
     """The record index of the state at the end of training: ``progress`` epochs (or steps)
     done, recorded every ``every_n``: the next multiple's index when it is not one."""
     return math.ceil(progress / every_n - 1e-9)
+
+
+class Recording:
+    """What both callbacks are given (their docstrings say when they record): where and how the
+    tracker records (``results``, ``name``, ``config``; ``layers``, ``counted``, ``eps``, ``norm``,
+    ``input_shape`` as :class:`~rankbias.Tracker`), and every N epochs or N optimizer steps."""
+
+    def __init__(
+        self,
+        results: str | Path = "results",
+        *,
+        name: str | None = None,
+        config: dict | None = None,
+        every_n_epochs: int = 1,
+        every_n_steps: int | None = None,
+        layers: str | Iterable[str] = "*",
+        counted: str | Iterable[str] = "all",
+        eps: float = DEFAULT_EPS,
+        norm: str = "fro",
+        input_shape: tuple[int, ...] | None = None,
+    ):
+        self.every_n_epochs, self.every_n_steps = every(every_n_epochs, every_n_steps)
+        self.results, self.name, self.config = results, name, dict(config or {})
+        self.options = {"layers": layers, "counted": counted, "eps": eps, "norm": norm}
+        self.input_shape = input_shape
+        self.tracker: Tracker | None = None
+        self.path: Path | None = None  # the run's folder, once training started
+        self.recorded_step: int | None = None

@@ -12,7 +12,6 @@ config; records on the main process only (``state.is_world_process_zero``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 try:
@@ -20,9 +19,8 @@ try:
 except ImportError as error:  # pragma: no cover - the extra is not installed
     raise ImportError(f"{error}: rankbias.integrations.hf needs `pip install rankbias[hf]`") from None
 
-from ..config import DEFAULT_EPS
 from ..track import Tracker
-from . import current_lr, every, final_index, optimizer_settings, scalars, settings
+from . import Recording, current_lr, final_index, optimizer_settings, scalars, settings
 
 # the model config's keys that say nothing about the run (labels, bookkeeping)
 UNSTORED = ("id2label", "label2id", "transformers_version", "architectures")
@@ -30,7 +28,7 @@ TRAINER_KEYS = ("lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "m
 SUMMARY = "train_runtime"  # a key of the log at the end of train(): the whole run's means, not a record's
 
 
-class RankbiasCallback(TrainerCallback):
+class RankbiasCallback(Recording, TrainerCallback):
     """Records the model's weight matrices during ``Trainer.train`` with an ``rb.Tracker``.
 
     ``results``, ``name`` (default: the model's class name), ``layers``, ``counted``, ``eps``,
@@ -55,29 +53,11 @@ class RankbiasCallback(TrainerCallback):
     ``train()`` or :meth:`close`.
     """
 
-    def __init__(
-        self,
-        results: str | Path = "results",
-        *,
-        name: str | None = None,
-        config: dict | None = None,
-        every_n_epochs: int = 1,
-        every_n_steps: int | None = None,
-        layers: str | Iterable[str] = "*",
-        counted: str | Iterable[str] = "all",
-        eps: float = DEFAULT_EPS,
-        norm: str = "fro",
-        input_shape: tuple[int, ...] | None = None,
-    ):
-        self.every_n_epochs, self.every_n_steps = every(every_n_epochs, every_n_steps)
-        self.results, self.name, self.config = results, name, dict(config or {})
-        self.options = {"layers": layers, "counted": counted, "eps": eps, "norm": norm, "input_shape": input_shape}
-        self.tracker: Tracker | None = None
-        self.path: Path | None = None  # the run's folder, once training started
+    def __init__(self, results: str | Path = "results", **options):
+        Recording.__init__(self, results, **options)
         self.logged: dict = {}
         self.pending: tuple[int, int] | None = None  # (epoch, step) of a record waiting for its logs
         self.optimizer = None
-        self.recorded_step: int | None = None
 
     # -- the run -----------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -95,7 +75,7 @@ class RankbiasCallback(TrainerCallback):
         read["train.batch_size"] = int(batch)
         self.tracker = Tracker(model, self.results, name=self.name or type(model).__name__,
                                config=settings({"model": described, "trainer": trainer}, read, self.config),
-                               **self.options)  # fmt: skip
+                               input_shape=self.input_shape, **self.options)  # fmt: skip
         self.optimizer, self.logged, self.pending, self.recorded_step = optimizer, {}, None, None
         self.path = self.tracker.path
         if state.global_step == 0:

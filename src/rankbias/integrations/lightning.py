@@ -11,7 +11,6 @@ size as its config; records on global rank 0 only, so any data-parallel strategy
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 try:
@@ -19,15 +18,14 @@ try:
 except ImportError as error:  # pragma: no cover - the extra is not installed
     raise ImportError(f"{error}: rankbias.integrations.lightning needs `pip install rankbias[lightning]`") from None
 
-from ..config import DEFAULT_EPS
 from ..errors import ConfigError
 from ..track import Tracker
-from . import current_lr, every, final_index, optimizer_settings, scalars, settings
+from . import Recording, current_lr, final_index, optimizer_settings, scalars, settings
 
 SHARDED = ("FSDPStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 
 
-class RankbiasCallback(Callback):
+class RankbiasCallback(Recording, Callback):
     """Records the LightningModule's weight matrices during ``Trainer.fit`` with an ``rb.Tracker``.
 
     ``results``, ``name`` (default: the module's class name), ``layers``, ``counted``, ``eps``,
@@ -49,27 +47,8 @@ class RankbiasCallback(Callback):
     or after it; an exception during fit marks the run failed.
     """
 
-    def __init__(
-        self,
-        results: str | Path = "results",
-        *,
-        name: str | None = None,
-        config: dict | None = None,
-        every_n_epochs: int = 1,
-        every_n_steps: int | None = None,
-        layers: str | Iterable[str] = "*",
-        counted: str | Iterable[str] = "all",
-        eps: float = DEFAULT_EPS,
-        norm: str = "fro",
-        input_shape: tuple[int, ...] | None = None,
-    ):
-        self.every_n_epochs, self.every_n_steps = every(every_n_epochs, every_n_steps)
-        self.results, self.name, self.config = results, name, dict(config or {})
-        self.options = {"layers": layers, "counted": counted, "eps": eps, "norm": norm}
-        self.input_shape = input_shape
-        self.tracker: Tracker | None = None
-        self.path: Path | None = None  # the run's folder, once training started
-        self.recorded_step: int | None = None
+    def __init__(self, results: str | Path = "results", **options):
+        Recording.__init__(self, results, **options)
 
     # -- the run -----------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
