@@ -34,6 +34,7 @@ enum { BN_NONE = 0, BN_PLAIN = 1, BN_DETACHED = 2 };
 enum { LOSS_CE = 0, LOSS_MSE_ONEHOT = 1, LOSS_MSE_SCALAR = 2 };
 enum { P_W, P_B, P_GAMMA, P_BETA, P_RMEAN, P_RVAR, P_BUF_W, P_BUF_B, P_BUF_GAMMA, P_BUF_BETA, N_PTRS };
 constexpr int N_INTS = 6;  // in, out, bias, bn, act, skip (-1: none)
+constexpr int PAD = 16;    // elements after each scratch buffer (the general path's partial vectors read them)
 
 struct Layer {
   int64_t in, out;
@@ -65,14 +66,14 @@ struct Scratch {
     int64_t widest = 0;
     for (size_t l = 0; l < L; ++l) {
       const Layer& y = layers[l];
-      act[l].resize(y.in * B), act_s[l].resize(y.in * B), grad[l].resize(y.in * B);
-      pre[l].resize(y.act != ACT_NONE ? y.out * B : 0);
-      xhat[l].resize(y.bn != BN_NONE ? y.out * B : 0);
+      act[l].resize(y.in * B + PAD), act_s[l].resize(y.in * B + PAD), grad[l].resize(y.in * B + PAD);
+      pre[l].resize(y.act != ACT_NONE ? y.out * B + PAD : 0);
+      xhat[l].resize(y.bn != BN_NONE ? y.out * B + PAD : 0);
       inv_std[l].resize(y.bn != BN_NONE ? y.out : 0);
       if (y.out > widest) widest = y.out;
     }
-    act[L].resize(layers[L - 1].out * B), grad[L].resize(layers[L - 1].out * B);
-    dz.resize(widest * B), dgamma.resize(widest), dbeta.resize(widest), db.resize(widest);
+    act[L].resize(layers[L - 1].out * B + PAD), grad[L].resize(layers[L - 1].out * B + PAD);
+    dz.resize(widest * B + PAD), dgamma.resize(widest), dbeta.resize(widest), db.resize(widest);
   }
 };
 
@@ -205,6 +206,127 @@ void linear_backward_input(const T* W, int64_t in, int64_t out, const T* dZ, T* 
   for (; i < in; ++i) backward_cols<T, NB, 1>(W + i, in, out, dZ, dX + i * B, B);
 }
 
+// -- any batch size (NB = 0): the batch in chunks of vectors ---------------------------------
+// The products run over rows of a runtime length B (the row stride), the batch cut into chunks of
+// two 64-byte vectors, then one, then a narrower vector for the rest (a partial vector: only its
+// first lanes are stored). Each output element is the same chain of multiply-adds in the same
+// order however the batch is cut (lanes are independent elements), and the products' blocking
+// over the summed index (partial sums stored and reloaded) leaves the chains as they are: a
+// member's arithmetic depends only on its shapes and B. A partial vector reads past the end of a
+// row, into the next row or the scratch buffers' padding (PAD elements): those lanes are dropped.
+template <typename T, int BYTES>
+using Vec = typename VecOf<T, BYTES>::type;
+
+// lanes [0, n/2) + lanes [n/2, n), down to one lane
+template <typename T, int BYTES>
+inline T halves_sum(const Vec<T, BYTES>& a) {
+  if constexpr (BYTES == sizeof(T)) {
+    return a[0];
+  } else {
+    using H = Vec<T, BYTES / 2>;
+    H lo, hi;
+    std::memcpy(&lo, &a, sizeof(H));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&a) + sizeof(H), sizeof(H));
+    return halves_sum<T, BYTES / 2>(lo + hi);
+  }
+}
+
+// the sum over b in [0, B) of f(b): f(V{}, b) gives the 64-byte vector at b, f(T{}, b) the value
+// at b. The whole vectors are added in order into one vector, its lanes summed by halves, then
+// the remaining values one by one: an order that depends only on B.
+template <typename T, typename F>
+inline T batch_sum(int B, F f) {
+  using V = Vec<T, 64>;
+  constexpr int N = 64 / sizeof(T);
+  T s = 0;
+  int b = 0;
+  if (B >= N) {
+    V a = f(V{}, 0);
+    for (b = N; b + N <= B; b += N) a += f(V{}, b);
+    s = halves_sum<T, 64>(a);
+  }
+  for (; b < B; ++b) s += f(T{}, b);
+  return s;
+}
+
+// f(V{}, b) for the 64-byte vectors of [0, B), then f(T{}, b) for the rest (element-wise work)
+template <typename T, typename F>
+inline void batch_each(int B, F f) {
+  using V = Vec<T, 64>;
+  constexpr int N = 64 / sizeof(T);
+  int b = 0;
+  for (; b + N <= B; b += N) f(V{}, b);
+  for (; b < B; ++b) f(T{}, b);
+}
+
+// C[m][b] (+)= sum_{k0 <= k < k1} A(m, k) X[k][b] (k in order) for rows m of a block of RB and
+// the batch columns [0, n) of a chunk of NV vectors of BYTES (n < their lanes: PARTIAL, the
+// other lanes not stored). A(m, k) = TRANS ? A[k lda + m] : A[m lda + k]; X and C point at the
+// chunk's first column, rows ld apart. LOAD: the sums go on from C's values, else from 0.
+template <typename T, bool TRANS, int RB, int BYTES, int NV, bool PARTIAL>
+inline void product_chunk(const T* __restrict A, int64_t lda, int64_t k0, int64_t k1, const T* __restrict X,
+                          T* __restrict C, int64_t ld, bool load_c, int n) {
+  using V = Vec<T, BYTES>;
+  constexpr int L = BYTES / sizeof(T);
+  V acc[RB][NV];
+  if (load_c) {
+    for (int r = 0; r < RB; ++r)
+      for (int v = 0; v < NV; ++v) acc[r][v] = load<V>(C + r * ld + v * L);
+  } else {
+    for (int r = 0; r < RB; ++r)
+      for (int v = 0; v < NV; ++v) acc[r][v] = V{};
+  }
+  for (int64_t k = k0; k < k1; ++k) {
+    const T* x = X + k * ld;
+    V xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = load<V>(x + v * L);
+    for (int r = 0; r < RB; ++r) {
+      const T w = TRANS ? A[k * lda + r] : A[r * lda + k];
+      for (int v = 0; v < NV; ++v) acc[r][v] += w * xv[v];
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < NV; ++v) {
+      if constexpr (PARTIAL) std::memcpy(C + r * ld + v * L, &acc[r][v], sizeof(T) * n);
+      else store(C + r * ld + v * L, acc[r][v]);
+    }
+}
+
+// rows m .. m + RB - 1 of the product, all B columns: chunks of two 64-byte vectors, one, then the
+// rest (fewer lanes than one 64-byte vector) in one vector of 64, 32 or 16 bytes
+template <typename T, bool TRANS, int RB>
+inline void product_rows(const T* A, int64_t lda, int64_t k0, int64_t k1, const T* X, T* C, int B, bool load_c) {
+  constexpr int L = 64 / sizeof(T);
+  int b = 0;
+  for (; b + 2 * L <= B; b += 2 * L)
+    product_chunk<T, TRANS, RB, 64, 2, false>(A, lda, k0, k1, X + b, C + b, B, load_c, 2 * L);
+  if (b + L <= B) product_chunk<T, TRANS, RB, 64, 1, false>(A, lda, k0, k1, X + b, C + b, B, load_c, L), b += L;
+  const int n = B - b;
+  if (n > L / 2) product_chunk<T, TRANS, RB, 64, 1, true>(A, lda, k0, k1, X + b, C + b, B, load_c, n);
+  else if (n == L / 2) product_chunk<T, TRANS, RB, 32, 1, false>(A, lda, k0, k1, X + b, C + b, B, load_c, n);
+  else if (n > L / 4) product_chunk<T, TRANS, RB, 32, 1, true>(A, lda, k0, k1, X + b, C + b, B, load_c, n);
+  else if (n > 0) product_chunk<T, TRANS, RB, 16, 1, true>(A, lda, k0, k1, X + b, C + b, B, load_c, n);
+}
+
+// C (M, B) (+)= A' X, X (K, B), A(m, k) as in product_chunk; ACCUMULATE: onto C's values, else
+// C = the product. The summed index in blocks whose rows of X (KC × B) stay in L2 while every
+// block of RB rows of A runs over them (a block of A's rows stays in L1 over all the chunks).
+template <typename T, bool TRANS>
+void product(const T* A, int64_t lda, int64_t M, int64_t K, const T* X, T* C, int B, bool accumulate) {
+  constexpr int64_t BUDGET = 192 * 1024, KMAX = 256, KMIN = 16;
+  int64_t kc = BUDGET / (int64_t(B) * int64_t(sizeof(T)));
+  kc = kc > KMAX ? KMAX : kc < KMIN ? KMIN : kc;
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t k1 = k0 + kc < K ? k0 + kc : K;
+    const bool load_c = accumulate || k0 > 0;
+    int64_t m = 0;
+    auto at = [&](int64_t row) { return TRANS ? A + row : A + row * lda; };
+    for (; m + 8 <= M; m += 8) product_rows<T, TRANS, 8>(at(m), lda, k0, k1, X, C + m * B, B, load_c);
+    for (; m + 4 <= M; m += 4) product_rows<T, TRANS, 4>(at(m), lda, k0, k1, X, C + m * B, B, load_c);
+    for (; m < M; ++m) product_rows<T, TRANS, 1>(at(m), lda, k0, k1, X, C + m * B, B, load_c);
+  }
+}
+
 // one SGD update of w (a scalar or a vector of elements) with its gradient g
 template <typename T, bool DECAY, bool BUF, bool NEST, typename V>
 inline void sgd(V& w, V* buf, V g, const Hyper<T>& h) {
@@ -254,21 +376,21 @@ inline void weight_update_chunk(T* __restrict W, T* __restrict buf, int64_t in, 
 }
 
 // W[o][i] updated with its gradient G[o][i] = sum_b dZ[o][b] Xs[b][i] (b in order from 0), rows
-// o0 .. o0 + RO - 1; the gradient is never stored. Columns two 64-byte vectors at a time, then
-// one, then narrower vectors (32, 16 bytes) for the rest, then one by one.
+// o0 .. o0 + RO - 1, columns [c0, c1); the gradient is never stored. Columns two 64-byte vectors
+// at a time, then one, then narrower vectors (32, 16 bytes) for the rest, then one by one.
 template <typename T, int RO, bool DECAY, bool BUF, bool NEST>
 inline void weight_update_rows(T* __restrict W, T* __restrict buf, int64_t in, const T* __restrict dZ,
-                               const T* __restrict Xs, int B, const Hyper<T>& h) {
+                               const T* __restrict Xs, int B, const Hyper<T>& h, int64_t c0, int64_t c1) {
   constexpr int L = 64 / sizeof(T);
-  int64_t i0 = 0;
-  for (; i0 + 2 * L <= in; i0 += 2 * L)
+  int64_t i0 = c0;
+  for (; i0 + 2 * L <= c1; i0 += 2 * L)
     weight_update_chunk<T, RO, DECAY, BUF, NEST, 64, 2>(W, buf, in, dZ, Xs, B, h, i0);
-  if (i0 + L <= in) weight_update_chunk<T, RO, DECAY, BUF, NEST, 64, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L;
-  if (i0 + L / 2 <= in) weight_update_chunk<T, RO, DECAY, BUF, NEST, 32, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L / 2;
+  if (i0 + L <= c1) weight_update_chunk<T, RO, DECAY, BUF, NEST, 64, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L;
+  if (i0 + L / 2 <= c1) weight_update_chunk<T, RO, DECAY, BUF, NEST, 32, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L / 2;
   if constexpr (L / 4 >= 2)
-    if (i0 + L / 4 <= in)
+    if (i0 + L / 4 <= c1)
       weight_update_chunk<T, RO, DECAY, BUF, NEST, 16, 1>(W, buf, in, dZ, Xs, B, h, i0), i0 += L / 4;
-  for (int64_t i = i0; i < in; ++i)
+  for (int64_t i = i0; i < c1; ++i)
     for (int k = 0; k < RO; ++k) {
       T g = 0;
       for (int b = 0; b < B; ++b) g += dZ[k * B + b] * Xs[b * in + i];
@@ -279,16 +401,26 @@ inline void weight_update_rows(T* __restrict W, T* __restrict buf, int64_t in, c
 template <typename T, bool DECAY, bool BUF, bool NEST>
 void weight_update(T* W, T* buf, int64_t in, int64_t out, const T* dZ, const T* Xs, int B, const Hyper<T>& h) {
   // 8 rows at a time (16 vector accumulators): the inputs Xs are read from L2 half as often as
-  // with 4 (measured 10 % faster at 1 thread)
-  constexpr int RO = 8;
-  int64_t o = 0;
-  for (; o + RO <= out; o += RO)
-    weight_update_rows<T, RO, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
-  if constexpr (RO > 4)
-    for (; o + 4 <= out; o += 4)
-      weight_update_rows<T, 4, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
-  for (; o < out; ++o)
-    weight_update_rows<T, 1, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h);
+  // with 4 (measured 10 % faster at 1 thread). The columns in panels whose inputs (B × panel)
+  // stay in L2 while every block of rows runs over them (one panel for small batches).
+  constexpr int RO = 8, L = 64 / sizeof(T);
+  constexpr int64_t BUDGET = 256 * 1024;
+  int64_t panel = BUDGET / (int64_t(B) * int64_t(sizeof(T))) / (2 * L) * (2 * L);
+  if (panel < 2 * L) panel = 2 * L;
+  for (int64_t c0 = 0; c0 < in; c0 += panel) {
+    const int64_t c1 = c0 + panel < in ? c0 + panel : in;
+    int64_t o = 0;
+    for (; o + RO <= out; o += RO)
+      weight_update_rows<T, RO, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h,
+                                                  c0, c1);
+    if constexpr (RO > 4)
+      for (; o + 4 <= out; o += 4)
+        weight_update_rows<T, 4, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B,
+                                                   h, c0, c1);
+    for (; o < out; ++o)
+      weight_update_rows<T, 1, DECAY, BUF, NEST>(W + o * in, BUF ? buf + o * in : nullptr, in, dZ + o * B, Xs, B, h,
+                                                 c0, c1);
+  }
 }
 
 template <typename T>
@@ -319,35 +451,14 @@ void vector_update(T* p, T* buf, const T* g, int64_t n, const Hyper<T>& h) {
   }
 }
 
-// sums over a row of the batch in four interleaved partial sums (shorter dependency chains), in a
-// fixed order: a member's sums depend only on B
+// sums over a row of the batch (NB > 0: the bias gradient) in four interleaved partial sums
+// (shorter dependency chains), in a fixed order: a member's sums depend only on B
 template <typename T>
 inline T row_sum(const T* x, int B) {
   T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   int b = 0;
   for (; b + 4 <= B; b += 4) s0 += x[b], s1 += x[b + 1], s2 += x[b + 2], s3 += x[b + 3];
   for (; b < B; ++b) s0 += x[b];
-  return (s0 + s1) + (s2 + s3);
-}
-
-template <typename T>
-inline T row_dot(const T* x, const T* y, int B) {
-  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int b = 0;
-  for (; b + 4 <= B; b += 4) s0 += x[b] * y[b], s1 += x[b + 1] * y[b + 1], s2 += x[b + 2] * y[b + 2], s3 += x[b + 3] * y[b + 3];
-  for (; b < B; ++b) s0 += x[b] * y[b];
-  return (s0 + s1) + (s2 + s3);
-}
-
-template <typename T>
-inline T row_sq_dev(const T* x, T mean, int B) {
-  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int b = 0;
-  for (; b + 4 <= B; b += 4) {
-    const T d0 = x[b] - mean, d1 = x[b + 1] - mean, d2 = x[b + 2] - mean, d3 = x[b + 3] - mean;
-    s0 += d0 * d0, s1 += d1 * d1, s2 += d2 * d2, s3 += d3 * d3;
-  }
-  for (; b < B; ++b) s0 += (x[b] - mean) * (x[b] - mean);
   return (s0 + s1) + (s2 + s3);
 }
 
@@ -439,6 +550,67 @@ inline void act_bn_backward_rows(const T* dA, const T* pre, T* dz, const T* xh, 
   }
 }
 
+// the same for any batch size B (rows B apart): vectors plus the rest one by one; the sums in
+// batch_sum's order (a function of B only)
+template <typename T>
+inline void bn_act_forward_any(T* z, T* a, T* xh, T* inv, const T* gamma, const T* beta, T* rmean, T* rvar,
+                               int64_t out, int act, T slope, T momentum, T eps, int B) {
+  const T unbias = T(B) / T(B > 1 ? B - 1 : 1);
+  for (int64_t o = 0; o < out; ++o) {
+    T* row = z + o * B;
+    T* xrow = xh + o * B;
+    T* arow = a + o * B;
+    const T mean = batch_sum<T>(B, [&](auto u, int b) { return load<decltype(u)>(row + b); }) / T(B);
+    const T var = batch_sum<T>(B, [&](auto u, int b) {
+                    const decltype(u) d = load<decltype(u)>(row + b) - mean;
+                    return d * d;
+                  }) / T(B);
+    const T is = T(1) / std::sqrt(var + eps);
+    inv[o] = is;
+    const T g = gamma[o], bt = beta[o];
+    batch_each<T>(B, [&](auto u, int b) {
+      using U = decltype(u);
+      const U n = (load<U>(row + b) - mean) * is;
+      store(xrow + b, n);
+      const U y = n * g + bt;
+      store(row + b, y);
+      if (act == ACT_RELU) store(arow + b, U(y < U{} ? U{} : y));
+      else if (act == ACT_LEAKY) store(arow + b, U(y < U{} ? slope * y : y));
+    });
+    rmean[o] = rmean[o] + momentum * (mean - rmean[o]);
+    rvar[o] = rvar[o] + momentum * (var * unbias - rvar[o]);
+  }
+}
+
+template <typename T>
+inline void act_bn_backward_any(const T* dA, const T* pre, T* dz, const T* xh, const T* inv, const T* gamma,
+                                T* dgamma, T* dbeta, int64_t out, int act, int bn, T slope, int B) {
+  for (int64_t o = 0; o < out; ++o) {
+    const T* darow = dA + o * B;
+    const T* prow = act != ACT_NONE ? pre + o * B : nullptr;
+    const T* n = xh + o * B;
+    T* d = dz + o * B;
+    batch_each<T>(B, [&](auto u, int b) {
+      using U = decltype(u);
+      U v = load<U>(darow + b);
+      if (act != ACT_NONE) {
+        const U p = load<U>(prow + b);
+        v = act == ACT_RELU ? U(p > U{} ? v : U{}) : U(p > U{} ? v : v * slope);
+      }
+      store(d + b, v);
+    });
+    const T sum = batch_sum<T>(B, [&](auto u, int b) { return load<decltype(u)>(d + b); });
+    const T dot = batch_sum<T>(B, [&](auto u, int b) { return load<decltype(u)>(d + b) * load<decltype(u)>(n + b); });
+    dbeta[o] = sum, dgamma[o] = dot;
+    const T mean_dy = sum / T(B), mean_dyn = dot / T(B), kk = gamma[o] * inv[o];
+    batch_each<T>(B, [&](auto u, int b) {
+      using U = decltype(u);
+      const U v = load<U>(d + b);
+      store(d + b, bn == BN_PLAIN ? U(kk * (v - mean_dy - load<U>(n + b) * mean_dyn)) : U(kk * (v - mean_dy)));
+    });
+  }
+}
+
 // dst[j][b] = src[b][j] (src: B rows of n; dst: n rows of B), in tiles of 16 × 16 that stay in L1
 template <typename T>
 inline void transpose(const T* __restrict src, T* __restrict dst, int64_t n, int B) {
@@ -472,7 +644,17 @@ T member_step(const std::vector<Layer>& layers, Scratch<T>& s, int64_t r, int B_
     const T* W = member_ptr<T>(ly.ptrs[P_W], r, out * in);
     const T* bias = ly.bias ? member_ptr<T>(ly.ptrs[P_B], r, out) : nullptr;
     T* z = ly.act != ACT_NONE ? s.pre[l].data() : s.act[l + 1].data();
-    linear_forward<T, NB>(W, bias, in, out, s.act[l].data(), z, B);
+    if constexpr (NB > 0) {
+      linear_forward<T, NB>(W, bias, in, out, s.act[l].data(), z, B);
+    } else {
+      product<T, false>(W, in, out, in, s.act[l].data(), z, B, false);
+      if (bias)
+        for (int64_t o = 0; o < out; ++o) {
+          T* row = z + o * B;
+          const T c = bias[o];
+          for (int b = 0; b < B; ++b) row[b] += c;
+        }
+    }
     bool act_done = false;
     if (ly.bn != BN_NONE && Row<T, NB>::VB > 0) {
       bn_act_forward_rows<T, NB>(z, s.act[l + 1].data(), s.xhat[l].data(), s.inv_std[l].data(),
@@ -481,27 +663,11 @@ T member_step(const std::vector<Layer>& layers, Scratch<T>& s, int64_t r, int B_
                                  out, ly.act, slope, bn_momentum, bn_eps);
       act_done = true;
     } else if (ly.bn != BN_NONE) {
-      const T* gamma = member_ptr<T>(ly.ptrs[P_GAMMA], r, out);
-      const T* beta = member_ptr<T>(ly.ptrs[P_BETA], r, out);
-      T* rmean = member_ptr<T>(ly.ptrs[P_RMEAN], r, out);
-      T* rvar = member_ptr<T>(ly.ptrs[P_RVAR], r, out);
-      T* xh = s.xhat[l].data();
-      T* inv = s.inv_std[l].data();
-      const T unbias = T(B) / T(B > 1 ? B - 1 : 1);
-      for (int64_t o = 0; o < out; ++o) {
-        T* row = z + o * B;
-        const T mean = row_sum(row, B) / T(B);
-        const T var = row_sq_dev(row, mean, B) / T(B);
-        const T is = T(1) / std::sqrt(var + bn_eps);
-        inv[o] = is;
-        for (int b = 0; b < B; ++b) {
-          const T n = (row[b] - mean) * is;
-          xh[o * B + b] = n;
-          row[b] = n * gamma[o] + beta[o];
-        }
-        rmean[o] = rmean[o] + bn_momentum * (mean - rmean[o]);
-        rvar[o] = rvar[o] + bn_momentum * (var * unbias - rvar[o]);
-      }
+      bn_act_forward_any<T>(z, s.act[l + 1].data(), s.xhat[l].data(), s.inv_std[l].data(),
+                            member_ptr<T>(ly.ptrs[P_GAMMA], r, out), member_ptr<T>(ly.ptrs[P_BETA], r, out),
+                            member_ptr<T>(ly.ptrs[P_RMEAN], r, out), member_ptr<T>(ly.ptrs[P_RVAR], r, out), out,
+                            ly.act, slope, bn_momentum, bn_eps, B);
+      act_done = true;
     }
     if (ly.act != ACT_NONE && !act_done) {
       T* a = s.act[l + 1].data();
@@ -572,12 +738,17 @@ T member_step(const std::vector<Layer>& layers, Scratch<T>& s, int64_t r, int B_
       for (int64_t j = 0; j < out * B; ++j) ds[j] += dA[j];
     }
     T* dz = s.dz.data();
-    if (ly.bn != BN_NONE && Row<T, NB>::VB > 0) {
+    if (ly.bn != BN_NONE) {
       T* gamma = member_ptr<T>(ly.ptrs[P_GAMMA], r, out);
       T* beta = member_ptr<T>(ly.ptrs[P_BETA], r, out);
-      act_bn_backward_rows<T, NB>(dA, ly.act != ACT_NONE ? s.pre[li].data() : nullptr, dz, s.xhat[li].data(),
-                                  s.inv_std[li].data(), gamma, s.dgamma.data(), s.dbeta.data(), out, ly.act, ly.bn,
-                                  slope);
+      if constexpr (Row<T, NB>::VB > 0)
+        act_bn_backward_rows<T, NB>(dA, ly.act != ACT_NONE ? s.pre[li].data() : nullptr, dz, s.xhat[li].data(),
+                                    s.inv_std[li].data(), gamma, s.dgamma.data(), s.dbeta.data(), out, ly.act, ly.bn,
+                                    slope);
+      else
+        act_bn_backward_any<T>(dA, ly.act != ACT_NONE ? s.pre[li].data() : nullptr, dz, s.xhat[li].data(),
+                               s.inv_std[li].data(), gamma, s.dgamma.data(), s.dbeta.data(), out, ly.act, ly.bn,
+                               slope, B);
       vector_update<T>(gamma, member_ptr<T>(ly.ptrs[P_BUF_GAMMA], r, out), s.dgamma.data(), out, h);
       vector_update<T>(beta, member_ptr<T>(ly.ptrs[P_BUF_BETA], r, out), s.dbeta.data(), out, h);
     } else if (ly.act != ACT_NONE) {
@@ -589,30 +760,16 @@ T member_step(const std::vector<Layer>& layers, Scratch<T>& s, int64_t r, int B_
     } else {
       std::memcpy(dz, dA, sizeof(T) * out * B);
     }
-    if (ly.bn != BN_NONE && Row<T, NB>::VB == 0) {
-      T* gamma = member_ptr<T>(ly.ptrs[P_GAMMA], r, out);
-      T* beta = member_ptr<T>(ly.ptrs[P_BETA], r, out);
-      const T* xh = s.xhat[li].data();
-      const T* inv = s.inv_std[li].data();
-      for (int64_t o = 0; o < out; ++o) {
-        T* row = dz + o * B;
-        const T* n = xh + o * B;
-        const T sum = row_sum(row, B), dot = row_dot(row, n, B);
-        s.dbeta[o] = sum, s.dgamma[o] = dot;
-        const T mean_dy = sum / T(B), mean_dyn = dot / T(B), k = gamma[o] * inv[o];
-        if (ly.bn == BN_PLAIN)
-          for (int b = 0; b < B; ++b) row[b] = k * (row[b] - mean_dy - n[b] * mean_dyn);
-        else
-          for (int b = 0; b < B; ++b) row[b] = k * (row[b] - mean_dy);
-      }
-      vector_update<T>(gamma, member_ptr<T>(ly.ptrs[P_BUF_GAMMA], r, out), s.dgamma.data(), out, h);
-      vector_update<T>(beta, member_ptr<T>(ly.ptrs[P_BUF_BETA], r, out), s.dbeta.data(), out, h);
-    }
     T* W = member_ptr<T>(ly.ptrs[P_W], r, out * in);
-    if (li > 0) linear_backward_input<T, NB>(W, in, out, dz, s.grad[li].data(), B);  // with the old W
+    if (li > 0) {  // with the old W
+      if constexpr (NB > 0) linear_backward_input<T, NB>(W, in, out, dz, s.grad[li].data(), B);
+      else product<T, true>(W, in, in, out, dz, s.grad[li].data(), B, true);
+    }
     if (ly.bias) {
       for (int64_t o = 0; o < out; ++o) {
-        s.db[o] = row_sum(dz + o * B, B);
+        const T* row = dz + o * B;
+        if constexpr (NB > 0) s.db[o] = row_sum(row, B);
+        else s.db[o] = batch_sum<T>(B, [&](auto u, int b) { return load<decltype(u)>(row + b); });
       }
       vector_update<T>(member_ptr<T>(ly.ptrs[P_B], r, out), member_ptr<T>(ly.ptrs[P_BUF_B], r, out), s.db.data(),
                        out, h);
