@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import rankbias as rb
+from rankbias import native as native_step
 from rankbias.data import load_dataset
 from rankbias.options import EngineOptions
 from rankbias.store import RunStore
@@ -56,12 +57,16 @@ MEMBERS = [
 ]
 
 
-def test_cohort_members_equal_their_solo_runs(tmp_path):
+PATHS = pytest.mark.parametrize("native", [None, False], ids=["default-path", "eager-path"])
+
+
+@PATHS
+def test_cohort_members_equal_their_solo_runs(tmp_path, native):
     configs = [small_config(**m) for m in MEMBERS]
     assert len({c.cohort_key() for c in configs}) == 1
-    rb.train(configs, tmp_path / "cohort", max_cohort=4)
+    rb.train(configs, tmp_path / "cohort", max_cohort=4, native=native)
     for config in configs:
-        rb.train(config, tmp_path / "solo")
+        rb.train(config, tmp_path / "solo", native=native)
     for config in configs:  # bit for bit: a member's arithmetic does not depend on its cohort (test_models.py)
         assert_same_records(tmp_path / "cohort", tmp_path / "solo", config.run_id())
         _, layers, _ = records(tmp_path / "cohort", config.run_id())
@@ -113,15 +118,18 @@ def test_record_every_k_epochs_keeps_zero_and_last(tmp_path):
     assert rb.load(run.path).layers[lambda d: d.epoch == 2]["delta_fro"].notna().all()
 
 
-def test_engine_equals_plain_pytorch_sgd(tmp_path):
+@PATHS
+def test_engine_equals_plain_pytorch_sgd(tmp_path, native):
     """One member trained by the engine = its plain nn.Module trained with torch.optim.SGD."""
     config = small_config(**{"optimizer.weight_decay": 1e-2, "model.bias": True})
     data = load_dataset(config.data)
-    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, EngineOptions(device="cpu"))
+    options = EngineOptions(device="cpu", native=native)
+    trainer = CohortTrainer([Member(config, RunStore(tmp_path, config.run_id()))], data, options)
     plain = trainer.model.member_module(0)
     generator = torch.Generator()
     generator.set_state(trainer.generators[0].get_state())
     trainer.run()
+    assert trainer.path == ("native" if native is None and native_step.available() else "eager")
 
     opt = config.optimizer
     sgd = torch.optim.SGD(plain.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
@@ -171,13 +179,14 @@ def kill_in_epoch(monkeypatch, epoch: int):
     return original
 
 
-def test_killed_run_resumes_to_the_uninterrupted_records(tmp_path, monkeypatch):
+@PATHS
+def test_killed_run_resumes_to_the_uninterrupted_records(tmp_path, monkeypatch, native):
     configs = [small_config(**{"train.epochs": 5}), small_config(**{"train.epochs": 5, "train.seed": 9})]
-    rb.train(configs, tmp_path / "straight")
+    rb.train(configs, tmp_path / "straight", native=native)
 
     original = kill_in_epoch(monkeypatch, 4)
     with pytest.raises(Killed):
-        rb.train(configs, tmp_path / "killed")
+        rb.train(configs, tmp_path / "killed", native=native)
     store = RunStore(tmp_path / "killed", configs[0].run_id())
     assert store.status()["state"] == "running" and store.load_checkpoint()["epoch"] == 3
     monkeypatch.setattr(CohortTrainer, "_train_epoch", original)

@@ -145,10 +145,10 @@ def main() -> None:
     help="On a GPU, let float32 matrix products use TensorFloat-32 (faster; small singular values become noise).",
 )
 @click.option(
-    "--native",
-    is_flag=True,
-    help="Train fully connected families on a CPU with the native step (C++, built at first use; "
-    "docs/speed.md); elsewhere the eager path.",
+    "--native/--eager",
+    default=None,
+    help="On a CPU, train the fully connected families with the native step (C++, built at first use) "
+    "or eagerly (PyTorch). Default: native where it is the faster path (docs/speed.md).",
 )
 @click.option(
     "--log-to",

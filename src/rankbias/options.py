@@ -54,9 +54,11 @@ class EngineOptions:
     ``fused_update``: apply the linear layers' SGD update inside their backward (``None``: on a
     CPU, see ``engine.FUSED_UPDATE_DEVICES``). ``progress``: a progress bar per cohort.
     ``threads``: torch threads of every training process (``None``: one, see
-    :func:`rankbias.sweep.default_threads`). ``native``: train the fully connected families on a
-    CPU with the native step (``rankbias.native``: one C++ call per step, built at first use),
-    where it can; elsewhere, or without a compiler, the eager path (with a notice).
+    :func:`rankbias.sweep.default_threads`). ``native``: how the fully connected families train
+    on a CPU: ``None`` (default) with the native step (``rankbias.native``: one C++ call per
+    step, built at first use) where it runs and is the faster path (:func:`rankbias.native.preferred`),
+    else eagerly; ``True`` natively wherever it runs (a notice where it cannot); ``False``
+    always eagerly. Without a compiler every run trains eagerly (one notice).
     """
 
     device: str = "auto"
@@ -65,12 +67,14 @@ class EngineOptions:
     fused_update: bool | None = None
     progress: bool = False
     threads: int | None = None
-    native: bool = False
+    native: bool | None = None
 
     def __post_init__(self):
         threads = self.threads
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError("threads", f"must be a whole number of at least 1, got {threads!r}")
+        if self.native not in (None, True, False):
+            raise ConfigError("native", f"must be true, false or null (the faster path), got {self.native!r}")
         if not isinstance(self.device, str):  # stored as text: the options travel to other processes
             object.__setattr__(self, "device", str(self.device))
 

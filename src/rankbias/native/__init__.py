@@ -8,8 +8,9 @@ its own data and hyperparameters (not the cohort's size, its position, the threa
 **How it is built.** A plain C++ library on raw pointers, loaded with ``ctypes``, not a PyTorch
 extension: it does not depend on the torch build (headers, ABI, version), so a torch upgrade
 never breaks it, and it builds with nothing but a C++ compiler. It is compiled at first use for
-the machine it runs on (``-O3 -march=native -fopenmp``; where ``-march=native`` fails, without it)
-into a cache folder (``$RANKBIAS_CACHE/native``, else ``$XDG_CACHE_HOME/rankbias/native``, else
+the machine it runs on (``-O3 -march=native -fopenmp``; where that fails, without
+``-march=native``, then without OpenMP: one thread, a notice; a failed variant is remembered) into
+a cache folder (``$RANKBIAS_CACHE/native``, else ``$XDG_CACHE_HOME/rankbias/native``, else
 ``~/.cache/rankbias/native``), under a name keyed by the source, the flags, the compiler's version
 and the CPU (model and instruction-set flags), written to a temporary file and renamed into place
 (two processes building at once both succeed; one's file wins). A one-line notice goes to stderr
@@ -17,7 +18,10 @@ while it builds (~15 s).
 
 **Where it cannot be used** (no compiler, a failed build, ``RANKBIAS_NATIVE=0``), :func:`available`
 is False, :func:`reason` says why, and a one-line notice goes to stderr once per process; callers
-fall back to the eager path. ``CXX`` chooses the compiler (default ``g++``).
+fall back to the eager path. ``CXX`` chooses the compiler (default ``g++``). ``python -m
+rankbias.native`` builds it ahead of use (``make demo`` and ``make test`` do) and prints where.
+
+:func:`preferred` says where the engine uses it by default (``EngineOptions(native=None)``).
 
 :func:`plan` maps a :class:`~rankbias.models.CohortModel` and its
 :class:`~rankbias.training.optimizer.CohortSGD` onto the library's layer chain;
@@ -40,8 +44,10 @@ import torch
 
 SOURCE = Path(__file__).with_name("cohort_step.cpp")
 ABI_VERSION = 1
-FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC"]
-NATIVE_ISA = ["-march=native"]
+FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC"]
+# tried in order: the machine's instruction set with OpenMP threads, then portable, then without
+# OpenMP (e.g. Apple clang has no libomp: one thread per step; a notice says so)
+VARIANTS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])
 FAMILIES = ("mlp", "mlp-bn", "res", "res-bn", "twolayer")
 LOSSES = {"cross_entropy": 0, "mse_onehot": 1, "mse_scalar": 2}
 
@@ -134,30 +140,47 @@ def _build(exe: str) -> Path:
         "\n"
     )[0]
     folder = cache_dir()
-    for isa in (NATIVE_ISA, []):
-        flags = FLAGS + isa
+    errors: list[str] = []  # each failed variant's first error line
+    for variant in VARIANTS:
+        flags = FLAGS + variant
         key = hashlib.sha256(
             b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_identity().encode()])
         ).hexdigest()[:20]
         path = folder / f"cohort_step-{key}.so"
-        if path.exists():
-            return path
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cohort_step-", suffix=".so", dir=folder)
-        os.close(fd)
-        _notice(f"compiling the native training step for this machine (once, ~15 s): {path}")
-        try:
-            done = subprocess.run(
-                [exe, *flags, "-o", tmp, str(SOURCE)], check=False, capture_output=True, text=True, timeout=600
-            )
-            if done.returncode == 0:
-                os.replace(tmp, path)  # atomic: another process's identical file may be replaced
-                return path
-            error = done.stderr.strip().splitlines()
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise RuntimeError(f"the build failed: {error[0] if error else 'no message'}")
+        failed = path.with_suffix(".failed")  # this variant failed before: its first error line
+        if failed.exists():
+            errors.append(failed.read_text().strip())
+            continue
+        if not path.exists():
+            error = _compile(exe, flags, folder, path)
+            if error is not None:
+                failed.write_text(error + "\n")
+                errors.append(error)
+                continue
+        if "-fopenmp" not in variant:
+            _notice(f"the native training step was built without OpenMP ({errors[0]}): one thread a step")
+        return path
+    raise RuntimeError(f"the build failed: {errors[0]}")
+
+
+def _compile(exe: str, flags: list[str], folder: Path, path: Path) -> str | None:
+    """Compile the library with ``flags`` into ``path`` (atomically); None, or the compiler's
+    first error line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".cohort_step-", suffix=".so", dir=folder)
+    os.close(fd)
+    _notice(f"compiling the native training step for this machine (once, ~15 s): {path}")
+    try:
+        done = subprocess.run(
+            [exe, *flags, "-o", tmp, str(SOURCE)], check=False, capture_output=True, text=True, timeout=600
+        )
+        if done.returncode == 0:
+            os.replace(tmp, path)  # atomic: another process's identical file may be replaced
+            return None
+        return (done.stderr.strip().splitlines() or [f"{exe} exited with {done.returncode}"])[0][:300]
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # -- the model as a chain of layers --------------------------------------------------------------
@@ -180,6 +203,19 @@ def unsupported(model, loss: str, device: torch.device, dtype: torch.dtype | Non
     if dtype not in (torch.float32, torch.float64):
         return f"dtype {dtype}"
     return None
+
+
+PREFERRED_MAX_WEIGHTS = 2**20  # largest weight matrix (entries) the native step is the default for
+
+
+def preferred(model, batch_size: int) -> bool:
+    """Whether the native step is the faster path for ``model`` (a ``CohortModel`` it can train)
+    at ``batch_size``: no weight matrix larger than :data:`PREFERRED_MAX_WEIGHTS` entries.
+    Measured on a 2-core CPU (``bench/throughput.py``, docs/speed.md): a member's weights then
+    stay in its core's caches through the step; with larger matrices MKL's blocked products in
+    the eager path win."""
+    largest = max(lin.in_features * lin.out_features for lin, *_ in _chain(model))
+    return largest <= PREFERRED_MAX_WEIGHTS
 
 
 def _chain(model) -> list[tuple]:

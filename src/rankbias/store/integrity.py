@@ -204,24 +204,27 @@ def _short(epochs: list[int]) -> str:
 
 
 # -- the writer's side ----------------------------------------------------------------------------
-def resume_point(store: RunStore) -> tuple[int, str | None]:
-    """``(epoch, damage)``: the epoch a run resumes from — its checkpoint's (read in full) when
-    the run is whole, else 0: trained from the start — and what is damaged (naming the file),
-    or None."""
+def resume_point(store: RunStore) -> tuple[int, str, str | None]:
+    """``(epoch, path, damage)``: the epoch a run resumes from — its checkpoint's (read in full)
+    when the run is whole, else 0: trained from the start —, the training path its checkpoint
+    was written on (``eager`` or ``native``; ``""`` for a run trained from the start), and what
+    is damaged (naming the file), or None."""
     damaged = scan([store.dir]).damaged.get(store.dir) if is_run(store.dir) else None
     if damaged is not None:
-        return 0, str(damaged)
+        return 0, "", str(damaged)
     try:
         state = store.load_checkpoint()
     except DamagedError as exc:
-        return 0, str(exc)
-    return (0 if state is None else int(state["epoch"])), None
+        return 0, "", str(exc)
+    if state is None or int(state["epoch"]) == 0:
+        return 0, "", None
+    return int(state["epoch"]), state.get("path", "eager"), None
 
 
 def repair(store: RunStore) -> str | None:
     """Make a run trainable again (under its lock): a damaged run loses its files (it is trained
     from the start) and an interrupted merge is finished. Returns what was damaged, or None."""
-    _, damaged = resume_point(store)
+    *_, damaged = resume_point(store)
     if damaged is not None:
         store.remove()
         return damaged

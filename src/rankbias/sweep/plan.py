@@ -1,7 +1,8 @@
 """Which runs train, and in which cohorts: grouping, memory estimate, cohort sizing.
 
 Runs that share model, data, loss, batch size and record settings (``RunConfig.cohort_key``)
-and resume from the same checkpoint epoch can train as one cohort. A group is cut into cohorts
+and resume from the same checkpoint epoch on the same training path (eager or native) can train
+as one cohort. A group is cut into cohorts
 that fit a memory cap and, when there are fewer cohorts than workers, halved until every worker
 has one (a cohort of R members costs about R solo runs' arithmetic, so this trades a little
 vectorization for parallelism). Each cohort carries its estimated arithmetic (:func:`epoch_flops`):
@@ -198,19 +199,19 @@ def plan_sweep(
     found = scan([s.dir for s in stores.values() if is_run(s.dir)]).damaged  # one pass over the stored runs
     for config in configs:
         store = stores[config.run_id()]
-        epoch, reason = 0, None if force or store.dir not in found else str(found[store.dir])
+        epoch, path, reason = 0, "", None if force or store.dir not in found else str(found[store.dir])
         if not force and reason is None:
             status = store.status()  # readable: the scan checked it
             if status and status["state"] in ("done", "diverged"):
                 finished.append(config)
                 continue
-            epoch, reason = resume_point(store)  # reads the checkpoint
+            epoch, path, reason = resume_point(store)  # reads the checkpoint
         if reason is not None:
             damaged[config.run_id()] = reason
-        groups.setdefault((config.cohort_key(), epoch), []).append(config)
+        groups.setdefault((config.cohort_key(), epoch, path), []).append(config)
     cohorts = []
     costs: dict[tuple, tuple[float, int]] = {}  # by model and data: forward_cost
-    for (_, epoch), members in groups.items():
+    for (_, epoch, _), members in groups.items():
         data = datasets[members[0].data]
         size = largest_fitting(members[0], data, cap, sweep.max_cohort)
         shape = (members[0].model, members[0].data, members[0].loss)

@@ -80,12 +80,14 @@ class CohortTrainer:
     ``options.cuda_graph``: on a GPU, replay the training step from a CUDA graph
     (``cuda_graph.py``); ``None``: whenever the step can be captured (a CUDA device, no dropout,
     no augmentation). ``options.tf32``: float32 matrix products and convolutions on a GPU may use
-    TensorFloat-32 (off by default). ``options.native``: the training steps run in the native
-    step (``rankbias.native``) where :meth:`native_unsupported` allows, else eagerly (a notice).
-    :attr:`path` (``eager`` or ``native``) is decided when training starts, recorded in each
-    member's checkpoint and ``provenance.json`` (``training_path``); a resumed cohort continues on
-    its checkpoints' path (so that it replays the uninterrupted run's arithmetic), whatever
-    ``options.native`` says, unless that path cannot run here (a notice).
+    TensorFloat-32 (off by default). ``options.native``: whether the training steps run in the
+    native step (``rankbias.native``): ``None`` where it can (:meth:`native_unsupported`) and
+    :func:`rankbias.native.preferred` finds it the faster path; ``True`` wherever it can (else
+    a notice); ``False`` never. :attr:`path` (``eager`` or ``native``) is decided when training
+    starts, recorded in each member's checkpoint and ``provenance.json`` (``training_path``); a
+    resumed cohort continues on its checkpoints' path (so that it replays the uninterrupted
+    run's arithmetic), whatever ``options.native`` says, unless that path cannot run here (a
+    notice). The sweep planner never puts runs of different paths in one cohort.
     """
 
     def __init__(self, members: list[Member], data: Dataset, options: EngineOptions | None = None):
@@ -377,19 +379,29 @@ class CohortTrainer:
 
     def _choose_path(self, states: list[dict | None]) -> None:
         """The path of this session: the checkpoints' (a resumed cohort), else the options'."""
+        from .. import native
+
         recorded = {s.get("path", "eager") for s in states if s is not None and s["epoch"] > 0}
         if len(recorded) > 1:
             raise RuntimeError(f"cohort members resume from different training paths {sorted(recorded)}")
-        resumed = bool(recorded)
-        path = recorded.pop() if resumed else ("native" if self.native_requested else "eager")
+        requested = self.native_requested
+        if recorded:
+            path = recorded.pop()
+            if requested is not None and requested != (path == "native"):
+                flag = "--native" if requested else "--eager"
+                _notice_once(f"runs that began on the {path} path resume on it ({flag} not applied)")
+        elif requested is None:
+            fits = native.unsupported(self.model, self.config.loss, self.device) is None
+            path = "native" if fits and native.preferred(self.model, self.config.train.batch_size) else "eager"
+        else:
+            path = "native" if requested else "eager"
         if path == "native":
             why = self.native_unsupported()
             if why is not None:
+                if recorded or requested:
+                    also = " (resumed runs leave their native path: not bit for bit)" if recorded else ""
+                    _notice_once(f"native step not used for {self.config.model.name}: {why}{also}")
                 path = "eager"
-                also = " (resumed runs leave their native path: not bit for bit)" if resumed else ""
-                _notice_once(f"native step not used for {self.config.model.name}: {why}{also}")
-        elif resumed and self.native_requested:
-            _notice_once("runs that began on the eager path resume on it (--native not applied)")
         self.path = path
         for m in self.members:
             with writing(m.store.dir.parent):
