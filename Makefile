@@ -13,6 +13,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install "torch==$(TORCH_VERSION)"
 	$(BIN)/pip install -e .
+	$(BIN)/python -m rankbias.native
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

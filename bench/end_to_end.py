@@ -21,7 +21,11 @@ reference runs with the torch thread count the engine's runs report in their pro
 engine's worker processes, or this process when it trains inline), so with ``--jobs 2`` the engine
 may use two processes where the reference uses one: that is what the tool offers a user.
 
-    python bench/end_to_end.py [--repeats 3] [--epochs 2] [--train-size 60000] [--jobs J] [--threads T] [--device cpu]
+    python bench/end_to_end.py [--repeats 3] [--epochs 2] [--train-size 60000] [--jobs J] [--threads T] \
+        [--device cpu] [--path default|eager|native]
+
+``--path``: the engine's training path (``rb.train(native=None|False|True)``; default: native on
+a CPU where :func:`rankbias.native.preferred`, here at both batch sizes).
 
 ``--device cuda``: both on the GPU (the reference moves each batch there, as a user would, and
 evaluates on the whole sets moved there once).
@@ -77,11 +81,15 @@ def grid(epochs: int, train_size: int, test_size: int) -> list[rb.RunConfig]:
     ]
 
 
+PATHS = {"default": None, "eager": False, "native": True}  # --path: rb.train(native=...)
+
+
 def engine(
-    configs: list[rb.RunConfig], results: Path, device: str, jobs: int | None, threads: int | None
+    configs: list[rb.RunConfig], results: Path, device: str, jobs: int | None, threads: int | None, path: str
 ) -> tuple[float, int]:
     """``rb.train`` into a fresh directory. Returns (seconds, torch threads its runs used)."""
     options = {k: v for k, v in (("jobs", jobs), ("threads", threads)) if v is not None}
+    options["native"] = PATHS[path]
     start = time.perf_counter()
     runs = rb.train(configs, results, device=device, **options)
     seconds = time.perf_counter() - start
@@ -91,7 +99,11 @@ def engine(
     used = {provenance.read(r.path)["torch_threads"] for r in runs}
     if len(used) != 1:
         raise SystemExit(f"the engine's runs used different thread counts: {sorted(used)}")
+    ENGINE_PATHS.update(provenance.read(r.path)["training_path"] for r in runs)
     return seconds, used.pop()
+
+
+ENGINE_PATHS: set[str] = set()  # the training paths the engine's runs took
 
 
 def reference(configs: list[rb.RunConfig], out: Path, device: torch.device) -> tuple[float, list[float]]:
@@ -156,6 +168,9 @@ def main() -> None:
         "--threads", type=int, default=None, help="rb.train's torch threads per worker (default: rb.train's default)"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both train")
+    parser.add_argument(
+        "--path", choices=list(PATHS), default="default", help="the engine's training path (rb.train's native=)"
+    )
     args = parser.parse_args()
     configs = grid(args.epochs, args.train_size, args.test_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +193,7 @@ def main() -> None:
     for i in range(args.repeats):
         load = os.getloadavg()[0]
         with tempfile.TemporaryDirectory() as tmp:
-            seconds, threads = engine(configs, Path(tmp) / "results", args.device, args.jobs, args.threads)
+            seconds, threads = engine(configs, Path(tmp) / "results", args.device, args.jobs, args.threads, args.path)
             times["engine"].append(seconds)
             if i == 0:
                 scalars = rb.load(Path(tmp) / "results").scalars
@@ -191,6 +206,7 @@ def main() -> None:
         torch.set_num_threads(before)
         print(f"repeat {i}: engine {times['engine'][-1]:7.2f} s, reference {times['reference'][-1]:7.2f} s "
               f"(torch threads {threads} each; load {load:.2f})", flush=True)  # fmt: skip
+    print(f"engine training path: {', '.join(sorted(ENGINE_PATHS))} (--path {args.path})")
     for name, values in times.items():
         print(f"{name:10s} min {min(values):7.2f} s   median {statistics.median(values):7.2f} s")
     median = statistics.median(times["reference"]) / statistics.median(times["engine"])
