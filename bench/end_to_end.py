@@ -25,7 +25,7 @@ may use two processes where the reference uses one: that is what the tool offers
         [--device cpu] [--path default|eager|native]
 
 ``--path``: the engine's training path (``rb.train(native=None|False|True)``; default: native on
-a CPU where :func:`rankbias.native.preferred`, here at both batch sizes).
+a CPU).
 
 ``--device cuda``: both on the GPU (the reference moves each batch there, as a user would, and
 evaluates on the whole sets moved there once).

@@ -28,7 +28,7 @@ def _path(results, config) -> str:
 
 
 @needs_native
-def test_fully_connected_runs_train_natively_by_default_and_others_eagerly(tmp_path, capsys, monkeypatch):
+def test_fully_connected_runs_train_natively_by_default_and_others_eagerly(tmp_path, capsys):
     fc = small_config(**{"train.epochs": 1})
     conv = small_config(**{"train.epochs": 1, "model": "convnet-2-8"})
     rb.train([fc, conv], tmp_path / "default", jobs=1, threads=1)
@@ -37,9 +37,6 @@ def test_fully_connected_runs_train_natively_by_default_and_others_eagerly(tmp_p
     assert "native" not in capsys.readouterr().err  # the convnet's eager path is no news
     rb.train(fc, tmp_path / "eager", native=False, jobs=1, threads=1)
     assert _path(tmp_path / "eager", fc) == "eager"
-    monkeypatch.setattr(native, "PREFERRED_MAX_WEIGHTS", 16 * 16 - 1)  # mlp-bn-2-16's 16×16 is too large
-    rb.train(fc, tmp_path / "large", jobs=1, threads=1)
-    assert _path(tmp_path / "large", fc) == "eager"
     rb.train(fc, tmp_path / "asked", native=True, jobs=1, threads=1)
     assert _path(tmp_path / "asked", fc) == "native"
     assert_same_records(tmp_path / "default", tmp_path / "asked", fc.run_id())

@@ -148,7 +148,7 @@ def main() -> None:
     "--native/--eager",
     default=None,
     help="On a CPU, train the fully connected families with the native step (C++, built at first use) "
-    "or eagerly (PyTorch). Default: native where it is the faster path (docs/speed.md).",
+    "or eagerly (PyTorch). Default: native wherever it can run (the faster path; docs/speed.md).",
 )
 @click.option(
     "--log-to",

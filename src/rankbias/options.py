@@ -56,9 +56,9 @@ class EngineOptions:
     ``threads``: torch threads of every training process (``None``: one, see
     :func:`rankbias.sweep.default_threads`). ``native``: how the fully connected families train
     on a CPU: ``None`` (default) with the native step (``rankbias.native``: one C++ call per
-    step, built at first use) where it runs and is the faster path (:func:`rankbias.native.preferred`),
-    else eagerly; ``True`` natively wherever it runs (a notice where it cannot); ``False``
-    always eagerly. Without a compiler every run trains eagerly (one notice).
+    step, built at first use) wherever it runs (the faster path: docs/speed.md), else eagerly;
+    ``True`` the same, with a notice for runs it cannot train; ``False`` always eagerly. Without
+    a compiler every run trains eagerly (one notice).
     """
 
     device: str = "auto"

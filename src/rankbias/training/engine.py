@@ -81,9 +81,9 @@ class CohortTrainer:
     (``cuda_graph.py``); ``None``: whenever the step can be captured (a CUDA device, no dropout,
     no augmentation). ``options.tf32``: float32 matrix products and convolutions on a GPU may use
     TensorFloat-32 (off by default). ``options.native``: whether the training steps run in the
-    native step (``rankbias.native``): ``None`` where it can (:meth:`native_unsupported`) and
-    :func:`rankbias.native.preferred` finds it the faster path; ``True`` wherever it can (else
-    a notice); ``False`` never. :attr:`path` (``eager`` or ``native``) is decided when training
+    native step (``rankbias.native``): ``None`` wherever it can (:meth:`native_unsupported`;
+    without a compiler the native module says so once); ``True`` the same, with a notice for a
+    cohort it cannot train; ``False`` never. :attr:`path` (``eager`` or ``native``) is decided when training
     starts, recorded in each member's checkpoint and ``provenance.json`` (``training_path``); a
     resumed cohort continues on its checkpoints' path (so that it replays the uninterrupted
     run's arithmetic), whatever ``options.native`` says, unless that path cannot run here (a
@@ -391,8 +391,7 @@ class CohortTrainer:
                 flag = "--native" if requested else "--eager"
                 _notice_once(f"runs that began on the {path} path resume on it ({flag} not applied)")
         elif requested is None:
-            fits = native.unsupported(self.model, self.config.loss, self.device) is None
-            path = "native" if fits and native.preferred(self.model, self.config.train.batch_size) else "eager"
+            path = "native" if native.unsupported(self.model, self.config.loss, self.device) is None else "eager"
         else:
             path = "native" if requested else "eager"
         if path == "native":
