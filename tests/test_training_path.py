@@ -111,6 +111,22 @@ def test_without_openmp_the_library_builds_single_threaded_once(tmp_path):
     assert "without OpenMP" in second.stderr
 
 
+def test_without_a_compiler_every_run_trains_eagerly_with_one_notice(tmp_path):
+    """The issue's fresh machine without g++: two cohorts (two batch sizes) train on the eager
+    path; one notice says why."""
+    configs = [small_config(**{"train.epochs": 1, "train.batch_size": b}).to_dict() for b in (16, 32)]
+    code = (
+        "import json, rankbias as rb;"
+        f"runs = rb.train([rb.RunConfig.from_dict(c) for c in {configs!r}], {str(tmp_path / 'results')!r},"
+        " jobs=1, threads=1);"
+        "print([r.state for r in runs], [json.load(open(r.path / 'provenance.json'))['training_path'] for r in runs])"
+    )
+    no_compiler = {"CXX": str(tmp_path / "no-such-compiler"), "RANKBIAS_CACHE": str(tmp_path / "cache")}
+    done = _run(code, **no_compiler, RANKBIAS_OFFLINE="1")
+    assert done.stdout.strip() == "['done', 'done'] ['eager', 'eager']", done.stderr
+    assert done.stderr.count("native training step unavailable (no C++ compiler") == 1, done.stderr
+
+
 def test_python_m_rankbias_native_builds_or_says_why_not():
     ready = _run("import runpy; runpy.run_module('rankbias.native', run_name='__main__')")
     off = _run("import runpy; runpy.run_module('rankbias.native', run_name='__main__')", RANKBIAS_NATIVE="0")
