@@ -316,7 +316,7 @@ def test_presets_of_one_command_share_their_runs(quick_run):
 
 def test_trend_leaves_out_runs_that_end_at_chance(quick_run):
     from rankbias.reproduce import check
-    from rankbias.reproduce.claims import learned
+    from rankbias.store.records import learned
 
     records = rb.load(quick_run.out.parents[1] / "runs", runs=[r.run_id for r in quick_run.runs])
     assert learned(records) == {r.run_id for r in quick_run.runs}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..conventions import REPLICATE_KEYS, SYMBOLS, symbol
 from ..errors import PlotError
-from ..store.records import Results, subset, varied_keys
+from ..store.records import Results, learned, subset, varied_keys
 from .style import line_style
 
 PREFERRED = [
@@ -167,9 +167,7 @@ class Selection:
 
 def left_out(results: Results) -> dict:
     """run_id → "diverged" or "did not learn" for the runs that claim checks leave out: those that
-    diverged, and those with two or more records that ended at chance (``reproduce.claims.learned``)."""
-    from ..reproduce.claims import learned  # reproduce draws with this package: imported on use
-
+    diverged, and those with two or more records that ended at chance (``store.records.learned``)."""
     counts = results.scalars.groupby("run_id").size() if len(results.scalars) else pd.Series(dtype=int)
     kept = learned(results) if len(counts) else set()
     states = results.runs.set_index("run_id")["state"]

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from .. import theory
-from ..store.records import subset, varied_keys
+from ..store.records import learned, subset, varied_keys
 from ..theory.drift import TOLERANCE as DRIFT_TOLERANCE
 from ..theory.drift import norm_drift
 from ..theory.prediction import (
@@ -87,22 +87,6 @@ def check(claim: Claim, results, *, rng: int = 0) -> Verdict:
 
 
 # -- trends -----------------------------------------------------------------------------------
-def learned(results) -> set[str]:
-    """The runs whose last train accuracy is above twice their accuracy at initialization (about
-    chance); a regression run (``loss: mse_scalar``: its "accuracy" means nothing) when its last
-    train loss is below its first. A run that ends at chance collapsed or is caught in an unstable
-    phase: its low rank is no evidence of the bias, so the trend and layer checks leave it out
-    (``claim.json`` lists it under ``not_learned``)."""
-    scalars = results.scalars.sort_values("epoch").groupby("run_id")
-    accuracy, loss = scalars["train_acc"], scalars["train_loss"]
-    regression = (
-        results.runs.set_index("run_id")["loss"].eq("mse_scalar").reindex(accuracy.first().index, fill_value=False)
-    )
-    keep = (accuracy.last() > 2 * accuracy.first()) | accuracy.last().isna()
-    keep = keep.where(~regression, loss.last() < loss.first())
-    return set(keep[keep].index)
-
-
 def _trend(claim: Claim, results, convergence: pd.DataFrame, rng: int):
     """Each knob of the claim (``knob=None``: every one that varies) tested on its own; the
     verdict is the weakest of theirs (fails > inconclusive > holds without weight decay > holds)."""

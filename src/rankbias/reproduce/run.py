@@ -23,7 +23,7 @@ from .. import api, plots
 from ..config import RunConfig, expand
 from ..errors import ConfigError
 from ..plots.select import label
-from ..store.records import load, subset, varied_keys
+from ..store.records import learned, load, subset, varied_keys
 from . import catalog, claims
 
 RUNS = "runs"  # the run store under a results folder, shared by every preset and scale
@@ -203,7 +203,7 @@ def _conclude(result: Reproduction, records) -> None:
             if r in convergence.index
         },
         "not_learned": (
-            sorted(set(run_ids) - claims.learned(records)) if preset.claim.check in ("trend", "stable_rank") else []
+            sorted(set(run_ids) - learned(records)) if preset.claim.check in ("trend", "stable_rank") else []
         ),
         "figures": [str(p) for p in result.figures],
         "figure_error": result.figure_error,

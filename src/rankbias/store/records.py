@@ -179,6 +179,22 @@ def config_keys(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if "." in c or c == "loss"]
 
 
+def learned(results: Results) -> set[str]:
+    """The runs whose last train accuracy is above twice their accuracy at initialization (about
+    chance); a regression run (``loss: mse_scalar``: its "accuracy" means nothing) when its last
+    train loss is below its first. A run that ends at chance collapsed or is caught in an unstable
+    phase: its low rank is no evidence of the bias, so the trend and layer checks leave it out
+    (``claim.json`` lists it under ``not_learned``)."""
+    scalars = results.scalars.sort_values("epoch").groupby("run_id")
+    accuracy, loss = scalars["train_acc"], scalars["train_loss"]
+    regression = (
+        results.runs.set_index("run_id")["loss"].eq("mse_scalar").reindex(accuracy.first().index, fill_value=False)
+    )
+    keep = (accuracy.last() > 2 * accuracy.first()) | accuracy.last().isna()
+    keep = keep.where(~regression, loss.last() < loss.first())
+    return set(keep[keep].index)
+
+
 def varied_keys(runs: pd.DataFrame) -> list[str]:
     """Config keys whose value differs between the runs (the axes of a sweep). ``runs``: a runs
     table (``Results.runs``) or any frame with one row per run and config keys as columns."""
