@@ -53,7 +53,10 @@ def test_the_cli_chooses_the_path(tmp_path):
             main, ["run", str(config), "--results", str(tmp_path / flag), "--threads", "1", "--no-progress", flag]
         )
         assert out.exit_code == 0, out.output
+        run_id = rb.load_configs(config)[0].run_id()
         assert _path(tmp_path / flag, rb.load_configs(config)[0]) == path
+        shown = CliRunner().invoke(main, ["show", str(tmp_path / flag / run_id)])
+        assert f"(mlp-bn-2-16, digits; {path} path)" in shown.output.splitlines()[0]
 
 
 @needs_native

@@ -239,11 +239,17 @@ def show(run_dir, eps, norm, layers) -> None:
         runs = candidate_dirs(run_dir)  # a folder of runs: say so, and how to pick one
         raise ConfigError("RUN_DIR", f"{run_dir} holds {len(runs)} runs, not one: rankbias show {runs[0]} "
                           f"shows one; rankbias status {run_dir} lists them all")  # fmt: skip
+    from .store import provenance
+
     records = load(run_dir, eps=eps, norm=norm)
     row = records.runs.iloc[0]
+    try:
+        path = (provenance.read(run_dir) or {}).get("training_path")
+    except (OSError, ValueError):  # the records loaded: a damaged provenance only loses this note
+        path = None
     click.echo(
         f"run {row['run_id']}: {row['state']} at epoch {row['state_epoch']}  "
-        f"({row['model.name']}, {row['data.name']})"
+        f"({row['model.name']}, {row['data.name']}{f'; {path} path' if path else ''})"
     )
     if row["message"]:
         click.echo(f"  {row['message']}")
