@@ -132,3 +132,39 @@ def test_spectra_of_a_vit_member_matches_the_models_own_matrix_list():
     # 5 tokens; patch positions for the embedding
     assert [analysed.loc[i.name, "m_l"] for i in infos] == [i.m_l for i in infos]
     assert set(table[~table.analysed]["name"]) == {"cls_token.weight", "pos_embed.weight"}
+
+
+class TokensToLogits(nn.Module):
+    """A language model fed a float tensor of token ids (what rb.spectra's zero input pass gives)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return self.model(tokens.long()).logits
+
+
+def test_spectra_reads_gpt2s_transposed_linear_layers(tmp_path):
+    """Hugging Face's Conv1D (weight (in, out)): analysed as Wᵀ, GPT-2's packed c_attn split into
+    q, k, v; a Tracker records them; only the embeddings are skipped."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=12, n_layer=2, n_head=2)
+    gpt = transformers.GPT2LMHeadModel(config)
+    table = rb.spectra(TokensToLogits(gpt), input_shape=(6,))
+    analysed = table[table.analysed].set_index("name")
+    block = "model.transformer.h.0"
+    for name in ("attn.c_attn.q", "attn.c_attn.k", "attn.c_attn.v", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        assert analysed.loc[f"{block}.{name}", "m_l"] == 6, name  # each of the 6 tokens
+    assert analysed.loc[f"{block}.attn.c_attn.v", "kind"] == "attention"
+    assert analysed.loc[f"{block}.mlp.c_fc", "shape"] == (48, 12)  # (out, in): the weight transposed
+    v = gpt.transformer.h[0].attn.c_attn.weight[:, 24:].detach().numpy()  # (in, out) columns of v
+    sv = analysed.loc[f"{block}.attn.c_attn.v", "sv"]
+    np.testing.assert_allclose(sv, np.linalg.svd(v, compute_uv=False), rtol=1e-5)
+    skipped = table[~table.analysed]
+    assert set(skipped["name"]) == {"model.transformer.wte.weight", "model.transformer.wpe.weight"}
+    with rb.Tracker(gpt, tmp_path, name="gpt2", layers="*.c_attn.*") as tracker:
+        tracker.record(0)
+    layers = rb.load(tmp_path).layers
+    assert sorted(set(layers["layer"])) == [f"transformer.h.{i}.attn.c_attn.{p}" for i in (0, 1) for p in "kqv"]

@@ -611,15 +611,53 @@ inline void act_bn_backward_any(const T* dA, const T* pre, T* dz, const T* xh, c
   }
 }
 
-// dst[j][b] = src[b][j] (src: B rows of n; dst: n rows of B), in tiles of 16 × 16 that stay in L1
+// An 8 × 8 tile transposed in registers: r[i] holds row i on entry, column i on exit (three
+// rounds of lane shuffles: pairs of elements, pairs of pairs, halves). Values only move.
+template <typename V>
+inline void transpose_tile8(V* r) {
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int h = 0; h < 8; h += 4)
+    for (int k = 0; k < 2; ++k) {
+      u[h + 2 * k] = __builtin_shufflevector(t[h + k], t[h + k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[h + 2 * k + 1] = __builtin_shufflevector(t[h + k], t[h + k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int k = 0; k < 4; ++k) {
+    r[k] = __builtin_shufflevector(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[k + 4] = __builtin_shufflevector(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// dst[j][b] = src[b][j] (src: B rows of n; dst: n rows of B). Whole 8 × 8 tiles go through
+// registers, taken RB source rows at a time so that each destination row receives a 64-byte run
+// (float: two tiles stacked; double: one); the ragged edges (rows past the last multiple of 8,
+// columns past the last multiple of 8) are moved element by element.
 template <typename T>
 inline void transpose(const T* __restrict src, T* __restrict dst, int64_t n, int B) {
-  constexpr int TJ = 16;
-  for (int64_t j0 = 0; j0 < n; j0 += TJ) {
-    const int64_t j1 = j0 + TJ < n ? j0 + TJ : n;
-    for (int b = 0; b < B; ++b)
-      for (int64_t j = j0; j < j1; ++j) dst[j * B + b] = src[b * n + j];
-  }
+  using V = typename VecOf<T, 8 * sizeof(T)>::type;
+  constexpr int RB = 64 / (8 * sizeof(T)) * 8;  // 16 for float, 8 for double
+  const int64_t n8 = n & ~int64_t(7);
+  const int B8 = B & ~7;
+  auto tiles = [&](int b0, int rows) {  // rows: RB or 8
+    for (int64_t j0 = 0; j0 < n8; j0 += 8)
+      for (int h = 0; h < rows; h += 8) {
+        V r[8];
+        for (int i = 0; i < 8; ++i) r[i] = load<V>(src + (b0 + h + i) * n + j0);
+        transpose_tile8(r);
+        for (int i = 0; i < 8; ++i) store(dst + (j0 + i) * B + b0 + h, r[i]);
+      }
+  };
+  int b0 = 0;
+  for (; b0 + RB <= B8; b0 += RB) tiles(b0, RB);
+  for (; b0 < B8; b0 += 8) tiles(b0, 8);
+  if (n8 < n)
+    for (int b = 0; b < B8; ++b)
+      for (int64_t j = n8; j < n; ++j) dst[j * B + b] = src[b * n + j];
+  for (int b = B8; b < B; ++b)
+    for (int64_t j = 0; j < n; ++j) dst[j * B + b] = src[b * n + j];
 }
 
 template <typename T>
