@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -239,13 +240,11 @@ def show(run_dir, eps, norm, layers) -> None:
         runs = candidate_dirs(run_dir)  # a folder of runs: say so, and how to pick one
         raise ConfigError("RUN_DIR", f"{run_dir} holds {len(runs)} runs, not one: rankbias show {runs[0]} "
                           f"shows one; rankbias status {run_dir} lists them all")  # fmt: skip
-    from .store import provenance
-
     records = load(run_dir, eps=eps, norm=norm)
     row = records.runs.iloc[0]
-    try:
-        path = (provenance.read(run_dir) or {}).get("training_path")
-    except (OSError, ValueError):  # the records loaded: a damaged provenance only loses this note
+    try:  # read as text: store.provenance imports torch
+        path = json.loads((run_dir / "provenance.json").read_text()).get("training_path")
+    except (OSError, ValueError, AttributeError):  # a missing or damaged provenance only loses this note
         path = None
     click.echo(
         f"run {row['run_id']}: {row['state']} at epoch {row['state_epoch']}  "
