@@ -1,12 +1,12 @@
 """Which runs train, and in which cohorts: grouping, memory estimate, cohort sizing.
 
-Runs that share model, data, loss, batch size and record settings (``RunConfig.cohort_key``)
-and resume from the same checkpoint epoch on the same training path (eager or native) can train
-as one cohort. A group is cut into cohorts
-that fit a memory cap and, when there are fewer cohorts than workers, halved until every worker
-has one (a cohort of R members costs about R solo runs' arithmetic, so this trades a little
-vectorization for parallelism). Each cohort carries its estimated arithmetic (:func:`epoch_flops`):
-cohorts are dispatched largest first, and the sweep's progress estimates the time left from it.
+Runs that share model, data, loss, batch size and record settings (``RunConfig.cohort_key``) and
+resume from the same checkpoint epoch on the same training path (eager or native) can train as
+one cohort. A group is cut into cohorts that fit a memory cap and, when there are fewer cohorts
+than workers, halved until every worker has one (a cohort of R members costs about R solo runs'
+arithmetic, so this trades a little vectorization for parallelism). Each cohort carries its
+estimated arithmetic (:func:`epoch_flops`): cohorts are dispatched largest first, and the
+sweep's progress estimates the time left from it.
 """
 
 from __future__ import annotations
