@@ -79,8 +79,9 @@ struct Scratch {
 
 // -- kernels -----------------------------------------------------------------------------------
 // NB > 0: the batch size known at compile time, a multiple of a vector (the accumulators stay in
-// registers); NB = 0: any batch size, plain loops. Every output element is the same chain of
-// multiply-adds in the same order either way (vector lanes are independent elements).
+// registers: forward_rows, backward_cols); NB = 0: any batch size, in chunks of vectors
+// (product, below). Every output element is the same chain of multiply-adds in the same order
+// either way (vector lanes are independent elements).
 
 template <typename T, int BYTES>
 struct VecOf {
@@ -114,6 +115,7 @@ constexpr int PREFETCH_LOCALITY = 2;
 template <typename T, int NB, int RB>
 inline void forward_rows(const T* __restrict W, int64_t in, const T* __restrict X, T* __restrict Y, int B) {
   constexpr int VB = lane_bytes<T, NB>();
+  static_assert(VB > 0, "a compile-time batch fills whole vectors; other batches run product()");
   if constexpr (VB > 0) {
     using V = typename VecOf<T, VB>::type;
     constexpr int NV = NB * sizeof(T) / VB;
@@ -140,16 +142,6 @@ inline void forward_rows(const T* __restrict W, int64_t in, const T* __restrict 
     }
     for (int k = 0; k < RB; ++k)
       for (int v = 0; v < NV; ++v) store(Y + k * NB + v * (VB / sizeof(T)), acc[k][v]);
-  } else {
-    for (int k = 0; k < RB; ++k) {
-      T* y = Y + k * B;
-      for (int b = 0; b < B; ++b) y[b] = 0;
-      for (int64_t i = 0; i < in; ++i) {
-        const T w = W[k * in + i];
-        const T* x = X + i * B;
-        for (int b = 0; b < B; ++b) y[b] += w * x[b];
-      }
-    }
   }
 }
 
@@ -169,6 +161,7 @@ template <typename T, int NB, int RB>
 inline void backward_cols(const T* __restrict W, int64_t in, int64_t out, const T* __restrict dZ, T* __restrict dX,
                           int B) {
   constexpr int VB = lane_bytes<T, NB>();
+  static_assert(VB > 0, "a compile-time batch fills whole vectors; other batches run product()");
   if constexpr (VB > 0) {
     using V = typename VecOf<T, VB>::type;
     constexpr int NV = NB * sizeof(T) / VB;
@@ -186,15 +179,6 @@ inline void backward_cols(const T* __restrict W, int64_t in, int64_t out, const 
     }
     for (int k = 0; k < RB; ++k)
       for (int v = 0; v < NV; ++v) store(dX + k * NB + v * (VB / sizeof(T)), acc[k][v]);
-  } else {
-    for (int k = 0; k < RB; ++k) {
-      T* x = dX + k * B;
-      for (int64_t o = 0; o < out; ++o) {
-        const T w = W[o * in + k];
-        const T* d = dZ + o * B;
-        for (int b = 0; b < B; ++b) x[b] += w * d[b];
-      }
-    }
   }
 }
 
